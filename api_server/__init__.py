@@ -1,0 +1,1 @@
+"""nsfl api_server."""

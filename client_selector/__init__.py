@@ -1,0 +1,1 @@
+"""nsfl client_selector."""

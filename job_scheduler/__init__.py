@@ -1,0 +1,1 @@
+"""nsfl job_scheduler."""

@@ -1,0 +1,1 @@
+"""nsfl nsfl_ctl."""

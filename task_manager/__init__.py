@@ -1,0 +1,1 @@
+"""nsfl task_manager."""
