@@ -1,0 +1,5 @@
+"""Test-suite wiring: fixture plugins for the real protocol servers and shared helpers."""
+
+pytest_plugins = [
+    "tests.fixtures.servers",
+]
