@@ -1,5 +1,6 @@
 """Test-suite wiring: fixture plugins for the real protocol servers and shared helpers."""
 
 pytest_plugins = [
-    "tests.fixtures.servers",
+    "tests.fixtures.mongo",
+    "tests.fixtures.s3",
 ]
