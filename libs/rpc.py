@@ -133,7 +133,7 @@ def handle_errors(method: F) -> F:
                     yield item
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
-            except Exception as exc:  # noqa: BLE001 - the boundary translates everything
+            except Exception as exc:
                 await translate(exc, context)
 
         return gen_wrapper  # type: ignore[return-value]
@@ -144,7 +144,7 @@ def handle_errors(method: F) -> F:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the boundary translates everything
+        except Exception as exc:
             await translate(exc, context)
 
     return wrapper  # type: ignore[return-value]

@@ -27,7 +27,8 @@ from typing import Any, TextIO
 
 CONTEXT_KEYS = ("component", "job", "round", "client", "task", "attempt")
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("nsfl_log_context", default={})
+# Never mutated in place: each log_context() sets a new dict, so concurrent tasks cannot see each other's ids.
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("nsfl_log_context", default=None)
 
 
 @contextlib.contextmanager
@@ -36,7 +37,7 @@ def log_context(**ids: Any) -> Iterator[None]:
     unknown = set(ids) - set(CONTEXT_KEYS)
     if unknown:
         raise ValueError(f"unknown log context keys: {sorted(unknown)}")
-    merged = {**_context.get(), **{k: v for k, v in ids.items() if v is not None}}
+    merged = {**(_context.get() or {}), **{k: v for k, v in ids.items() if v is not None}}
     token = _context.set(merged)
     try:
         yield
@@ -45,14 +46,14 @@ def log_context(**ids: Any) -> Iterator[None]:
 
 
 def current_context() -> dict[str, Any]:
-    return dict(_context.get())
+    return dict(_context.get() or {})
 
 
 class ContextFilter(logging.Filter):
     """Copies the context ids onto each record (``extra=`` wins over the context)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in (_context.get() or {}).items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
@@ -104,4 +105,4 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
     if component:
-        _context.set({**_context.get(), "component": component})
+        _context.set({**(_context.get() or {}), "component": component})
