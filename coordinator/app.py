@@ -1,0 +1,74 @@
+"""Wiring of one coordinator process: stores, selector client, gRPC server, driver.
+
+The only place that opens connections and starts servers; everything it
+builds is passed explicitly to the driver and the servicer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from coordinator.aggregating import aggregator_factory, server_step_for
+from coordinator.checkpoints import CheckpointStore
+from coordinator.driver import Driver, plan_from_spec
+from coordinator.grpc_service import CoordinatorService
+from coordinator.progress import ProgressReporter
+from coordinator.round_runner import RoundRunner
+from coordinator.selector_client import SelectorClient
+from coordinator.settings import CoordinatorSettings
+from libs.jobspec import parse_spec_text, validate_spec
+from libs.objects import open_object_store
+from libs.protos import coordinator_pb2_grpc
+from libs.rpc import add_port, make_server
+from libs.store import open_document_store
+
+log = logging.getLogger(__name__)
+
+EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "STOPPED": 3}
+
+
+def load_job(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    raw = json.loads(text) if path.suffix == ".json" else parse_spec_text(text, str(path))
+    return validate_spec(raw)
+
+
+async def run(settings: CoordinatorSettings) -> int:
+    spec = load_job(settings.job)
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    plan = plan_from_spec(spec)
+    documents = await open_document_store(settings.document_store)
+    objects = open_object_store(settings.object_store)
+    selector = SelectorClient(settings.selector)
+    reporter = ProgressReporter(settings.workdir / "status.json", job_id=plan.job_id,
+                                scheduler=settings.scheduler or None, token=settings.token)
+    server = make_server()
+    port = add_port(server, settings.listen)
+    endpoint = f"{settings.advertise_host}:{port}"
+    stop = asyncio.Event()
+    runner = RoundRunner(plan, selector, lambda: endpoint, stop_event=stop)
+    driver = Driver(spec, runner=runner, checkpoints=CheckpointStore(documents, objects,
+                    namespace=plan.namespace, job=spec["name"]), objects=objects, reporter=reporter,
+                    step=server_step_for(spec), make_aggregator=aggregator_factory(spec))
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, driver.request_stop, f"signal {sig.name}")
+    log.info("coordinator for %s serving on %s", plan.job_id, endpoint)
+    await reporter.update(endpoint=endpoint, pid=__import__("os").getpid())
+    try:
+        state = await driver.run()
+    finally:
+        await server.stop(grace=1.0)
+        await selector.close()
+        await reporter.close()
+        await objects.close()
+        await documents.close()
+    log.info("job %s ended %s", plan.job_id, state)
+    return EXIT_CODES.get(state, 1)

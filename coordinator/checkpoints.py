@@ -1,0 +1,128 @@
+"""Adapter: saving and finding a job's checkpoints (object store + document store).
+
+A checkpoint is one safetensors file holding the global model (tensors named
+``model/<name>``), the server optimiser's array state
+(``optimizer/<slot>/<name>``) and, in its metadata, the round, the
+optimiser's scalar state and the privacy accountant's state as JSON.
+
+Visibility rule (DESIGN §5.5): the file is written completely and its SHA-256
+checked by the object store *before* the record in the ``checkpoints``
+collection is created; readers only ever find checkpoints through that
+record, so a coordinator killed mid-write leaves at most an unreferenced
+object, never a checkpoint that cannot be loaded.  Loading verifies the
+checksum again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from libs.errors import ChecksumMismatch, CorruptPayload
+from libs.objects.layout import checkpoint_key, output_key
+from libs.objects.protocol import ObjectStore
+from libs.store.protocol import DocumentStore
+from libs.weights.tensors import decode, encode, read_metadata, sha256_hex
+
+WeightMap = dict[str, np.ndarray]
+FORMAT = "nsfl-checkpoint-v1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    round: int
+    weights: WeightMap
+    optimizer_arrays: dict[str, WeightMap]
+    optimizer_scalars: dict[str, Any]
+    extra: dict[str, Any]
+    record: dict[str, Any]
+
+
+def pack(round_number: int, weights: WeightMap, optimizer_state: dict[str, Any],
+         extra: dict[str, Any]) -> bytes:
+    tensors: dict[str, np.ndarray] = {f"model/{name}": array for name, array in weights.items()}
+    scalars: dict[str, Any] = {}
+    for slot, value in optimizer_state.items():
+        if isinstance(value, dict):
+            for name, array in value.items():
+                tensors[f"optimizer/{slot}/{name}"] = np.asarray(array)
+        else:
+            scalars[slot] = value
+    metadata = {
+        "format": FORMAT,
+        "round": str(round_number),
+        "optimizer_scalars": json.dumps(scalars),
+        "extra": json.dumps(extra),
+    }
+    return encode(tensors, metadata)
+
+
+def unpack(payload: bytes, record: dict[str, Any]) -> Checkpoint:
+    metadata = read_metadata(payload)
+    if metadata.get("format") != FORMAT:
+        raise CorruptPayload(f"checkpoint {record.get('key')} is not an nsfl checkpoint")
+    tensors = decode(payload, copy=True)
+    weights: WeightMap = {}
+    optimizer: dict[str, WeightMap] = {}
+    for name, array in tensors.items():
+        section, _, rest = name.partition("/")
+        if section == "model":
+            weights[rest] = array
+        elif section == "optimizer":
+            slot, _, tensor = rest.partition("/")
+            optimizer.setdefault(slot, {})[tensor] = array
+    return Checkpoint(round=int(metadata["round"]), weights=weights, optimizer_arrays=optimizer,
+                      optimizer_scalars=json.loads(metadata.get("optimizer_scalars", "{}")),
+                      extra=json.loads(metadata.get("extra", "{}")), record=record)
+
+
+class CheckpointStore:
+    def __init__(self, documents: DocumentStore, objects: ObjectStore, *, namespace: str, job: str) -> None:
+        self.documents = documents
+        self.objects = objects
+        self.namespace = namespace
+        self.job = job
+        self.job_id = f"{namespace}/{job}"
+
+    def _record_key(self, round_number: int) -> str:
+        return f"{self.job_id}#{round_number:06d}"
+
+    async def save(self, round_number: int, weights: WeightMap, optimizer_state: dict[str, Any],
+                   extra: dict[str, Any]) -> dict[str, Any]:
+        payload = pack(round_number, weights, optimizer_state, extra)
+        digest = sha256_hex(payload)
+        key = checkpoint_key(self.namespace, self.job, round_number)
+        info = await self.objects.put(key, payload, expected_sha256=digest)
+        stored = await self.objects.stat(key)
+        if stored.sha256 != digest or stored.size != len(payload):
+            raise ChecksumMismatch(f"checkpoint {key} did not verify after writing")
+        record = {"jobId": self.job_id, "namespace": self.namespace, "job": self.job, "round": round_number,
+                  "key": key, "sha256": info.sha256, "size": info.size, "createdAt": time.time()}
+        await self.documents.upsert("checkpoints", self._record_key(round_number), record)
+        return record
+
+    async def records(self) -> list[dict[str, Any]]:
+        docs = await self.documents.find("checkpoints", {"jobId": self.job_id}, order_by=[("round", 1)])
+        return [doc.data for doc in docs]
+
+    async def latest(self) -> Checkpoint | None:
+        docs = await self.documents.find("checkpoints", {"jobId": self.job_id}, order_by=[("round", -1)],
+                                         limit=1)
+        if not docs:
+            return None
+        return await self.load(docs[0].data)
+
+    async def load(self, record: dict[str, Any]) -> Checkpoint:
+        payload = await self.objects.read(record["key"])
+        if sha256_hex(payload) != record["sha256"]:
+            raise ChecksumMismatch(f"checkpoint {record['key']} does not match its recorded SHA-256")
+        return unpack(payload, record)
+
+    async def save_output(self, name: str, payload: bytes) -> dict[str, Any]:
+        key = output_key(self.namespace, self.job, name)
+        info = await self.objects.put(key, payload, expected_sha256=sha256_hex(payload))
+        return {"key": key, "sha256": info.sha256, "size": info.size}

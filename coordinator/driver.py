@@ -1,0 +1,245 @@
+"""The job-level loop of a coordinator: prepare, rounds, evaluation, checkpoints, finish.
+
+One :class:`Driver` per coordinator process.  It resumes from the job's
+latest checkpoint when there is one (so a restarted coordinator continues at
+the next round and the job still runs exactly ``rounds`` rounds), otherwise
+starts from the job's initial model source, or asks one client to initialise
+the model from the training script (task kind ``init``).
+
+Failure policy: a round that ends with fewer than ``minClients`` accepted
+updates is run again (a new attempt) up to ``maxRetries`` times, then the job
+FAILS with the round's reason.  A stop request abandons the round in
+progress at once, saves a checkpoint of the last completed round, and ends
+the job STOPPED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from coordinator.aggregating import RoundAggregator, ServerStep
+from coordinator.checkpoints import CheckpointStore
+from coordinator.model_state import GlobalModel
+from coordinator.progress import ProgressReporter
+from coordinator.round_runner import JobPlan, RoundRunner, StopRequested
+from coordinator.rounds import weighted_metrics
+from libs.errors import NotFound, ValidationFailed
+from libs.objects.protocol import ObjectStore
+from libs.protos import coordinator_pb2
+from libs.structured_logging import log_context
+from libs.weights.tensors import decode, encode
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    pass
+
+
+def plan_from_spec(spec: dict[str, Any]) -> JobPlan:
+    selector = spec.get("selector") or {}
+    requirement = {"runtime": spec["runtime"], "datasets": list(spec.get("datasets", [])),
+                   "labels": dict(selector.get("labels", {})), "resources": dict(selector.get("resources", {})),
+                   "clients": list(spec.get("clients", []))}
+    scripts = spec.get("scripts") or {}
+    per_round = int(spec.get("clientsPerRound", 2))
+    return JobPlan(
+        job_id=f"{spec.get('namespace', 'default')}/{spec['name']}", namespace=spec.get("namespace", "default"),
+        runtime=spec["runtime"], entry=spec.get("taskEntry") or scripts.get("entry", ""),
+        mode=spec.get("mode") or scripts.get("mode", "script"), parameters=dict(spec.get("parameters", {})),
+        datasets=list(spec.get("datasets", [])), clients_per_round=per_round,
+        min_clients=int(spec.get("minClients") or per_round),
+        round_timeout=float(spec.get("roundTimeoutSeconds", 300)),
+        task_timeout=float(spec.get("taskTimeoutSeconds") or spec.get("roundTimeoutSeconds", 300)),
+        redundancy=float(spec.get("redundancy", 1.0)), requirement=requirement,
+        random=bool(spec.get("random", True)), untrained_first=bool(spec.get("untrainedFirst", False)),
+    )
+
+
+class Driver:
+    def __init__(self, spec: dict[str, Any], *, runner: RoundRunner, checkpoints: CheckpointStore,
+                 objects: ObjectStore, reporter: ProgressReporter, step: ServerStep,
+                 make_aggregator: Callable[[GlobalModel], RoundAggregator],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.spec = spec
+        self.plan = runner.plan
+        self.job_id = self.plan.job_id
+        self.runner = runner
+        self.checkpoints = checkpoints
+        self.objects = objects
+        self.reporter = reporter
+        self.step = step
+        self.make_aggregator = make_aggregator
+        self.clock = clock
+        self.rounds = int(spec.get("rounds", 10))
+        self.evaluate_every = int(spec.get("evaluateEvery", 1))
+        self.checkpoint_every = int(spec.get("checkpointEvery", 1))
+        self.max_retries = int(spec.get("maxRetries", 2))
+        self.round = 0
+        self.last_checkpoint_round = -1
+        self.history: list[dict[str, Any]] = []
+        self.state = "STARTING"
+
+    # -- servicer-facing delegation ------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name in ("token_known", "model_for", "begin_upload", "finish_upload", "end_upload", "reject",
+                    "report_task", "max_init_size"):
+            return getattr(self.runner, name)
+        raise AttributeError(name)
+
+    def request_stop(self, reason: str) -> None:
+        log.info("stop requested: %s", reason)
+        self.runner.stop_event.set()
+
+    def status_message(self) -> coordinator_pb2.CoordinatorStatus:
+        return coordinator_pb2.CoordinatorStatus(job_id=self.job_id, state=self.state, round=self.round,
+                                                 rounds=self.rounds)
+
+    # -- the job ---------------------------------------------------------------------
+    async def run(self) -> str:
+        with log_context(job=self.job_id):
+            try:
+                await self._prepare()
+                await self._report(state="RUNNING", reason="")
+                while self.round < self.rounds:
+                    await self._train_round(self.round + 1)
+                await self._finish()
+                self.state = "FINISHED"
+                await self._report(state="FINISHED", reason=f"completed {self.rounds} rounds")
+            except StopRequested:
+                await self._save_checkpoint_if_new()
+                self.state = "STOPPED"
+                await self._report(state="STOPPED", reason=f"stopped after round {self.round}")
+            except JobFailed as exc:
+                self.state = "FAILED"
+                await self._report(state="FAILED", reason=str(exc))
+            return self.state
+
+    async def _prepare(self) -> None:
+        checkpoint = await self.checkpoints.latest()
+        if checkpoint is not None:
+            self.round = checkpoint.round
+            self.last_checkpoint_round = checkpoint.round
+            self.history = list(checkpoint.extra.get("history", []))
+            self.step.load_state({**checkpoint.optimizer_arrays, **checkpoint.optimizer_scalars})
+            self.runner.model = GlobalModel.from_weights(checkpoint.weights, checkpoint.round)
+            log.info("resuming after round %d from checkpoint %s", checkpoint.round, checkpoint.record["key"])
+            await self._report(state="RUNNING", reason=f"resumed from the checkpoint of round {self.round}",
+                               history=self.history, checkpoints=await self.checkpoints.records())
+            return
+        weights = await self._initial_weights()
+        self.runner.model = GlobalModel.from_weights(weights, 0)
+
+    async def _initial_weights(self) -> dict[str, Any]:
+        spec = self.spec
+        if spec.get("modelPath"):
+            return decode(await self.objects.read(spec["modelPath"]), copy=True)
+        if spec.get("checkpointRef"):
+            ref = spec["checkpointRef"]
+            source = CheckpointStore(self.checkpoints.documents, self.objects, namespace=self.plan.namespace,
+                                     job=ref["job"])
+            records = await source.records()
+            wanted = [r for r in records if ref.get("round") in (None, r["round"])]
+            if not wanted:
+                raise JobFailed(f"checkpointRef: job {ref['job']!r} has no checkpoint"
+                                + (f" for round {ref['round']}" if ref.get("round") else ""))
+            return (await source.load(wanted[-1])).weights
+        if spec.get("modelRef"):
+            return await self._registry_weights(spec["modelRef"])
+        return await self._weights_from_a_client()
+
+    async def _registry_weights(self, ref: dict[str, Any]) -> dict[str, Any]:
+        documents = self.checkpoints.documents
+        key = f"{self.plan.namespace}/{ref['name']}"
+        try:
+            model = await documents.get("models", key)
+        except NotFound:
+            raise JobFailed(f"modelRef: no model {ref['name']!r} in namespace {self.plan.namespace}") from None
+        versions = model.data.get("versions", {})
+        version = str(ref.get("version") or model.data.get("latest", ""))
+        if version not in versions:
+            raise JobFailed(f"modelRef: model {ref['name']!r} has no version {version!r}")
+        return decode(await self.objects.read(versions[version]["key"]), copy=True)
+
+    async def _weights_from_a_client(self) -> dict[str, Any]:
+        for attempt in range(self.max_retries + 1):
+            book = await self.runner.run_round(0, "init", attempt=attempt, target=1, minimum=1)
+            if self.runner.init_weights is not None:
+                log.info("initial model from client %s", book.accepted[0].client_id)
+                return self.runner.init_weights
+            log.warning("initialising the model failed (attempt %d): %s", attempt, book.close_reason)
+        raise JobFailed(f"could not initialise the model from a client: {book.close_reason}")
+
+    async def _train_round(self, round_number: int) -> None:
+        with log_context(round=round_number):
+            started = self.clock()
+            model = self.runner.model
+            assert model is not None
+            for attempt in range(self.max_retries + 1):
+                aggregator = self.make_aggregator(model)
+                book = await self.runner.run_round(
+                    round_number, "train", attempt=attempt, target=self.plan.clients_per_round,
+                    minimum=self.plan.min_clients, aggregator=aggregator)
+                if book.succeeded:
+                    break
+                log.warning("round %d attempt %d failed: %s", round_number, attempt, book.close_reason)
+            else:
+                raise JobFailed(f"round {round_number} failed after {self.max_retries + 1} attempts: "
+                                f"{len(book.accepted)}/{book.minimum} updates needed ({book.close_reason})")
+            new_weights = await asyncio.to_thread(self.step.apply, model.weights, aggregator.result())
+            self.runner.model = GlobalModel.from_weights(new_weights, round_number)
+            self.round = round_number
+            record: dict[str, Any] = {
+                **book.summary(), "attempt": attempt, "startedAt": started, "endedAt": self.clock(),
+                "trainMetrics": weighted_metrics(book.accepted), "modelSha256": self.runner.model.sha256,
+                "samples": sum(t.num_samples for t in book.accepted),
+            }
+            if self.evaluate_every and round_number % self.evaluate_every == 0:
+                record["evaluation"] = await self._evaluate(round_number)
+            self.history.append(record)
+            saved = None
+            if self.checkpoint_every and round_number % self.checkpoint_every == 0:
+                saved = await self._save_checkpoint()
+            await self._report(state="RUNNING", reason="", round=round_number, round_record=record,
+                               checkpoint=saved)
+
+    async def _evaluate(self, round_number: int) -> dict[str, float]:
+        book = await self.runner.run_round(round_number, "evaluate", attempt=0,
+                                           target=self.plan.clients_per_round, minimum=1)
+        if not book.accepted:
+            log.warning("evaluation after round %d got no results: %s", round_number, book.close_reason)
+            return {}
+        metrics = weighted_metrics(book.accepted)
+        log.info("evaluation after round %d: %s", round_number, metrics)
+        return metrics
+
+    async def _finish(self) -> None:
+        if self.history and "evaluation" not in self.history[-1]:
+            self.history[-1]["evaluation"] = await self._evaluate(self.round)
+        await self._save_checkpoint_if_new()
+        model = self.runner.model
+        assert model is not None
+        final = await self.checkpoints.save_output("model.safetensors", encode(model.weights))
+        await self._report(final_model=final)
+
+    async def _save_checkpoint_if_new(self) -> None:
+        if self.round > 0 and self.last_checkpoint_round != self.round:
+            await self._report(checkpoint=await self._save_checkpoint())
+
+    async def _save_checkpoint(self) -> dict[str, Any]:
+        model = self.runner.model
+        if model is None:
+            raise ValidationFailed("no model to checkpoint")
+        record = await self.checkpoints.save(self.round, model.weights, self.step.state(),
+                                             {"history": self.history})
+        self.last_checkpoint_round = self.round
+        return record
+
+    async def _report(self, **fields: Any) -> None:
+        if "state" in fields:
+            self.state = fields["state"]
+        await self.reporter.update(rounds=self.rounds, **{"round": self.round, **fields})

@@ -1,0 +1,105 @@
+"""Adapter: the coordinator's gRPC servicer (executors and task managers call it).
+
+Thin on purpose: it parses frames, asks the :class:`~coordinator.driver.Driver`
+(which owns the rounds) to decide, and maps the answer to protobuf.  An
+update is received into one preallocated buffer (the size is known from the
+header and bounded by the global model's size before anything is buffered),
+checked against its SHA-256, decoded without copying, validated against the
+global model, and folded into the round's running sum by the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc.aio
+
+from libs.errors import NotFound, NsflError, PermissionDenied, ValidationFailed
+from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from libs.rpc import handle_errors
+from libs.weights.streaming import BlobReceiver, frames_for
+
+if TYPE_CHECKING:
+    from coordinator.driver import Driver
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/vnd.nsfl.safetensors"
+HEADER_SLACK = 64 * 1024
+
+
+class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    @handle_errors
+    async def DownloadModel(self, request: coordinator_pb2.DownloadRequest,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.TransferFrame]:
+        if request.job_id != self.driver.job_id:
+            raise NotFound(f"this coordinator runs job {self.driver.job_id}, not {request.job_id!r}")
+        if not self.driver.token_known(request.task_token):
+            raise PermissionDenied("unknown task token: download needs the token of an offered task")
+        model = self.driver.model_for(request.sha256)
+        if model is None:
+            raise NotFound(f"no global model with SHA-256 {request.sha256[:12]}... (the round moved on)")
+        if not 0 <= request.offset <= model.size:
+            raise ValidationFailed(f"offset {request.offset} is outside the model's {model.size} bytes")
+        for frame in frames_for(model.payload, model.sha256, offset=request.offset, media_type=MEDIA_TYPE):
+            yield frame
+
+    @handle_errors
+    async def UploadUpdate(self, request_iterator: AsyncIterator[coordinator_pb2.UploadFrame],
+                           context: grpc.aio.ServicerContext) -> coordinator_pb2.UploadResult:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("header"):
+            raise ValidationFailed("an upload must start with an UpdateHeader frame")
+        header = first.header
+        try:
+            ticket, model = self.driver.begin_upload(header)
+        except ValueError as exc:
+            log.warning("rejected update from %s for %s: %s", header.client_id, header.task_id, exc)
+            return coordinator_pb2.UploadResult(accepted=False, reason=str(exc))
+        try:
+            payload = None
+            if header.blob.total_size > 0:
+                limit = (model.size if model is not None else self.driver.max_init_size) + HEADER_SLACK
+                receiver = BlobReceiver(header.blob.total_size, header.blob.sha256, max_size=limit)
+                async for frame in request_iterator:
+                    if not frame.HasField("chunk"):
+                        raise ValidationFailed("only chunk frames may follow the header")
+                    receiver.write(frame.chunk.offset, frame.chunk.data)
+                payload = receiver.finish()
+            accepted, reason = await self.driver.finish_upload(ticket, header, payload)
+        except NsflError as exc:
+            reason = f"{exc.code}: {exc.message}"
+            self.driver.reject(ticket, reason)
+            log.warning("rejected update for %s: %s", header.task_id, reason)
+            return coordinator_pb2.UploadResult(accepted=False, reason=reason)
+        finally:
+            self.driver.end_upload(ticket)
+        return coordinator_pb2.UploadResult(accepted=accepted, reason=reason,
+                                            received=header.blob.total_size)
+
+    @handle_errors
+    async def GetUploadOffset(self, request: coordinator_pb2.UploadOffsetRequest,
+                              context: grpc.aio.ServicerContext) -> coordinator_pb2.UploadOffsetResponse:
+        # Updates are small next to a round's deadline; a broken upload is sent again whole.
+        return coordinator_pb2.UploadOffsetResponse(offset=0)
+
+    @handle_errors
+    async def ReportTaskStatus(self, request: common_pb2.TaskStatus,
+                               context: grpc.aio.ServicerContext) -> common_pb2.Ack:
+        self.driver.report_task(request)
+        return common_pb2.Ack(ok=True)
+
+    @handle_errors
+    async def GetStatus(self, request: coordinator_pb2.StatusRequest,
+                        context: grpc.aio.ServicerContext) -> coordinator_pb2.CoordinatorStatus:
+        return self.driver.status_message()
+
+    @handle_errors
+    async def Stop(self, request: coordinator_pb2.StopRequest, context: grpc.aio.ServicerContext) -> common_pb2.Ack:
+        self.driver.request_stop(request.reason or "stop requested")
+        return common_pb2.Ack(ok=True, message="stopping at the next safe point")

@@ -1,0 +1,250 @@
+"""Running one round: select clients, offer tasks, take uploads, close on time.
+
+:class:`RoundRunner` holds the live :class:`~coordinator.rounds.RoundBook`
+and the aggregator of the round in progress.  The gRPC servicer calls
+:meth:`begin_upload` / :meth:`finish_upload` / :meth:`report_task`; the
+job-level driver calls :meth:`run_round`.  Every wait here has a deadline
+(the round's ``roundTimeoutSeconds``) and ends with the book closed and a
+reason, so a silent client can never hang a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.aggregating import RoundAggregator
+from coordinator.model_state import GlobalModel, WeightMap
+from coordinator.rounds import RoundBook, Ticket
+from coordinator.selector_client import Offer, SelectorClient
+from libs.errors import UpdateRejected
+from libs.protos import common_pb2, coordinator_pb2
+from libs.weights.tensors import decode, validate_update
+
+log = logging.getLogger(__name__)
+
+OFFER_ANSWER_SECONDS = 10.0
+SELECTION_RETRY_SECONDS = 0.5
+
+
+class StopRequested(Exception):
+    """The job was asked to stop; the round in progress was abandoned."""
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What the runner needs from the job spec (read once, validated upstream)."""
+
+    job_id: str
+    namespace: str
+    runtime: str
+    entry: str
+    mode: str
+    parameters: dict[str, Any]
+    datasets: list[str]
+    clients_per_round: int
+    min_clients: int
+    round_timeout: float
+    task_timeout: float
+    redundancy: float
+    requirement: dict[str, Any]
+    random: bool
+    untrained_first: bool
+
+
+def _finite_metrics(metrics: Any) -> dict[str, float]:
+    values = {str(k): float(v) for k, v in dict(metrics).items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise UpdateRejected(f"metrics {bad} are not finite numbers")
+    return values
+
+
+class RoundRunner:
+    def __init__(self, plan: JobPlan, selector: SelectorClient, endpoint: Callable[[], str], *,
+                 stop_event: asyncio.Event, clock: Callable[[], float] = time.time) -> None:
+        self.plan = plan
+        self.selector = selector
+        self.endpoint = endpoint
+        self.stop_event = stop_event
+        self.clock = clock
+        self.book: RoundBook | None = None
+        self.model: GlobalModel | None = None
+        self.aggregator: RoundAggregator | None = None
+        self.init_weights: WeightMap | None = None
+        self.max_init_size = 4 << 30
+        self._tokens: dict[str, Ticket] = {}
+        self._uploading: set[str] = set()
+        self._changed = asyncio.Event()
+        self._fold_lock = asyncio.Lock()
+
+    # -- called by the servicer ----------------------------------------------
+    def token_known(self, token: str) -> bool:
+        return token in self._tokens
+
+    def model_for(self, sha256: str) -> GlobalModel | None:
+        return self.model if self.model is not None and self.model.sha256 == sha256 else None
+
+    def begin_upload(self, header: coordinator_pb2.UpdateHeader) -> tuple[Ticket, GlobalModel | None]:
+        book = self.book
+        if book is None or header.round != book.round or header.kind != book.kind:
+            raise ValueError(f"late update: round {header.round} ({header.kind}) is not in progress")
+        ticket = book.check_upload(header.task_id, header.task_token, header.client_id, header.round)
+        if ticket.task_id in self._uploading:
+            raise ValueError(f"duplicate update for task {ticket.task_id!r} (one is already arriving)")
+        if book.kind == "train":
+            assert self.model is not None
+            if header.base_sha256 != self.model.sha256:
+                raise ValueError("the update is not against this round's global model")
+            if header.num_samples <= 0:
+                raise ValueError("a training update needs a positive sample count")
+        self._uploading.add(ticket.task_id)
+        return ticket, (self.model if book.kind == "train" else None)
+
+    def end_upload(self, ticket: Ticket) -> None:
+        self._uploading.discard(ticket.task_id)
+
+    def reject(self, ticket: Ticket, reason: str) -> None:
+        if self.book is not None and ticket.task_id in self.book.tickets:
+            self.book.reject(ticket.task_id, reason)
+            self._changed.set()
+
+    async def finish_upload(self, ticket: Ticket, header: coordinator_pb2.UpdateHeader,
+                            payload: bytearray | None) -> tuple[bool, str]:
+        book = self.book
+        if book is None or book.closed or ticket.task_id not in book.tickets:
+            return False, f"late update: round {header.round} closed before the upload completed"
+        metrics = _finite_metrics(header.metrics)
+        if book.kind == "train":
+            if payload is None:
+                raise UpdateRejected("a training update must carry a delta")
+            assert self.model is not None and self.aggregator is not None
+            delta = decode(payload)
+            validate_update(delta, self.model.weights)
+            async with self._fold_lock:
+                if book.closed:
+                    return False, "late update: the round closed while the update was checked"
+                await asyncio.to_thread(self.aggregator.add, delta, float(header.num_samples))
+        elif book.kind == "init":
+            if payload is None:
+                raise UpdateRejected("an init upload must carry the initial weights")
+            weights = decode(payload, copy=True)
+            validate_update(weights, weights)
+            if self.init_weights is None:
+                self.init_weights = weights
+        book.accept(ticket, int(header.num_samples), metrics)
+        self._changed.set()
+        return True, "accepted"
+
+    def report_task(self, status: common_pb2.TaskStatus) -> None:
+        ticket = self._tokens.get(status.task_token)
+        if ticket is None or ticket.task_id != status.task_id or self.book is None:
+            return
+        if status.state in (common_pb2.TASK_FAILED, common_pb2.TASK_CANCELLED, common_pb2.TASK_REFUSED):
+            log.info("client %s dropped from round %d: %s", ticket.client_id, ticket.round, status.reason)
+            self.book.drop(status.task_id, status.reason or "task failed")
+            self._changed.set()
+
+    # -- called by the driver -------------------------------------------------
+    async def run_round(self, round_number: int, kind: str, *, attempt: int, target: int, minimum: int,
+                        aggregator: RoundAggregator | None = None) -> RoundBook:
+        deadline = self.clock() + self.plan.round_timeout
+        book = RoundBook(job_id=self.plan.job_id, round_number=round_number, kind=kind, target=target,
+                         minimum=minimum, deadline=deadline)
+        self.aggregator = aggregator
+        self.book = book
+        try:
+            clients = await self._select(round_number, target, minimum, deadline, book)
+            if clients:
+                await self._offer_all(book, clients, attempt, deadline)
+                await self._wait(book)
+            return book
+        finally:
+            book.close(book.close_reason or "round ended")
+            await self._finish(book)
+
+    async def _select(self, round_number: int, target: int, minimum: int, deadline: float,
+                      book: RoundBook) -> list[str]:
+        redundancy = self.plan.redundancy if book.kind == "train" else 1.0
+        seed = zlib.crc32(f"{self.plan.job_id}:{round_number}:{book.kind}".encode())
+        while True:
+            selection = await self.selector.select(
+                job_id=self.plan.job_id, round_number=round_number, count=target, redundancy=redundancy,
+                requirement=self.plan.requirement, random=self.plan.random,
+                untrained_first=self.plan.untrained_first and book.kind == "train",
+                reservation_seconds=self.plan.round_timeout + 30, seed=seed)
+            chosen = [client for client, _ in selection.clients]
+            if len(chosen) >= minimum:
+                for client, why in selection.clients:
+                    log.info("round %d %s: picked %s (%s)", round_number, book.kind, client, why)
+                return chosen
+            if chosen:
+                await self.selector.release(self.plan.job_id, chosen)
+            if self.clock() + SELECTION_RETRY_SECONDS >= deadline:
+                book.close(selection.reason or f"InsufficientClients {len(chosen)}/{target}")
+                return []
+            if await self._stopped_within(SELECTION_RETRY_SECONDS):
+                raise StopRequested
+
+    async def _offer_all(self, book: RoundBook, clients: list[str], attempt: int, deadline: float) -> None:
+        model_sha = self.model.sha256 if self.model is not None and book.kind != "init" else ""
+        offers = []
+        for client in clients:
+            ticket = book.issue(client, attempt)
+            self._tokens[ticket.token] = ticket
+            offers.append(Offer(
+                client_id=client, task_id=ticket.task_id, job_id=self.plan.job_id,
+                namespace=self.plan.namespace, round=book.round, attempt=attempt, kind=book.kind,
+                runtime=self.plan.runtime, endpoint=self.endpoint(), model_sha256=model_sha,
+                token=ticket.token, entry=self.plan.entry, parameters=self.plan.parameters,
+                datasets=self.plan.datasets, timeout_seconds=self.plan.task_timeout,
+                deadline_unix=deadline, mode=self.plan.mode))
+        answers = await asyncio.gather(*(self.selector.offer(o, answer_timeout=OFFER_ANSWER_SECONDS)
+                                         for o in offers))
+        for offer, (accepted, reason) in zip(offers, answers, strict=True):
+            if not accepted:
+                log.info("client %s refused round %d: %s", offer.client_id, book.round, reason)
+                book.drop(offer.task_id, f"refused: {reason}")
+
+    async def _wait(self, book: RoundBook) -> None:
+        while True:
+            reason = book.should_close(self.clock())
+            if reason is not None:
+                async with self._fold_lock:
+                    book.close(reason)
+                return
+            self._changed.clear()
+            timeout = max(0.0, min(book.deadline - self.clock(), 1.0))
+            if self.stop_event.is_set():
+                book.close("stop requested")
+                raise StopRequested
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.stop_event.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _finish(self, book: RoundBook) -> None:
+        outstanding = [t.client_id for t in book.outstanding]
+        for ticket in book.outstanding:
+            book.drop(ticket.task_id, f"round closed before it answered ({book.close_reason})")
+        try:
+            if outstanding:
+                await self.selector.cancel(self.plan.job_id, outstanding, f"round {book.round} closed")
+            await self.selector.release(self.plan.job_id)
+        except Exception as exc:  # the selector may be down; reservations expire on their own
+            log.warning("could not cancel or release clients after round %d: %s", book.round, exc)
+        for ticket in book.tickets.values():
+            self._tokens.pop(ticket.token, None)

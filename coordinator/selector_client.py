@@ -1,0 +1,110 @@
+"""Adapter: the coordinator's calls to the client selector (gRPC).
+
+Wire types stay here: the driver passes plain values and gets plain values
+back, so it can be tested against a fake with the same four methods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc.aio
+
+from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
+from libs.rpc import call_errors, open_channel
+
+
+@dataclass(frozen=True)
+class Selection:
+    clients: list[tuple[str, str]]  # (client id, why it was picked)
+    matched: int
+    wanted: int
+    satisfied: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    client_id: str
+    task_id: str
+    job_id: str
+    namespace: str
+    round: int
+    attempt: int
+    kind: str
+    runtime: str
+    endpoint: str
+    model_sha256: str
+    token: str
+    entry: str
+    parameters: Mapping[str, Any]
+    datasets: Sequence[str]
+    timeout_seconds: float
+    deadline_unix: float
+    mode: str = "script"
+
+
+class SelectorClient:
+    def __init__(self, target: str, *, call_timeout: float = 15.0) -> None:
+        self._channel: grpc.aio.Channel = open_channel(target)
+        self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
+        self._timeout = call_timeout
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def select(self, *, job_id: str, round_number: int, count: int, redundancy: float,
+                     requirement: Mapping[str, Any], random: bool, untrained_first: bool,
+                     reservation_seconds: float, seed: int) -> Selection:
+        resources = requirement.get("resources") or {}
+        request = selector_pb2.SelectRequest(
+            job_id=job_id, round=round_number, count=count, redundancy=redundancy,
+            requirement=selector_pb2.ClientRequirement(
+                runtime=requirement.get("runtime", ""),
+                datasets=list(requirement.get("datasets", [])),
+                labels=dict(requirement.get("labels", {})),
+                resources=common_pb2.Resources(
+                    cpus=float(resources.get("cpus", 0)), memory_mb=int(resources.get("memoryMb", 0)),
+                    gpus=int(resources.get("gpus", 0))),
+                clients=list(requirement.get("clients", [])),
+            ),
+            random=random, untrained_first=untrained_first, reservation_seconds=reservation_seconds,
+            seed=seed,
+        )
+        with call_errors():
+            reply = await self._stub.SelectClients(request, timeout=self._timeout)
+        return Selection(clients=[(c.client_id, c.why) for c in reply.clients], matched=reply.matched,
+                         wanted=reply.wanted, satisfied=reply.satisfied, reason=reply.reason)
+
+    async def offer(self, offer: Offer, *, answer_timeout: float) -> tuple[bool, str]:
+        message = selector_pb2.TaskOffer(
+            task_id=offer.task_id, job_id=offer.job_id, namespace=offer.namespace, round=offer.round,
+            attempt=offer.attempt, kind=offer.kind, runtime=offer.runtime,
+            coordinator_endpoint=offer.endpoint, model_sha256=offer.model_sha256,
+            spec=selector_pb2.TaskSpec(entry=offer.entry, parameters_json=json.dumps(dict(offer.parameters)),
+                                       datasets=list(offer.datasets), timeout_seconds=offer.timeout_seconds,
+                                       mode=offer.mode),
+            task_token=offer.token, deadline_unix=offer.deadline_unix,
+        )
+        request = selector_pb2.OfferTaskRequest(client_id=offer.client_id, offer=message,
+                                                answer_timeout_seconds=answer_timeout)
+        try:
+            with call_errors():
+                reply = await self._stub.OfferTask(request, timeout=answer_timeout + self._timeout)
+        except Exception as exc:  # a failed offer only drops that client
+            return False, f"offer failed: {exc}"
+        return reply.accepted, reply.reason
+
+    async def release(self, job_id: str, client_ids: Sequence[str] = ()) -> None:
+        with call_errors():
+            await self._stub.ReleaseClients(
+                selector_pb2.ReleaseRequest(job_id=job_id, client_ids=list(client_ids)), timeout=self._timeout)
+
+    async def cancel(self, job_id: str, client_ids: Sequence[str], reason: str) -> None:
+        with call_errors():
+            await self._stub.CancelTasks(
+                selector_pb2.CancelTasksRequest(job_id=job_id, client_ids=list(client_ids), reason=reason),
+                timeout=self._timeout)

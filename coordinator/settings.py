@@ -1,0 +1,31 @@
+"""Settings of one coordinator process (``NSFL_COORDINATOR_*`` or command-line flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from libs.errors import InvalidSetting
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    job: Path = Path("job.json")
+    workdir: Path = Path(".")
+    selector: str = "127.0.0.1:50051"
+    listen: str = "127.0.0.1:0"
+    advertise_host: str = "127.0.0.1"
+    document_store: str = ""
+    object_store: str = ""
+    scheduler: str = ""
+    token: str = ""
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    def validate(self) -> None:
+        if not self.document_store:
+            raise InvalidSetting("setting 'document_store' is required (e.g. sqlite:///state/nsfl.db)")
+        if not self.object_store:
+            raise InvalidSetting("setting 'object_store' is required (e.g. file:///state/objects)")
+        if ":" not in self.listen:
+            raise InvalidSetting(f"setting 'listen' must be host:port, got {self.listen!r}")
