@@ -51,7 +51,8 @@ class ServerStep:
         self.optimizer = make_server_optimizer(name, {"learning_rate": learning_rate, **params})
 
     def apply(self, weights: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> WeightMap:
-        return self.optimizer.step(dict(weights), dict(delta))
+        stepped: WeightMap = self.optimizer.step(dict(weights), dict(delta))
+        return stepped
 
     def state(self) -> dict[str, Any]:
         return dict(self.optimizer.state())

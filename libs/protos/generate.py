@@ -34,6 +34,7 @@ def generate(out_dir: Path) -> None:
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
         *files,
     ]
     if protoc.main(args) != 0:

@@ -1,0 +1,163 @@
+"""Building and running the client selector: the only place that opens resources.
+
+:class:`SelectorApp` opens the document store, loads the registry, starts
+the gRPC server and the liveness sweeper, and closes them in reverse order.
+Tests start it in-process on port 0; :func:`serve` adds what a process needs
+(signal handling, a port file) and is what ``python -m client_selector``
+runs.
+
+Shutdown order matters: the selector first closes every task-manager stream
+with ``UNAVAILABLE`` (so task managers reconnect with backoff to the next
+instance) and writes the last seen times, then the server stops, with a short
+grace for unary calls in flight, and only then is the store closed, so no
+handler writes to a closed store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc.aio
+
+from client_selector.grpc_service import SelectorServicer
+from client_selector.registry_store import RegistryStore
+from client_selector.selector import Selector
+from client_selector.settings import SelectorSettings
+from libs.errors import NsflError
+from libs.protos import selector_pb2_grpc
+from libs.rpc import add_port, make_server
+from libs.store import DocumentStore, open_document_store
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 2.0
+
+# The generated registration function carries no annotations (no ``*_pb2_grpc.pyi`` is generated);
+# naming its type here keeps the call checked without a pragma.
+_add_servicer: Callable[[selector_pb2_grpc.ClientSelectorServicer, grpc.aio.Server], None] = (
+    selector_pb2_grpc.add_ClientSelectorServicer_to_server
+)
+
+
+class SelectorApp:
+    """One running selector: store, registry, gRPC server and sweeper."""
+
+    def __init__(self, settings: SelectorSettings) -> None:
+        self.settings = settings
+        self.port: int | None = None
+        self._store: DocumentStore | None = None
+        self._selector: Selector | None = None
+        self._server: grpc.aio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def selector(self) -> Selector:
+        if self._selector is None:
+            raise RuntimeError("the selector app is not started")
+        return self._selector
+
+    async def start(self) -> int:
+        """Open everything and serve; returns the bound port (useful with port 0)."""
+        settings = self.settings
+        if not settings.store_url:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._store = await open_document_store(settings.resolved_store_url)
+        try:
+            self._selector = Selector(
+                RegistryStore(self._store),
+                heartbeat_timeout=settings.heartbeat_timeout_seconds,
+                reservation_seconds=settings.reservation_seconds,
+            )
+            loaded = await self._selector.load()
+            self._server = make_server(settings.tls)
+            _add_servicer(
+                SelectorServicer(
+                    self._selector,
+                    heartbeat_interval=settings.heartbeat_interval_seconds,
+                    heartbeat_timeout=settings.heartbeat_timeout_seconds,
+                    answer_timeout=settings.offer_answer_timeout_seconds,
+                    require_identity=settings.tls is not None,
+                ),
+                self._server,
+            )
+            self.port = add_port(self._server, settings.listen, settings.tls)
+            await self._server.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+        log.info(
+            "client selector serving on port %d (%d known clients, TLS %s)",
+            self.port,
+            loaded,
+            "on" if settings.tls else "off",
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        """Close streams, stop serving, close the store (idempotent)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._selector is not None:
+            with contextlib.suppress(NsflError):
+                await self._selector.close()
+        if self._server is not None:
+            await self._server.stop(STOP_GRACE_SECONDS)
+            self._server = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await self.selector.sweep()
+            except NsflError as exc:  # the store is down: keep serving, try again next time
+                log.warning("liveness sweep failed: %s", exc)
+            except Exception:
+                # A dead sweeper would leave silent clients selectable forever: log and keep sweeping.
+                log.exception("liveness sweep failed")
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` atomically, so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove_port_file(path: Path) -> None:
+    """A stopped selector leaves no port file behind that a launcher could mistake for a live one."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+async def serve(settings: SelectorSettings, *, port_file: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    app = SelectorApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        port = await app.start()
+        if port_file is not None:
+            write_port_file(port_file, port)
+        await stop.wait()
+        log.info("stopping the client selector")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await app.stop()
+        if port_file is not None:
+            remove_port_file(port_file)

@@ -1,0 +1,62 @@
+"""Client records survive a round trip through the SQLite document store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from client_selector.registry import (
+    ClientId,
+    ClientRecord,
+    DatasetInfo,
+    JobId,
+    Registration,
+    Resources,
+    register,
+    reserve,
+)
+from client_selector.registry_store import COLLECTION, RegistryStore, record_from_data, record_to_data
+from libs.store import DocumentStore, open_document_store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[DocumentStore]:
+    opened = await open_document_store(f"sqlite://{tmp_path / 'selector.db'}")
+    yield opened
+    await opened.close()
+
+
+def sample_record() -> ClientRecord:
+    record = register(
+        None,
+        Registration(
+            client_id=ClientId("hospital-1"),
+            runtimes=("pytorch", "tensorflow"),
+            datasets=(DatasetInfo("digits", 600, ("train", "eval")),),
+            labels={"nsfl.io/zone": "eu", "tier": "gold"},
+            resources=Resources(cpus=4.5, memory_mb=8000, gpus=1, disk_mb=100),
+            max_parallel_tasks=2,
+            version="1.0",
+        ),
+        now=100.0,
+    )
+    return reserve(record, JobId("ns/a"), 3, now=100.0, seconds=60.0)
+
+
+async def test_a_saved_record_loads_back_equal_but_not_connected(store: DocumentStore) -> None:
+    record = sample_record()
+    registry = RegistryStore(store)
+    await registry.save(record)
+    [loaded] = await RegistryStore(store).load_all()
+    assert loaded == record_from_data(record_to_data(record))
+    assert loaded.runtimes == record.runtimes and loaded.datasets == record.datasets
+    assert loaded.connected is False and loaded.labels == {"nsfl.io/zone": "eu", "tier": "gold"}
+    assert loaded.reservations[0].expires_at == 160.0 and loaded.picks == {"ns/a": 1}
+
+
+async def test_an_unreadable_document_is_skipped_not_fatal(store: DocumentStore) -> None:
+    await store.upsert(COLLECTION, "broken", {"client_id": "broken"})
+    await RegistryStore(store).save(sample_record())
+    assert [r.client_id for r in await RegistryStore(store).load_all()] == ["hospital-1"]
