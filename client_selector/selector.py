@@ -63,6 +63,7 @@ class SelectionRequest:
     untrained_first: bool = False
     reservation_seconds: float = 0.0  # 0: the configured default
     seed: int = 0  # 0: unseeded
+    dry_run: bool = False  # answer without reserving (the scheduler's admission check)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ class Selector:
                 heartbeat_timeout=self.heartbeat_timeout,
             )
             chosen = [client_id for client_id, _ in selection.chosen]
+            if request.dry_run:
+                return selection
             for client_id in chosen:
                 self._records[client_id] = reserve(
                     self._records[client_id], request.job_id, request.round, now, seconds

@@ -197,6 +197,7 @@ def selection_request_from_proto(msg: selector_pb2.SelectRequest) -> SelectionRe
         untrained_first=msg.untrained_first,
         reservation_seconds=seconds(msg.reservation_seconds, "reservation_seconds", 0.0),
         seed=msg.seed,
+        dry_run=msg.dry_run,
     )
 
 

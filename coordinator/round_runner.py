@@ -179,6 +179,13 @@ class RoundRunner:
                 requirement=self.plan.requirement, random=self.plan.random,
                 untrained_first=self.plan.untrained_first and book.kind == "train",
                 reservation_seconds=self.plan.round_timeout + 30, seed=seed)
+            if not selection.satisfied and minimum <= selection.matched < target:
+                # The selector never hands out a partial set; ask for what is there.
+                selection = await self.selector.select(
+                    job_id=self.plan.job_id, round_number=round_number, count=selection.matched,
+                    redundancy=1.0, requirement=self.plan.requirement, random=self.plan.random,
+                    untrained_first=self.plan.untrained_first and book.kind == "train",
+                    reservation_seconds=self.plan.round_timeout + 30, seed=seed)
             chosen = [client for client, _ in selection.clients]
             if len(chosen) >= minimum:
                 for client, why in selection.clients:

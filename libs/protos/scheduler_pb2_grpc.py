@@ -70,6 +70,11 @@ class JobControlStub:
                 request_serializer=libs_dot_protos_dot_scheduler__pb2.JobRef.SerializeToString,
                 response_deserializer=libs_dot_protos_dot_scheduler__pb2.JobReply.FromString,
                 _registered_method=True)
+        self.GetJobLogs = channel.unary_unary(
+                '/nsfl.v1.JobControl/GetJobLogs',
+                request_serializer=libs_dot_protos_dot_scheduler__pb2.JobLogsRequest.SerializeToString,
+                response_deserializer=libs_dot_protos_dot_scheduler__pb2.JobLogsReply.FromString,
+                _registered_method=True)
         self.ReportProgress = channel.unary_unary(
                 '/nsfl.v1.JobControl/ReportProgress',
                 request_serializer=libs_dot_protos_dot_scheduler__pb2.ProgressReport.SerializeToString,
@@ -122,6 +127,12 @@ class JobControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReportProgress(self, request, context):
         """Coordinator to scheduler after each round and at the end.
         """
@@ -166,6 +177,11 @@ def add_JobControlServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=libs_dot_protos_dot_scheduler__pb2.JobRef.FromString,
                     response_serializer=libs_dot_protos_dot_scheduler__pb2.JobReply.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=libs_dot_protos_dot_scheduler__pb2.JobLogsRequest.FromString,
+                    response_serializer=libs_dot_protos_dot_scheduler__pb2.JobLogsReply.SerializeToString,
             ),
             'ReportProgress': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportProgress,
@@ -362,6 +378,33 @@ class JobControl:
             '/nsfl.v1.JobControl/DeleteJob',
             libs_dot_protos_dot_scheduler__pb2.JobRef.SerializeToString,
             libs_dot_protos_dot_scheduler__pb2.JobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nsfl.v1.JobControl/GetJobLogs',
+            libs_dot_protos_dot_scheduler__pb2.JobLogsRequest.SerializeToString,
+            libs_dot_protos_dot_scheduler__pb2.JobLogsReply.FromString,
             options,
             channel_credentials,
             insecure,

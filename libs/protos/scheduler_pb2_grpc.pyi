@@ -41,6 +41,7 @@ class JobControlStub:
     StartJob: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.StartJobRequest, _scheduler_pb2.JobReply]
     StopJob: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.JobRef, _scheduler_pb2.JobReply]
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.JobRef, _scheduler_pb2.JobReply]
+    GetJobLogs: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.JobLogsRequest, _scheduler_pb2.JobLogsReply]
     ReportProgress: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ProgressReport, _common_pb2.Ack]
     """Coordinator to scheduler after each round and at the end."""
 
@@ -54,6 +55,7 @@ class JobControlAsyncStub(JobControlStub):
     StartJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.StartJobRequest, _scheduler_pb2.JobReply]  # type: ignore[assignment]
     StopJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.JobRef, _scheduler_pb2.JobReply]  # type: ignore[assignment]
     DeleteJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.JobRef, _scheduler_pb2.JobReply]  # type: ignore[assignment]
+    GetJobLogs: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.JobLogsRequest, _scheduler_pb2.JobLogsReply]  # type: ignore[assignment]
     ReportProgress: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ProgressReport, _common_pb2.Ack]  # type: ignore[assignment]
     """Coordinator to scheduler after each round and at the end."""
 
@@ -106,6 +108,13 @@ class JobControlServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.JobRef,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.JobReply, _abc.Awaitable[_scheduler_pb2.JobReply]]: ...
+
+    @_abc_1.abstractmethod
+    def GetJobLogs(
+        self,
+        request: _scheduler_pb2.JobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.JobLogsReply, _abc.Awaitable[_scheduler_pb2.JobLogsReply]]: ...
 
     @_abc_1.abstractmethod
     def ReportProgress(

@@ -378,6 +378,7 @@ class SelectRequest(_message.Message):
     UNTRAINED_FIRST_FIELD_NUMBER: _builtins.int
     RESERVATION_SECONDS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     count: _builtins.int
@@ -388,6 +389,8 @@ class SelectRequest(_message.Message):
     untrained_first: _builtins.bool
     reservation_seconds: _builtins.float
     seed: _builtins.int
+    dry_run: _builtins.bool
+    """answer without reserving (admission checks)"""
     @_builtins.property
     def requirement(self) -> Global___ClientRequirement: ...
     def __init__(
@@ -402,10 +405,11 @@ class SelectRequest(_message.Message):
         untrained_first: _builtins.bool = ...,
         reservation_seconds: _builtins.float = ...,
         seed: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["requirement", b"requirement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "job_id", b"job_id", "random", b"random", "redundancy", b"redundancy", "requirement", b"requirement", "reservation_seconds", b"reservation_seconds", "round", b"round", "seed", b"seed", "untrained_first", b"untrained_first"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "dry_run", b"dry_run", "job_id", b"job_id", "random", b"random", "redundancy", b"redundancy", "requirement", b"requirement", "reservation_seconds", b"reservation_seconds", "round", b"round", "seed", b"seed", "untrained_first", b"untrained_first"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -314,3 +314,10 @@ async def _is(stub: Stub, client_id: str, state: str) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_dry_run_selection_answers_without_reserving(stub: Stub, manager: MakeManager) -> None:
+    await manager("c1").connect()
+    probe = await stub.SelectClients(select_request("ns/a", dry_run=True))
+    assert probe.satisfied and [c.client_id for c in probe.clients] == ["c1"]
+    assert (await stub.SelectClients(select_request("ns/b"))).satisfied
