@@ -1,0 +1,1 @@
+"""Example federated jobs: training scripts, job specs and client configs (see README.md)."""

@@ -1,0 +1,199 @@
+"""The executor's side of the ``Coordinator`` service: download the global model, upload the update.
+
+A synchronous gRPC client on purpose: the executor does one thing at a time
+(download, run the user's code, upload), runs in a process forked from a warm
+worker, and must not start an event loop that a user script with its own
+asyncio code could trip over.
+
+Download (docs/contracts.md): a ``BlobHeader`` then chunks, collected by
+:class:`~libs.weights.streaming.BlobReceiver`, which bounds the size before
+allocating, writes each chunk once and checks the SHA-256 at the end.  The
+header must name the model the task was offered, so a coordinator that
+published another model is caught before any byte is stored.  If the stream
+breaks (or the coordinator is briefly unavailable) the download is asked for
+once more, from the offset already received: a task has a deadline, and a
+second failure means the round is better served by another client.
+
+Upload: an ``UpdateHeader`` frame, then the payload in chunks of
+``chunk_bytes``.  It is not retried: a retry after an upload the coordinator
+did accept would be refused as a duplicate, and the task manager reports the
+failure either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from libs.errors import ChecksumMismatch, CorruptPayload, DeadlineExceeded, Unavailable
+from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from libs.rpc import CHANNEL_OPTIONS, call_errors
+from libs.weights.streaming import BlobReceiver, TransferInterrupted, iter_chunks
+from libs.weights.tensors import MEDIA_TYPE, Buffer
+from task_executor.settings import ExecutorSettings
+from task_executor.task import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+# The generated *_pb2_grpc modules have no type stubs; naming the stub class
+# through a typed variable keeps the calls below type-checked where it matters.
+_STUB: Callable[[grpc.Channel], Any] = coordinator_pb2_grpc.CoordinatorStub
+
+
+def receive_model(
+    frames: Iterator[common_pb2.TransferFrame],
+    expected_sha256: str,
+    *,
+    max_size: int,
+    resume: BlobReceiver | None = None,
+) -> bytearray:
+    """Collect one streamed model and return it once its size and SHA-256 check out.
+
+    A failure after the header raises :class:`TransferInterrupted`, whose
+    ``receiver`` is passed back as ``resume`` with a stream that starts at
+    ``receiver.received``.
+    """
+    with call_errors():
+        first = next(frames, None)
+    if first is None or first.WhichOneof("frame") != "header":
+        raise CorruptPayload("the model stream did not start with a header")
+    header = first.header
+    if header.sha256.lower() != expected_sha256:
+        raise ChecksumMismatch(
+            f"the coordinator sent model {header.sha256[:64]!r}, but the task is for model {expected_sha256}"
+        )
+    if resume is None:
+        if header.offset != 0:
+            raise CorruptPayload(
+                f"the model stream starts at offset {header.offset}, but nothing was received yet"
+            )
+        receiver = BlobReceiver(header.total_size, header.sha256, max_size=max_size)
+    else:
+        if header.total_size != resume.total_size or header.offset != resume.received:
+            raise CorruptPayload(
+                f"the resumed model stream ({header.total_size} bytes from offset {header.offset}) does not "
+                f"continue the broken one ({resume.total_size} bytes, {resume.received} received)"
+            )
+        receiver = resume
+    try:
+        for frame in frames:
+            if frame.WhichOneof("frame") != "chunk":
+                raise CorruptPayload(f"unexpected {frame.WhichOneof('frame')} frame after the header")
+            receiver.write(frame.chunk.offset, frame.chunk.data)
+    except grpc.RpcError as exc:
+        status = exc.code().name if isinstance(exc, grpc.Call) else type(exc).__name__
+        raise TransferInterrupted(receiver, f"the stream failed: {status}") from exc
+    if receiver.received < receiver.total_size:
+        raise TransferInterrupted(receiver, "the stream ended early")
+    return receiver.finish()
+
+
+def update_header(
+    spec: TaskSpec,
+    *,
+    num_samples: int,
+    metrics: Mapping[str, float],
+    payload_sha256: str,
+    payload_size: int,
+) -> coordinator_pb2.UpdateHeader:
+    """The first frame of an upload: every tag of the task, the sample count, metrics and blob."""
+    return coordinator_pb2.UpdateHeader(
+        job_id=spec.job_id,
+        round=spec.round,
+        client_id=spec.client_id,
+        attempt=spec.attempt,
+        task_id=spec.task_id,
+        task_token=spec.task_token,
+        kind=spec.kind,
+        num_samples=num_samples,
+        metrics=dict(metrics),
+        blob=common_pb2.BlobHeader(
+            sha256=payload_sha256,
+            total_size=payload_size,
+            media_type=MEDIA_TYPE if payload_size else "",
+            offset=0,
+        ),
+        base_sha256=spec.model_sha256,
+    )
+
+
+class CoordinatorClient:
+    """The two calls an executor makes, over one channel, each bounded by the task's deadline."""
+
+    def __init__(self, endpoint: str, settings: ExecutorSettings, deadline_unix: float | None = None) -> None:
+        self._channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        self._stub = _STUB(self._channel)
+        self._settings = settings
+        self._deadline = deadline_unix
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _timeout(self) -> float:
+        if self._deadline is None:
+            return self._settings.rpc_timeout_seconds
+        remaining = self._deadline - time.time()
+        if remaining <= 0:
+            raise DeadlineExceeded("the task's deadline has passed")
+        return remaining
+
+    def download_model(self, spec: TaskSpec) -> bytearray:
+        """The round's global model as verified safetensors bytes (resumed once if the stream breaks)."""
+        receiver: BlobReceiver | None = None
+        for attempt in (1, 2):
+            request = coordinator_pb2.DownloadRequest(
+                job_id=spec.job_id,
+                round=spec.round,
+                sha256=spec.model_sha256,
+                offset=0 if receiver is None else receiver.received,
+                task_token=spec.task_token,
+            )
+            call = self._stub.DownloadModel(request, timeout=self._timeout())
+            try:
+                return receive_model(
+                    call, spec.model_sha256, max_size=self._settings.max_model_bytes, resume=receiver
+                )
+            except TransferInterrupted as exc:
+                if attempt == 2:
+                    raise
+                receiver = exc.receiver
+                log.warning(
+                    "model download broke (%s); resuming from byte %d", exc.message, receiver.received
+                )
+            except Unavailable as exc:
+                if attempt == 2:
+                    raise
+                log.warning("coordinator unavailable for the download (%s); trying once more", exc.message)
+            finally:
+                call.cancel()
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def upload(self, header: coordinator_pb2.UpdateHeader, payload: Buffer) -> coordinator_pb2.UploadResult:
+        """Send the header then ``payload`` in chunks; the coordinator's verdict."""
+        chunk_bytes = self._settings.chunk_bytes
+
+        def frames() -> Iterator[coordinator_pb2.UploadFrame]:
+            yield coordinator_pb2.UploadFrame(header=header)
+            for offset, piece in iter_chunks(payload, chunk_bytes):
+                frame = coordinator_pb2.UploadFrame()
+                frame.chunk.offset = offset
+                frame.chunk.data = bytes(piece)
+                yield frame
+
+        with call_errors():
+            result: coordinator_pb2.UploadResult = self._stub.UploadUpdate(frames(), timeout=self._timeout())
+        return result
