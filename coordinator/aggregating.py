@@ -48,7 +48,12 @@ class ServerStep:
     """x_{t+1} = optimiser(x_t, Δ_t); FedAvg is x_t + η·Δ_t."""
 
     def __init__(self, name: str, params: Mapping[str, Any], learning_rate: float) -> None:
-        self.optimizer = make_server_optimizer(name, {"learning_rate": learning_rate, **params})
+        # ``serverLearningRate`` defaults to 1.0 (FedAvg as published); the adaptive optimisers
+        # keep their own published default unless the job sets a rate for them explicitly.
+        merged = dict(params)
+        if "learningRate" not in merged and (name in ("fedavg", "fedavgm") or learning_rate != 1.0):
+            merged["learningRate"] = learning_rate
+        self.optimizer = make_server_optimizer(name, merged)
 
     def apply(self, weights: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> WeightMap:
         stepped: WeightMap = self.optimizer.step(dict(weights), dict(delta))

@@ -103,6 +103,7 @@ class Cluster:
     def start_coordinator(self, name: str, job: dict[str, Any], *, selector: str, workdir: Path,
                           state: Path) -> Proc:
         workdir.mkdir(parents=True, exist_ok=True)
+        state.mkdir(parents=True, exist_ok=True)
         job_file = workdir / "job.json"
         job_file.write_text(json.dumps(job))
         return self.start(name, "-m", "coordinator", "--job", str(job_file), "--workdir", str(workdir),
