@@ -137,7 +137,8 @@ class Driver:
     async def _initial_weights(self) -> dict[str, Any]:
         spec = self.spec
         if spec.get("modelPath"):
-            return decode(await self.objects.read(spec["modelPath"]), copy=True)
+            # Keys in a spec are relative to the job's namespace: a job cannot read another's objects.
+            return decode(await self.objects.read(f"{self.plan.namespace}/{spec['modelPath']}"), copy=True)
         if spec.get("checkpointRef"):
             ref = spec["checkpointRef"]
             source = CheckpointStore(self.checkpoints.documents, self.objects, namespace=self.plan.namespace,

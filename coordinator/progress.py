@@ -45,7 +45,7 @@ class ProgressReporter:
 
     async def update(self, *, round_record: dict[str, Any] | None = None,
                      checkpoint: dict[str, Any] | None = None, **fields: Any) -> None:
-        self.status.update(fields)
+        self.status.update({k: list(v) if isinstance(v, list) else v for k, v in fields.items()})
         self.status["updated_unix"] = time.time()
         if round_record is not None:
             self.status["history"].append(round_record)

@@ -76,7 +76,7 @@ class Cluster:
         log = self.base / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env or {})}
-        handle = open(log, "ab")  # noqa: SIM115 - owned by the process for its lifetime
+        handle = open(log, "ab")
         popen = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
                                  env=full_env, start_new_session=True)
         handle.close()
