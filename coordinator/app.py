@@ -7,7 +7,9 @@ builds is passed explicitly to the driver and the servicer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import logging
 import signal
 from pathlib import Path
@@ -42,33 +44,34 @@ async def run(settings: CoordinatorSettings) -> int:
     spec = load_job(settings.job)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     plan = plan_from_spec(spec)
-    documents = await open_document_store(settings.document_store)
-    objects = open_object_store(settings.object_store)
-    selector = SelectorClient(settings.selector)
-    reporter = ProgressReporter(settings.workdir / "status.json", job_id=plan.job_id,
-                                scheduler=settings.scheduler or None, token=settings.token)
-    server = make_server()
-    port = add_port(server, settings.listen)
-    endpoint = f"{settings.advertise_host}:{port}"
-    stop = asyncio.Event()
-    runner = RoundRunner(plan, selector, lambda: endpoint, stop_event=stop)
-    driver = Driver(spec, runner=runner, checkpoints=CheckpointStore(documents, objects,
-                    namespace=plan.namespace, job=spec["name"]), objects=objects, reporter=reporter,
-                    step=server_step_for(spec), make_aggregator=aggregator_factory(spec))
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)
-    await server.start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, driver.request_stop, f"signal {sig.name}")
-    log.info("coordinator for %s serving on %s", plan.job_id, endpoint)
-    await reporter.update(endpoint=endpoint, pid=__import__("os").getpid())
-    try:
+    # Every resource is closed on the way out, whatever fails: an unclosed store
+    # thread would keep the process alive after an error.
+    async with contextlib.AsyncExitStack() as resources:
+        documents = await open_document_store(settings.document_store)
+        resources.push_async_callback(documents.close)
+        objects = open_object_store(settings.object_store)
+        resources.push_async_callback(objects.close)
+        selector = SelectorClient(settings.selector)
+        resources.push_async_callback(selector.close)
+        reporter = ProgressReporter(settings.workdir / "status.json", job_id=plan.job_id,
+                                    scheduler=settings.scheduler or None, token=settings.token)
+        resources.push_async_callback(reporter.close)
+        server = make_server()
+        port = add_port(server, settings.listen)
+        endpoint = f"{settings.advertise_host}:{port}"
+        stop = asyncio.Event()
+        runner = RoundRunner(plan, selector, lambda: endpoint, stop_event=stop)
+        checkpoints = CheckpointStore(documents, objects, namespace=plan.namespace, job=spec["name"])
+        driver = Driver(spec, runner=runner, checkpoints=checkpoints, objects=objects, reporter=reporter,
+                        step=server_step_for(spec), make_aggregator=aggregator_factory(spec))
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)
+        await server.start()
+        resources.push_async_callback(server.stop, 1.0)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, driver.request_stop, f"signal {sig.name}")
+        log.info("coordinator for %s serving on %s", plan.job_id, endpoint)
+        await reporter.update(endpoint=endpoint, pid=os.getpid())
         state = await driver.run()
-    finally:
-        await server.stop(grace=1.0)
-        await selector.close()
-        await reporter.close()
-        await objects.close()
-        await documents.close()
     log.info("job %s ended %s", plan.job_id, state)
     return EXIT_CODES.get(state, 1)

@@ -27,7 +27,7 @@ from coordinator.model_state import GlobalModel
 from coordinator.progress import ProgressReporter
 from coordinator.round_runner import JobPlan, RoundRunner, StopRequested
 from coordinator.rounds import weighted_metrics
-from libs.errors import NotFound, ValidationFailed
+from libs.errors import NotFound, NsflError, ValidationFailed
 from libs.objects.protocol import ObjectStore
 from libs.protos import coordinator_pb2
 from libs.structured_logging import log_context
@@ -117,6 +117,14 @@ class Driver:
             except JobFailed as exc:
                 self.state = "FAILED"
                 await self._report(state="FAILED", reason=str(exc))
+            except NsflError as exc:
+                log.error("job failed: %s", exc.message)
+                self.state = "FAILED"
+                await self._report(state="FAILED", reason=f"{exc.code}: {exc.message}")
+            except Exception:
+                log.exception("job failed with an internal error")
+                self.state = "FAILED"
+                await self._report(state="FAILED", reason="internal error in the coordinator; see its log")
             return self.state
 
     async def _prepare(self) -> None:

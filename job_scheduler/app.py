@@ -1,0 +1,207 @@
+"""Building and running the job scheduler: the only place that opens resources.
+
+:class:`SchedulerApp` opens the document store and the object store, builds
+the platform and the selector client, binds the ``JobControl`` server (so
+the port coordinators report to is known before any launches), then starts
+the supervisor, which recovers from the store before admitting anything.
+Tests start it in-process on port 0, optionally with a fake platform or a
+fake client availability; :func:`serve` adds what a process needs (signal
+handling, a port file) and is what ``python -m job_scheduler`` runs.
+
+Stopping the scheduler does not stop coordinators: they keep training, and
+the next scheduler on the same state adopts them (DESIGN §4).  Shutdown
+order: the supervisor first (no new launches), then the server with a short
+grace for calls in flight, then the clients and stores they used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc.aio
+
+from job_scheduler.admission import Limits
+from job_scheduler.cleanup import JobCleanup
+from job_scheduler.coordinators import Coordinators, LaunchConfig
+from job_scheduler.grpc_service import JobControlServicer
+from job_scheduler.job_store import JobLocks, JobStore
+from job_scheduler.local_platform import LocalPlatform
+from job_scheduler.platform import Platform
+from job_scheduler.selector_client import ClientAvailability, SelectorAvailability
+from job_scheduler.service import JobService
+from job_scheduler.settings import SchedulerSettings
+from job_scheduler.supervisor import Supervisor
+from libs.objects import open_object_store
+from libs.objects.protocol import ObjectStore
+from libs.protos import scheduler_pb2_grpc
+from libs.rpc import add_port, make_server
+from libs.store import DocumentStore, open_document_store
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 2.0
+
+_add_servicer: Callable[[scheduler_pb2_grpc.JobControlServicer, grpc.aio.Server], None] = (
+    scheduler_pb2_grpc.add_JobControlServicer_to_server
+)
+
+
+def build_platform(settings: SchedulerSettings) -> Platform:
+    """The platform the settings name (only ``local`` for now; ``kubernetes`` plugs in here)."""
+    return LocalPlatform(
+        settings.jobs_dir,
+        python=settings.python_executable,
+        module=settings.coordinator_module,
+        listen_host=settings.coordinator_listen_host,
+        advertise_host=settings.coordinator_advertise_host,
+    )
+
+
+class SchedulerApp:
+    """One running scheduler: stores, platform, selector client, gRPC server, supervisor."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        *,
+        platform: Platform | None = None,
+        availability: ClientAvailability | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.port: int | None = None
+        self._platform = platform
+        self._availability = availability
+        self._clock = clock
+        self._store: DocumentStore | None = None
+        self._objects: ObjectStore | None = None
+        self._selector: SelectorAvailability | None = None
+        self._server: grpc.aio.Server | None = None
+        self._supervisor_task: asyncio.Task[None] | None = None
+        self.supervisor: Supervisor | None = None
+        self.service: JobService | None = None
+
+    async def start(self) -> int:
+        """Open everything, serve, start the supervisor; returns the bound port."""
+        settings = self.settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._store = await open_document_store(settings.resolved_store_url)
+            self._objects = open_object_store(settings.resolved_object_store_url)
+            platform = self._platform or build_platform(settings)
+            self._platform = platform
+            availability = self._availability
+            if availability is None:
+                self._selector = SelectorAvailability(
+                    settings.selector, timeout=settings.selector_timeout_seconds
+                )
+                availability = self._selector
+            jobs = JobStore(self._store, self._clock or time.time)
+            locks = JobLocks()
+            config = LaunchConfig(
+                selector_address=settings.selector,
+                store_url=settings.resolved_store_url,
+                object_store_url=settings.resolved_object_store_url,
+                stop_timeout_seconds=settings.stop_timeout_seconds,
+                start_timeout_seconds=settings.start_timeout_seconds,
+            )
+            coordinators = Coordinators(jobs, platform, self._objects, config, self._scheduler_address)
+            cleanup = JobCleanup(jobs, self._objects, platform)
+            self.supervisor = Supervisor(
+                jobs, coordinators, cleanup, platform, availability, locks,
+                Limits(settings.max_running_jobs, settings.max_running_per_namespace),
+                admission_interval=settings.admission_interval_seconds,
+                watch_interval=settings.watch_interval_seconds,
+                stop_timeout=settings.stop_timeout_seconds,
+            )  # fmt: skip
+            self.service = JobService(
+                jobs,
+                coordinators,
+                cleanup,
+                platform,
+                locks,
+                wake=self.supervisor.wake,
+                log_tail_lines=settings.log_tail_lines,
+            )
+            self._server = make_server()
+            _add_servicer(JobControlServicer(self.service), self._server)
+            self.port = add_port(self._server, settings.listen)
+            await self._server.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._supervisor_task = asyncio.create_task(self.supervisor.run(), name="job-scheduler-supervisor")
+        log.info(
+            "job scheduler serving on port %d (platform %s, at most %d jobs, %d per namespace)",
+            self.port,
+            settings.platform,
+            settings.max_running_jobs,
+            settings.max_running_per_namespace,
+        )
+        return self.port
+
+    def _scheduler_address(self) -> str:
+        return f"{self.settings.advertise_host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop the loops, stop serving, close clients and stores (idempotent); coordinators keep running."""
+        if self._supervisor_task is not None:
+            self._supervisor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor_task
+            self._supervisor_task = None
+        if self._server is not None:
+            await self._server.stop(STOP_GRACE_SECONDS)
+            self._server = None
+        if self._selector is not None:
+            await self._selector.close()
+            self._selector = None
+        if self._platform is not None:
+            await self._platform.close()
+        if self._objects is not None:
+            await self._objects.close()
+            self._objects = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` atomically, so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove_port_file(path: Path) -> None:
+    """A stopped scheduler leaves no port file behind that a launcher could mistake for a live one."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+async def serve(settings: SchedulerSettings, *, port_file: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (coordinators keep running)."""
+    app = SchedulerApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        port = await app.start()
+        if port_file is not None:
+            write_port_file(port_file, port)
+        await stop.wait()
+        log.info("stopping the job scheduler")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await app.stop()
+        if port_file is not None:
+            remove_port_file(port_file)

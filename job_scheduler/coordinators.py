@@ -1,0 +1,358 @@
+"""A job's coordinator through its life: launch, watch, stop, end, and what it reports.
+
+Every action follows the same order: persist the transition (with the
+launch number and the hash of a fresh token in the same write), then act on
+the platform.  A scheduler killed between the two finds, on restart, a job
+whose persisted launch ``n`` the platform has not seen, and launches it
+then; a coordinator that did start is found alive (the platform's name is
+deterministic) and adopted.  So nothing is lost and nothing runs twice.
+
+Callers hold the job's lock (:class:`~job_scheduler.job_store.JobLocks`)
+around each method, so this process never launches and stops the same job
+at once.
+
+The coordinator's token is random per launch and only its SHA-256 is kept
+(in the job document, so it survives a scheduler restart): a report is
+accepted only from the coordinator this scheduler launched last.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from job_scheduler.documents import (
+    job_key,
+    parse_job_id,
+    state_of,
+    token_digest,
+    with_checkpoints,
+    with_round,
+)
+from job_scheduler.job_store import Change, JobStore
+from job_scheduler.outcomes import decide_exit, decide_report
+from job_scheduler.platform import CoordinatorInfo, LaunchRequest, Platform
+from job_scheduler.states import JobEvent, JobState, next_state
+from libs.errors import NotFound, NsflError, PermissionDenied, ValidationFailed
+from libs.objects import output_key
+from libs.objects.protocol import ObjectStore
+from libs.store import Document
+
+log = logging.getLogger(__name__)
+
+FINAL_MODEL = "model.safetensors"
+FAILURE_LOG_LINES = 15
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """What every coordinator is told, besides its job."""
+
+    selector_address: str
+    store_url: str
+    object_store_url: str
+    stop_timeout_seconds: float = 120.0
+    start_timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """A ``ReportProgress`` call, parsed."""
+
+    job_id: str
+    token: str
+    state: str
+    reason: str
+    round: int
+    rounds: int
+    round_record: Mapping[str, Any] | None
+    checkpoint: Mapping[str, Any] | None
+
+
+class Coordinators:
+    def __init__(
+        self,
+        jobs: JobStore,
+        platform: Platform,
+        objects: ObjectStore,
+        config: LaunchConfig,
+        scheduler_address: Callable[[], str],
+    ) -> None:
+        self._jobs = jobs
+        self._platform = platform
+        self._objects = objects
+        self._config = config
+        self._scheduler_address = scheduler_address
+        self._stop_sent: dict[str, int] = {}  # job key -> the launch this process asked to stop
+
+    # --- launching ----------------------------------------------------------------------------
+
+    async def start(self, key: str, event: JobEvent, reason: str) -> Document:
+        """ADMIT, CLIENTS_READY or RELAUNCH: persist launch n+1 with a new token, then launch it."""
+        token = secrets.token_urlsafe(32)
+        digest = token_digest(token)
+
+        def change(data: dict[str, Any]) -> dict[str, Any]:
+            coordinator = dict(data.get("coordinator", {}))
+            coordinator["launches"] = int(coordinator.get("launches", 0)) + 1
+            coordinator["tokenSha256"] = digest
+            coordinator["launchedAt"] = data["updatedAt"]
+            if event is JobEvent.RELAUNCH:
+                coordinator["restarts"] = int(coordinator.get("restarts", 0)) + 1
+            return {**data, "coordinator": coordinator, "startFromScratch": False}
+
+        document, transition = await self._jobs.apply(key, event, reason, change=change)
+        if not transition.changed:
+            return document
+        return await self._launch(document, token)
+
+    async def launch_again(self, document: Document) -> Document:
+        """The persisted launch never reached the platform (a crash came between): launch it now."""
+        token = secrets.token_urlsafe(32)
+        digest = token_digest(token)
+        now = self._jobs.clock()
+        document = await self._jobs.change(
+            document.key,
+            lambda d: {**d, "coordinator": {**d["coordinator"], "tokenSha256": digest, "launchedAt": now}},
+        )
+        log.info(
+            "job %s: launch %d was persisted but not started; starting it",
+            document.key,
+            document.data["coordinator"]["launches"],
+        )
+        return await self._launch(document, token)
+
+    async def _launch(self, document: Document, token: str) -> Document:
+        data = document.data
+        request = LaunchRequest(
+            namespace=data["namespace"], name=data["name"], spec=data["spec"],
+            launch=int(data["coordinator"]["launches"]), token=token,
+            scheduler_address=self._scheduler_address(), selector_address=self._config.selector_address,
+            store_url=self._config.store_url, object_store_url=self._config.object_store_url,
+        )  # fmt: skip
+        try:
+            await self._platform.launch(request)
+        except (OSError, NsflError) as exc:
+            log.exception("job %s: launching the coordinator failed", document.key)
+            document, _ = await self._jobs.apply(
+                document.key, JobEvent.FAIL, f"could not launch the coordinator: {exc}"
+            )
+        return document
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    async def request_stop(self, document: Document) -> None:
+        """Ask the job's coordinator to stop at a safe point (it saves a checkpoint and exits 3)."""
+        data = document.data
+        if await self._platform.stop(data["namespace"], data["name"]):
+            self._stop_sent[document.key] = int(data["coordinator"]["launches"])
+
+    # --- watching -----------------------------------------------------------------------------
+
+    async def watch(self, document: Document, now: float) -> None:
+        """One look at an active job's coordinator (STARTING, RUNNING, STOPPING), and what follows."""
+        data = document.data
+        state = state_of(data)
+        info = await self._platform.find(data["namespace"], data["name"])
+        launches = int(data["coordinator"].get("launches", 0))
+        if info is None or info.launch < launches:
+            if state is JobState.STOPPING:
+                await self._jobs.apply(
+                    document.key, JobEvent.STOPPED, "stopped before its coordinator started"
+                )
+            else:
+                await self.launch_again(document)
+        elif info.running:
+            await self._watch_running(document, state, info, now)
+        else:
+            await self._ended(document, state, info)
+
+    async def _watch_running(
+        self, document: Document, state: JobState, info: CoordinatorInfo, now: float
+    ) -> None:
+        key = document.key
+        if info.endpoint and info.endpoint != document.data["coordinator"].get("endpoint"):
+            document = await self._jobs.change(
+                key, lambda d: {**d, "coordinator": {**d["coordinator"], "endpoint": info.endpoint}}
+            )
+        if state is JobState.STARTING:
+            await self._watch_starting(document, info, now)
+        if state is not JobState.STOPPING:
+            return
+        if self._stop_sent.get(key) != info.launch:
+            await self.request_stop(document)
+        elif now - float(document.data.get("stopRequestedAt") or now) > self._config.stop_timeout_seconds:
+            log.warning(
+                "job %s: the coordinator did not stop within %.0fs; killing it",
+                key,
+                self._config.stop_timeout_seconds,
+            )
+            await self._platform.kill(document.data["namespace"], document.data["name"])
+
+    async def _watch_starting(self, document: Document, info: CoordinatorInfo, now: float) -> None:
+        """Record the start the coordinator wrote in its status, or kill one stuck starting up.
+
+        A coordinator that neither reports nor exits (it hangs opening a store,
+        say) would otherwise hold its slot forever; killed, it counts as a crash
+        and is relaunched or fails with its log's last lines.
+        """
+        if info.status.get("state") == "RUNNING":
+            await self._jobs.apply(document.key, JobEvent.LAUNCHED, "the coordinator started")
+            return
+        launched_at = float(document.data["coordinator"].get("launchedAt") or now)
+        if now - launched_at > self._config.start_timeout_seconds:
+            log.warning(
+                "job %s: the coordinator did not start within %.0fs; killing it",
+                document.key,
+                self._config.start_timeout_seconds,
+            )
+            await self._platform.kill(document.data["namespace"], document.data["name"])
+
+    async def _ended(self, document: Document, state: JobState, info: CoordinatorInfo) -> None:
+        data = document.data
+        namespace, name = data["namespace"], data["name"]
+        tail = ""
+        if info.exit_code not in (0, 1, 3):
+            tail = await self._platform.logs(namespace, name, FAILURE_LOG_LINES)
+        decision = decide_exit(
+            state,
+            info.exit_code,
+            status_reason=str(info.status.get("reason", "")),
+            restarts=int(data["coordinator"].get("restarts", 0)),
+            max_retries=int(data["spec"].get("maxRetries", 0)),
+            log_tail=tail,
+        )
+        last_exit = {
+            "launch": info.launch,
+            "code": info.exit_code,
+            "state": info.status.get("state"),
+            "at": self._jobs.clock(),
+        }
+        if not decision.steps:
+            return
+        self._stop_sent.pop(document.key, None)
+        log.info("job %s: coordinator launch %d ended (%s)", document.key, info.launch, info.exit_code)
+        if decision.relaunch:
+            await self._jobs.change(
+                document.key, lambda d: {**d, "coordinator": {**d["coordinator"], "lastExit": last_exit}}
+            )
+            await self.start(document.key, JobEvent.RELAUNCH, decision.steps[0].reason)
+            return
+        finish = await self._final_status(namespace, name, info.status, decision.steps[-1].event)
+
+        def change(d: dict[str, Any]) -> dict[str, Any]:
+            return finish({**d, "coordinator": {**d["coordinator"], "lastExit": last_exit, "endpoint": ""}})
+
+        await self._jobs.apply_steps(document.key, decision.steps, change=change)
+
+    async def _final_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], event: JobEvent
+    ) -> Change:
+        """The status a job ends with: its checkpoints, and for FINISH its final model and last round."""
+        checkpoints = await self._jobs.checkpoint_records(namespace, name)
+        final_model: dict[str, Any] | None = None
+        if event is JobEvent.FINISH:
+            try:
+                info = await self._objects.stat(output_key(namespace, name, FINAL_MODEL))
+                final_model = {"key": info.key, "sha256": info.sha256, "size": info.size}
+            except NotFound:
+                log.warning("job %s/%s finished without a final model in the object store", namespace, name)
+
+        def change(data: dict[str, Any]) -> dict[str, Any]:
+            data = with_checkpoints(data, checkpoints)
+            if event is JobEvent.FINISH:
+                rounds = int(status.get("rounds") or data["status"].get("rounds") or 0)
+                data = with_round(data, int(status.get("round") or rounds), rounds, None)
+                data["status"]["finalModel"] = final_model
+            return data
+
+        return change
+
+    # --- reports ------------------------------------------------------------------------------
+
+    async def report(self, report: Report) -> tuple[bool, str]:
+        """Apply a coordinator's report; ``(False, why)`` for one that comes too late to matter."""
+        namespace, name = parse_job_id(report.job_id)
+        document = await self._jobs.get(namespace, name)
+        expected = str(document.data.get("coordinator", {}).get("tokenSha256", ""))
+        if not expected or not hmac.compare_digest(expected, token_digest(report.token)):
+            raise PermissionDenied(f"the coordinator token does not match job {report.job_id}")
+        state = state_of(document.data)
+        steps = decide_report(
+            state,
+            report.state,
+            has_round=report.round_record is not None,
+            reason=report.reason,
+            round_number=report.round,
+        )
+        if not steps:
+            return True, ""
+        try:
+            first = next_state(state, steps[0].event, reason=steps[0].reason, now=self._jobs.clock())
+        except NsflError as exc:
+            log.info("job %s: dropped a %s report in state %s", report.job_id, report.state, state.value)
+            return False, exc.message
+        if report.round_record is not None:
+            await self._jobs.record_round(namespace, name, report.round, report.round_record)
+        checkpoints = await self._jobs.checkpoint_records(namespace, name) if report.checkpoint else None
+        terminal = (
+            await self._final_status(
+                namespace, name, {"round": report.round, "rounds": report.rounds}, steps[-1].event
+            )
+            if report.state != "RUNNING"
+            else None
+        )
+
+        def change(data: dict[str, Any]) -> dict[str, Any]:
+            data = with_round(data, report.round, report.rounds, report.round_record)
+            if checkpoints is not None:
+                data = with_checkpoints(data, checkpoints)
+            return terminal(data) if terminal is not None else data
+
+        key = job_key(namespace, name)
+        if report.state == "RUNNING" and not first.changed:
+            # A report between rounds (a checkpoint, the final model) changes no state, only the status.
+            await self._jobs.change(key, change)
+        else:
+            await self._jobs.apply_steps(key, steps, change=change)
+        return True, ""
+
+
+def parse_report(
+    job_id: str,
+    token: str,
+    state: str,
+    reason: str,
+    round_number: int,
+    rounds: int,
+    round_json: str,
+    checkpoint_json: str,
+) -> Report:
+    """A :class:`Report` from the wire fields; ``ValidationFailed`` for JSON that is not an object."""
+    return Report(
+        job_id=job_id,
+        token=token,
+        state=state,
+        reason=reason,
+        round=round_number,
+        rounds=rounds,
+        round_record=_json_object(round_json, "round_json"),
+        checkpoint=_json_object(checkpoint_json, "checkpoint_json"),
+    )
+
+
+def _json_object(text: str, what: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValidationFailed(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"{what} must be a JSON object")
+    return value

@@ -1,0 +1,207 @@
+"""The job document and the round record: their shape, built and changed by pure functions.
+
+The API server reads these documents straight from the store (collections
+``jobs``, ``rounds``, ``checkpoints``), so their shape is a contract; it is
+written down once here::
+
+    jobs/<ns>/<name>:
+      namespace, name, spec (validated, defaults written), state, reason, priority,
+      createdAt, updatedAt, queuedAt, startedAt, endedAt, pendingDeadline, stopRequestedAt,
+      transitions: [{from, to, event, reason, at}]           (the last 100)
+      status: {round, rounds, progress (percent), participants, lastMetrics, trainMetrics,
+               checkpoints: [{round, key, sha256}], finalModel: {key, sha256, size} | null}
+      coordinator: {name, endpoint, launches, launchedAt, restarts, lastExit, tokenSha256}
+      startFromScratch, deleteRequested
+    rounds/<ns>/<name>#<round:06d>: the coordinator's round record + {namespace, job, round}
+
+Every function returns a new dict and leaves its input alone, so a caller
+can retry a compare-and-set from the document it read.
+
+Two choices worth knowing.  Transitions that leave the state where it was
+(ROUND_DONE in RUNNING, UPDATE, LAUNCHED while STOPPING) are persisted like
+any other but not added to ``transitions`` and do not replace ``reason``:
+a 500-round job would otherwise push its real history out of the last 100
+entries.  A RELAUNCH (STARTING to STARTING) is kept: a crash is history.
+And the coordinator's token is stored only as its SHA-256, so the secret
+never reaches a reader of the store.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from job_scheduler.platform import coordinator_name
+from job_scheduler.states import JobEvent, JobState, Transition, is_terminal
+from libs.errors import ValidationFailed
+from libs.store import Document
+
+JOBS = "jobs"
+ROUNDS = "rounds"
+CHECKPOINTS = "checkpoints"
+MAX_TRANSITIONS = 100
+_KEPT_IN_HISTORY = frozenset({JobEvent.RELAUNCH})
+
+
+def job_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def round_record_key(namespace: str, name: str, round_number: int) -> str:
+    return f"{namespace}/{name}#{round_number:06d}"
+
+
+def parse_job_id(job_id: str) -> tuple[str, str]:
+    """``"<ns>/<name>"`` as ``(ns, name)``; ``ValidationFailed`` otherwise."""
+    namespace, sep, name = job_id.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ValidationFailed(f"a job id is <namespace>/<name>, got {job_id[:140]!r}")
+    return namespace, name
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def state_of(job: Mapping[str, Any]) -> JobState:
+    return JobState(job["state"])
+
+
+def initial_status(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "round": 0,
+        "rounds": int(spec.get("rounds", 0)),
+        "progress": 0.0,
+        "participants": [],
+        "lastMetrics": {},
+        "trainMetrics": {},
+        "checkpoints": [],
+        "finalModel": None,
+    }
+
+
+def new_job(spec: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The document of a job just submitted (QUEUED)."""
+    namespace, name = str(spec["namespace"]), str(spec["name"])
+    reason = "submitted"
+    return {
+        "namespace": namespace, "name": name, "spec": copy.deepcopy(dict(spec)),
+        "state": JobState.QUEUED.value, "reason": reason, "priority": int(spec.get("priority", 0)),
+        "createdAt": now, "updatedAt": now, "queuedAt": now, "startedAt": None, "endedAt": None,
+        "pendingDeadline": None, "stopRequestedAt": None,
+        "transitions": [{"from": None, "to": JobState.QUEUED.value, "event": "SUBMIT", "reason": reason,
+                         "at": now}],
+        "status": initial_status(spec),
+        "coordinator": {"name": coordinator_name(namespace, name), "endpoint": "", "launches": 0,
+                        "launchedAt": None, "restarts": 0, "lastExit": None, "tokenSha256": ""},
+        "startFromScratch": False, "deleteRequested": False,
+    }  # fmt: skip
+
+
+def with_transition(job: Mapping[str, Any], transition: Transition) -> dict[str, Any]:
+    """``job`` after ``transition`` (which must have ``changed``): state, reason, times, history."""
+    data = copy.deepcopy(dict(job))
+    source, target, at = transition.state, transition.to, transition.at
+    data["updatedAt"] = at
+    data["state"] = target.value
+    if source is target and transition.event not in _KEPT_IN_HISTORY:
+        return data
+    data["reason"] = transition.reason
+    entry = {
+        "from": source.value,
+        "to": target.value,
+        "event": transition.event.value,
+        "reason": transition.reason,
+        "at": at,
+    }
+    data["transitions"] = [*data.get("transitions", []), entry][-MAX_TRANSITIONS:]
+    if target is JobState.STARTING and source in (JobState.QUEUED, JobState.PENDING):
+        data["startedAt"] = at
+    if source is JobState.PENDING:
+        data["pendingDeadline"] = None
+    if target is JobState.STOPPING:
+        data["stopRequestedAt"] = at
+    if is_terminal(target):
+        data["endedAt"] = at
+    if target is JobState.QUEUED:
+        data.update(queuedAt=at, startedAt=None, endedAt=None, stopRequestedAt=None)
+    return data
+
+
+def with_round(
+    job: Mapping[str, Any], round_number: int, rounds: int, record: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``job`` with its status at ``round_number`` of ``rounds`` (and that round's record, if any)."""
+    data = copy.deepcopy(dict(job))
+    status = data.setdefault("status", {})
+    rounds = rounds or int(status.get("rounds") or data.get("spec", {}).get("rounds", 0))
+    status["round"] = round_number
+    status["rounds"] = rounds
+    status["progress"] = round(100.0 * round_number / rounds, 2) if rounds else 0.0
+    if record:
+        safe = storable(record)
+        status["participants"] = list(safe.get("accepted", []))
+        status["trainMetrics"] = dict(safe.get("trainMetrics") or {})
+        if safe.get("evaluation"):
+            status["lastMetrics"] = dict(safe["evaluation"])
+    return data
+
+
+def with_checkpoints(job: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``job`` whose status lists ``records`` (rows of the ``checkpoints`` collection) in round order."""
+    data = copy.deepcopy(dict(job))
+    ordered = sorted(records, key=lambda r: int(r.get("round", 0)))
+    data.setdefault("status", {})["checkpoints"] = [
+        {"round": r.get("round"), "key": r.get("key"), "sha256": r.get("sha256")} for r in ordered
+    ]
+    return data
+
+
+def restarted(job: Mapping[str, Any], *, from_scratch: bool) -> dict[str, Any]:
+    """``job`` made ready to run again: retries and exit forgotten; everything else too if from scratch."""
+    data = copy.deepcopy(dict(job))
+    # A new token comes with the next launch; until then nothing may report, least of all the old
+    # coordinator, whose late FAILED or STOPPED must not end the new run.
+    data["coordinator"] = {**data.get("coordinator", {}), "restarts": 0, "lastExit": None, "tokenSha256": ""}
+    data["startFromScratch"] = from_scratch
+    status = data.get("status", {})
+    if from_scratch:
+        data["status"] = initial_status(data["spec"])
+    else:
+        data["status"] = {**status, "finalModel": None, "rounds": int(data["spec"].get("rounds", 0))}
+    return data
+
+
+def round_document(namespace: str, name: str, round_number: int, record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the ``rounds`` collection holds for one round: the coordinator's record, plus its ids."""
+    return {**storable(record), "namespace": namespace, "job": name, "round": round_number}
+
+
+def public(document: Document) -> dict[str, Any]:
+    """A job as the RPCs return it: the stored document plus its store version."""
+    return {**document.data, "version": document.version}
+
+
+def storable(value: Any) -> Any:
+    """``value`` made acceptable to every store: object keys without ``.``/``$``, finite numbers.
+
+    Round records come from the coordinator and carry client ids as object keys
+    (``dropped``); a client id may contain a dot, which MongoDB and the store's
+    rules refuse, so dots become underscores rather than losing the record.
+    """
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            safe = str(key).replace(".", "_").replace("\x00", "")
+            if not safe or safe.startswith("$"):
+                safe = f"_{safe}"
+            out[safe] = storable(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [storable(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,359 @@
+"""The ``local`` platform: each coordinator is a subprocess of this machine.
+
+Layout, one work directory per job (``<state_dir>/jobs/<ns>/<name>/``)::
+
+    job.json            the spec the coordinator runs
+    coordinator.log     its stdout and stderr, appended across launches
+    coordinator.lock    held (flock) by the live coordinator, and only by it
+    coordinator.pid     {"pid", "startTime", "launch", "launchedAt", "name"}
+    coordinator.exit    {"launch", "code", "at"} once this scheduler reaped it
+    status.json         written by the coordinator (docs/contracts.md)
+
+Why a lock file *and* a pid file.  Coordinators must outlive the scheduler
+(a restarted scheduler adopts them), so they run in their own session and
+the scheduler cannot rely on being their parent.  The lock is the truth
+about liveness: the scheduler takes an exclusive ``flock`` on
+``coordinator.lock`` *before* spawning and hands that open file to the
+child, then closes its own copy, so from then on the lock is held exactly
+as long as the coordinator lives, across a scheduler crash at any instant,
+and a second launch finds it held and adopts instead of starting a twin.
+The pid file (with the process start time, which guards against pid reuse)
+is how the scheduler signals the process; if a crash came between spawn and
+writing it, the process is found by its ``--workdir`` argument instead.
+
+Exit codes: a child this scheduler spawned is reaped with ``waitpid`` (and
+the code written to ``coordinator.exit``, which survives a restart); a
+coordinator inherited from an earlier scheduler is not our child, so its
+code is read from its last ``status.json`` (FINISHED 0, FAILED 1, STOPPED 3)
+and is ``None``, a crash, when it died without saying.
+
+Processes are started with ``os.posix_spawnp`` rather than ``subprocess``:
+a ``Popen`` object for a process meant to outlive us would warn when it is
+collected, and all that is needed is a pid, a session and redirected output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from job_scheduler.platform import (
+    EXIT_CODES_BY_STATE,
+    CoordinatorInfo,
+    Launched,
+    LaunchRequest,
+    coordinator_name,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_VARIABLE = "NSFL_COORDINATOR_TOKEN"
+LOCK_FILE = "coordinator.lock"
+PID_FILE = "coordinator.pid"
+EXIT_FILE = "coordinator.exit"
+LOG_FILE = "coordinator.log"
+STATUS_FILE = "status.json"
+JOB_FILE = "job.json"
+_TAIL_BLOCK = 64 * 1024
+
+
+class LocalPlatform:
+    """Coordinators as subprocesses in their own sessions, under ``jobs_dir``."""
+
+    def __init__(
+        self,
+        jobs_dir: Path,
+        *,
+        python: str,
+        module: str = "coordinator",
+        listen_host: str = "127.0.0.1",
+        advertise_host: str = "127.0.0.1",
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        self.jobs_dir = jobs_dir
+        self._python = python
+        self._module = module
+        self._listen_host = listen_host
+        self._advertise_host = advertise_host
+        self._environment = environment
+        # Children spawned by this process and not reaped yet: name -> (pid, launch, workdir).
+        self._children: dict[str, tuple[int, int, Path]] = {}
+
+    def workdir(self, namespace: str, name: str) -> Path:
+        return self.jobs_dir / namespace / name
+
+    # --- Platform -----------------------------------------------------------------------------
+
+    async def launch(self, request: LaunchRequest) -> Launched:
+        name = coordinator_name(request.namespace, request.name)
+        workdir = self.workdir(request.namespace, request.name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._adopt(workdir, name, request.launch)
+                log.info("coordinator %s is already running: adopted it", name)
+                return Launched(name, adopted=True)
+            pid = self._spawn(request, workdir, name, lock_fd)
+        finally:
+            os.close(lock_fd)
+        self._children[name] = (pid, request.launch, workdir)
+        log.info("launched coordinator %s (launch %d, pid %d)", name, request.launch, pid)
+        return Launched(name, adopted=False)
+
+    async def find(self, namespace: str, name: str) -> CoordinatorInfo | None:
+        workdir = self.workdir(namespace, name)
+        record = _read_json(workdir / PID_FILE)
+        if not record:
+            return None
+        cname = coordinator_name(namespace, name)
+        launch = int(record.get("launch", 0))
+        status = _read_json(workdir / STATUS_FILE)
+        endpoint = str(status.get("endpoint", ""))
+        if _lock_held(workdir / LOCK_FILE):
+            return CoordinatorInfo(cname, launch, running=True, endpoint=endpoint, status=status)
+        reaped = self._reap(cname)
+        if reaped is False:  # our child closed its files but is not a zombie yet: still ending
+            return CoordinatorInfo(cname, launch, running=True, endpoint=endpoint, status=status)
+        return CoordinatorInfo(
+            cname,
+            launch,
+            running=False,
+            exit_code=_exit_code(workdir, launch, status),
+            endpoint=endpoint,
+            status=status,
+        )
+
+    async def stop(self, namespace: str, name: str) -> bool:
+        return self._signal(namespace, name, signal.SIGTERM, group=False)
+
+    async def kill(self, namespace: str, name: str) -> bool:
+        return self._signal(namespace, name, signal.SIGKILL, group=True)
+
+    async def remove(self, namespace: str, name: str) -> None:
+        workdir = self.workdir(namespace, name)
+        if not workdir.exists():
+            return
+        cname = coordinator_name(namespace, name)
+        if self._signal(namespace, name, signal.SIGKILL, group=True):
+            for _ in range(100):  # up to 2 s for the kill to take effect
+                if not _lock_held(workdir / LOCK_FILE) and self._reap(cname) is not False:
+                    break
+                await asyncio.sleep(0.02)
+        self._reap(cname)
+        shutil.rmtree(workdir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.jobs_dir / namespace).rmdir()  # only if it was the namespace's last job
+
+    async def logs(self, namespace: str, name: str, tail_lines: int) -> str:
+        return tail(self.workdir(namespace, name) / LOG_FILE, tail_lines)
+
+    async def close(self) -> None:
+        """Reap children that already ended; live coordinators keep running for the next scheduler."""
+        for name in list(self._children):
+            self._reap(name)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _spawn(self, request: LaunchRequest, workdir: Path, name: str, lock_fd: int) -> int:
+        _write_json(workdir / JOB_FILE, dict(request.spec))
+        for stale in (STATUS_FILE, EXIT_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (workdir / stale).unlink()
+        argv = [
+            self._python, "-m", self._module,
+            "--job", str(workdir / JOB_FILE), "--workdir", str(workdir),
+            "--selector", request.selector_address, "--scheduler", request.scheduler_address,
+            "--document-store", request.store_url, "--object-store", request.object_store_url,
+            "--listen", f"{self._listen_host}:0", "--advertise-host", self._advertise_host,
+        ]  # fmt: skip
+        base = os.environ if self._environment is None else self._environment
+        env = {**base, TOKEN_VARIABLE: request.token}
+        log_fd = os.open(workdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            os.write(log_fd, f"--- launch {request.launch} of {name} at {stamp} ---\n".encode())
+            os.set_inheritable(lock_fd, True)
+            pid = os.posix_spawnp(
+                argv[0], argv, env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ],
+                setsid=True,
+                setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGPIPE),
+            )  # fmt: skip
+        finally:
+            os.close(log_fd)
+        _write_json(
+            workdir / PID_FILE,
+            {
+                "pid": pid,
+                "startTime": _start_time(pid),
+                "launch": request.launch,
+                "launchedAt": time.time(),
+                "name": name,
+            },
+        )
+        return pid
+
+    def _adopt(self, workdir: Path, name: str, launch: int) -> None:
+        """Make sure the pid file names the live coordinator (it may predate a crash mid-launch)."""
+        record = _read_json(workdir / PID_FILE)
+        if record and _alive(record):
+            return
+        pid = _find_by_workdir(workdir)
+        if pid is not None:
+            _write_json(
+                workdir / PID_FILE,
+                {
+                    "pid": pid,
+                    "startTime": _start_time(pid),
+                    "launch": launch,
+                    "launchedAt": time.time(),
+                    "name": name,
+                },
+            )
+
+    def _live_pid(self, workdir: Path) -> int | None:
+        if not _lock_held(workdir / LOCK_FILE):
+            return None
+        record = _read_json(workdir / PID_FILE)
+        if record and _alive(record):
+            return int(record["pid"])
+        return _find_by_workdir(workdir)
+
+    def _signal(self, namespace: str, name: str, sig: signal.Signals, *, group: bool) -> bool:
+        pid = self._live_pid(self.workdir(namespace, name))
+        if pid is None:
+            return False
+        try:
+            if group:
+                os.killpg(pid, sig)  # the coordinator leads its session, so its pid is its group
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        log.info("sent %s to coordinator %s (pid %d)", sig.name, coordinator_name(namespace, name), pid)
+        return True
+
+    def _reap(self, name: str) -> bool | None:
+        """Reap our child: ``True`` reaped now, ``False`` still running, ``None`` not our child."""
+        child = self._children.get(name)
+        if child is None:
+            return None
+        pid, launch, workdir = child
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            del self._children[name]
+            return None
+        if done == 0:
+            return False
+        del self._children[name]
+        code = os.waitstatus_to_exitcode(status)
+        _write_json(workdir / EXIT_FILE, {"launch": launch, "code": code, "at": time.time()})
+        log.info("coordinator %s (launch %d, pid %d) exited with %d", name, launch, pid, code)
+        return True
+
+
+def _exit_code(workdir: Path, launch: int, status: Mapping[str, Any]) -> int | None:
+    recorded = _read_json(workdir / EXIT_FILE)
+    if recorded and recorded.get("launch") == launch and isinstance(recorded.get("code"), int):
+        return int(recorded["code"])
+    return EXIT_CODES_BY_STATE.get(str(status.get("state", "")))
+
+
+def _lock_held(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the probe's lock, if it got one
+    return False
+
+
+def _start_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _alive(record: Mapping[str, Any]) -> bool:
+    """Whether the pid file's process still runs (and is the same process, not a reused pid)."""
+    pid, started = record.get("pid"), record.get("startTime")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(process.create_time() - float(started)) < 0.5
+    except psutil.Error:
+        return False
+
+
+def _find_by_workdir(workdir: Path) -> int | None:
+    """The pid of the process running with ``--workdir <workdir>``, for a pid file lost in a crash."""
+    wanted = str(workdir)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        for flag, value in zip(cmdline, cmdline[1:], strict=False):
+            if flag == "--workdir" and value == wanted:
+                return int(process.info["pid"])
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write atomically: a reader (or a scheduler killed mid-write) sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a text file, reading only as much of its end as needed."""
+    if lines <= 0:
+        return ""
+    data = b""
+    try:
+        with open(path, "rb") as handle:
+            position = handle.seek(0, os.SEEK_END)
+            while position > 0 and data.count(b"\n") <= lines:
+                step = min(_TAIL_BLOCK, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

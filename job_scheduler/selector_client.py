@@ -1,0 +1,102 @@
+"""Adapter: "are there enough clients for this job right now?", asked of the client selector.
+
+Admission asks ``SelectClients`` with ``dry_run=True``: the selector answers
+as it would for a round but reserves nobody, so checking a queued job never
+takes clients away from a running one.  The count asked for is the job's
+``minClients`` (the fewest that can close a round), not ``clientsPerRound``:
+a job that can make progress is admitted, and the coordinator asks for its
+full round itself.
+
+The selector never returns a partial set: when too few match, ``satisfied``
+is false and ``matched`` says how many were eligible.  A selector that
+cannot be reached counts as zero matching clients (with that reason), so a
+PENDING job still reaches its deadline instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc.aio
+
+from libs.errors import NsflError
+from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
+from libs.rpc import call_errors, open_channel
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "InsufficientClients"
+
+
+@dataclass(frozen=True)
+class Availability:
+    satisfied: bool
+    matched: int
+    needed: int
+    detail: str = ""
+
+    @property
+    def reason(self) -> str:
+        """``InsufficientClients <matched>/<needed>: <why>``, the reason a PENDING or FAILED job shows."""
+        why = self.detail
+        if why.startswith(_PREFIX):  # the selector's own reason already starts with the counts
+            why = why.partition(":")[2].strip()
+        return f"{_PREFIX} {self.matched}/{self.needed}" + (f": {why}" if why else "")
+
+
+class ClientAvailability(Protocol):
+    async def check(self, job_id: str, spec: Mapping[str, Any]) -> Availability: ...
+
+
+def needed_clients(spec: Mapping[str, Any]) -> int:
+    return int(spec.get("minClients") or spec.get("clientsPerRound") or 1)
+
+
+def requirement_of(spec: Mapping[str, Any]) -> selector_pb2.ClientRequirement:
+    """The selector's view of who may take part in ``spec`` (the same mapping the coordinator uses)."""
+    selector = spec.get("selector") or {}
+    resources = selector.get("resources") or {}
+    return selector_pb2.ClientRequirement(
+        runtime=str(spec.get("runtime", "")),
+        datasets=list(spec.get("datasets", [])),
+        labels=dict(selector.get("labels", {})),
+        resources=common_pb2.Resources(
+            cpus=float(resources.get("cpus", 0)),
+            memory_mb=int(resources.get("memoryMb", 0)),
+            gpus=int(resources.get("gpus", 0)),
+        ),
+        clients=list(spec.get("clients", [])),
+    )
+
+
+class SelectorAvailability:
+    """:class:`ClientAvailability` over the selector's gRPC API."""
+
+    def __init__(self, target: str, *, timeout: float = 5.0) -> None:
+        self._channel: grpc.aio.Channel = open_channel(target)
+        self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
+        self._timeout = timeout
+
+    async def check(self, job_id: str, spec: Mapping[str, Any]) -> Availability:
+        needed = needed_clients(spec)
+        request = selector_pb2.SelectRequest(
+            job_id=job_id,
+            round=0,
+            count=needed,
+            redundancy=1.0,
+            requirement=requirement_of(spec),
+            dry_run=True,
+        )
+        try:
+            with call_errors():
+                reply = await self._stub.SelectClients(request, timeout=self._timeout)
+        except NsflError as exc:
+            log.warning("cannot ask the client selector about %s: %s", job_id, exc.message)
+            return Availability(False, 0, needed, f"the client selector is unavailable ({exc.message})")
+        return Availability(bool(reply.satisfied), int(reply.matched), needed, reply.reason)
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,119 @@
+"""Settings of the job scheduler: one frozen dataclass, loaded once at start.
+
+Loaded by :func:`load` from defaults, an optional YAML/JSON file, then
+``NSFL_SCHEDULER_*`` variables (``NSFL_SCHEDULER_MAX_RUNNING_JOBS=8``),
+strictly: an unknown key is an error, not a silent default.
+
+Two addresses are easy to confuse, so both are spelled out:
+
+- ``listen`` is where this scheduler serves ``JobControl``; ``advertise_host``
+  is the host coordinators dial back to report progress (with the bound
+  port, so ``listen`` may use port 0);
+- ``coordinator_listen_host`` / ``coordinator_advertise_host`` are handed to
+  each coordinator: where it serves its own ``Coordinator`` service and the
+  host it tells clients to dial.  On one machine both are loopback; for
+  clients on other hosts the advertise host must be reachable from them.
+
+Defaults put everything under ``state_dir``: the SQLite store
+(``nsfl.db``, shared with the API server and the coordinators), the object
+files (``objects/``) and one work directory per job (``jobs/<ns>/<name>/``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from libs.errors import InvalidSetting
+from libs.settings import load_settings
+
+PREFIX = "NSFL_SCHEDULER_"
+PLATFORMS = ("local",)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Everything the scheduler process needs to know, validated at start."""
+
+    listen: str = "127.0.0.1:50052"
+    advertise_host: str = "127.0.0.1"
+    state_dir: Path = Path("~/.nsfl/state").expanduser()
+    # Empty: ``sqlite:///<state_dir>/nsfl.db`` and ``file:///<state_dir>/objects``.
+    store_url: str = ""
+    object_store_url: str = ""
+    selector: str = "127.0.0.1:50051"
+    selector_timeout_seconds: float = 5.0
+    platform: str = "local"
+    max_running_jobs: int = 4
+    max_running_per_namespace: int = 2
+    admission_interval_seconds: float = 0.2
+    watch_interval_seconds: float = 0.5
+    # A STOPPING coordinator that has not exited after this long is killed (it ends STOPPED).
+    stop_timeout_seconds: float = 120.0
+    # A coordinator that has not reported RUNNING this long after its launch is killed (a crash).
+    start_timeout_seconds: float = 300.0
+    coordinator_listen_host: str = "127.0.0.1"
+    coordinator_advertise_host: str = "127.0.0.1"
+    python_executable: str = sys.executable
+    # The module run as ``python -m <module>``; tests point it at a fake coordinator.
+    coordinator_module: str = "coordinator"
+    log_tail_lines: int = 100
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    def validate(self) -> None:
+        _check_address("listen", self.listen)
+        if self.platform not in PLATFORMS:
+            raise InvalidSetting(
+                f"setting 'platform' must be one of {', '.join(PLATFORMS)}, got {self.platform!r}"
+            )
+        for name in ("max_running_jobs", "max_running_per_namespace", "log_tail_lines"):
+            if getattr(self, name) < 1:
+                raise InvalidSetting(f"setting {name!r} must be at least 1, got {getattr(self, name)!r}")
+        for name in (
+            "admission_interval_seconds",
+            "watch_interval_seconds",
+            "stop_timeout_seconds",
+            "start_timeout_seconds",
+            "selector_timeout_seconds",
+        ):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise InvalidSetting(f"setting {name!r} must be a positive number of seconds, got {value!r}")
+        for name in ("advertise_host", "selector", "coordinator_module", "python_executable"):
+            if not getattr(self, name):
+                raise InvalidSetting(f"setting {name!r} must not be empty")
+
+    @property
+    def resolved_store_url(self) -> str:
+        """``store_url``, or the SQLite file in ``state_dir`` shared by the control plane."""
+        if self.store_url:
+            return self.store_url
+        return "sqlite://" + quote(str(self.state_dir.resolve() / "nsfl.db"))
+
+    @property
+    def resolved_object_store_url(self) -> str:
+        if self.object_store_url:
+            return self.object_store_url
+        return "file://" + quote(str(self.state_dir.resolve() / "objects"))
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where the local platform keeps one work directory per job."""
+        return self.state_dir.resolve() / "jobs"
+
+
+def _check_address(name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidSetting(f"setting {name!r} must be host:port with a port in 0-65535, got {value!r}")
+
+
+def load(
+    file: str | Path | None = None, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+) -> SchedulerSettings:
+    return load_settings(SchedulerSettings, prefix=PREFIX, file=file, env=env, overrides=overrides)
