@@ -1,0 +1,174 @@
+"""Building and running the API server: the only place that opens resources.
+
+:func:`make_app` returns a ready ``web.Application``: middlewares (metrics
+outermost, so error responses are counted with their real status; then the
+error translator), the route table, the OpenAPI document built from it, and
+a ``cleanup_ctx`` that opens the document store, the object store and the
+gRPC channels to the scheduler and the selector at startup and closes them,
+in reverse order, at cleanup.  Any of the four can be injected instead
+(tests, or an embedding process that already has them); injected ones
+belong to the caller and are not closed here.
+
+:func:`serve` adds what a process needs: the listening site, a port file
+written once serving (so a launcher can start the server on port 0), and
+a clean stop on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from api_server.auth import TokenRegistry, load_token_file
+from api_server.errors import error_middleware
+from api_server.metrics import RequestMetrics, metrics_middleware
+from api_server.openapi import build_document
+from api_server.registry import ModelRegistry
+from api_server.route_table import install
+from api_server.routes import all_routes
+from api_server.scheduler_client import GrpcJobScheduler, JobScheduler
+from api_server.selector_client import ClientDirectory, GrpcClientDirectory
+from api_server.settings import ApiSettings
+from api_server.state import (
+    METRICS,
+    OBJECTS,
+    OPENAPI,
+    REGISTRY,
+    SCHEDULER,
+    SELECTOR,
+    SETTINGS,
+    STORE,
+    TOKENS,
+)
+from libs.objects import ObjectStore, open_object_store
+from libs.store import DocumentStore, open_document_store
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_SECONDS = 10.0
+
+
+def make_app(
+    settings: ApiSettings,
+    *,
+    scheduler: JobScheduler | None = None,
+    selector: ClientDirectory | None = None,
+    store: DocumentStore | None = None,
+    objects: ObjectStore | None = None,
+    tokens: TokenRegistry | None = None,
+) -> web.Application:
+    """The API server application; dependencies not given are opened from ``settings`` at startup."""
+    metrics = RequestMetrics()
+    app = web.Application(
+        middlewares=[metrics_middleware(metrics), error_middleware],
+        # aiohttp's own cap, for anything that would call request.read(); our readers cap earlier.
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    if tokens is None:
+        assert settings.token_file is not None  # ApiSettings.validate insists on it
+        tokens = load_token_file(settings.token_file)
+    app[TOKENS] = tokens
+    routes = all_routes()
+    install(app, routes)
+    app[OPENAPI] = build_document(routes)
+    app.cleanup_ctx.append(_dependencies(settings, scheduler, selector, store, objects))
+    app.on_response_prepare.append(_hide_server_banner)
+    return app
+
+
+def _dependencies(
+    settings: ApiSettings,
+    scheduler: JobScheduler | None,
+    selector: ClientDirectory | None,
+    store: DocumentStore | None,
+    objects: ObjectStore | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        closers: list[Callable[[], Awaitable[None]]] = []
+        try:
+            if settings.uses_state_dir:
+                settings.state_dir.mkdir(parents=True, exist_ok=True)
+            opened_store = store or await open_document_store(settings.resolved_store_url)
+            if store is None:
+                closers.append(opened_store.close)
+            opened_objects = objects or open_object_store(settings.resolved_object_store_url)
+            if objects is None:
+                closers.append(opened_objects.close)
+            opened_scheduler = scheduler or GrpcJobScheduler(
+                settings.scheduler_address, timeout=settings.rpc_timeout_seconds, tls=settings.tls
+            )
+            if scheduler is None:
+                closers.append(opened_scheduler.close)
+            opened_selector = selector or GrpcClientDirectory(
+                settings.selector_address, timeout=settings.rpc_timeout_seconds, tls=settings.tls
+            )
+            if selector is None:
+                closers.append(opened_selector.close)
+            app[STORE] = opened_store
+            app[OBJECTS] = opened_objects
+            app[SCHEDULER] = opened_scheduler
+            app[SELECTOR] = opened_selector
+            app[REGISTRY] = ModelRegistry(opened_store, opened_objects)
+            yield
+        finally:
+            for close in reversed(closers):
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing a dependency failed")
+
+    return lifecycle
+
+
+async def _hide_server_banner(request: web.Request, response: web.StreamResponse) -> None:
+    # The default banner names the exact aiohttp and Python versions: free help for an attacker.
+    response.headers["Server"] = "nsfl-api"
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` atomically, so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("the API server is not listening")
+
+
+async def serve(settings: ApiSettings, *, port_file: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    # The access log shows the request line and outcome; never headers, so never a token.
+    runner = web.AppRunner(make_app(settings), access_log_format='%a "%r" %s %b %Tfs')
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runner.setup()
+        site = web.TCPSite(
+            runner, settings.listen_host, settings.listen_port, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+        )
+        await site.start()
+        port = bound_port(runner)
+        if port_file is not None:
+            write_port_file(port_file, port)
+        log.info("API server listening on %s:%d", settings.listen_host, port)
+        await stop.wait()
+        log.info("stopping the API server")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        if port_file is not None:
+            await asyncio.to_thread(port_file.unlink, missing_ok=True)

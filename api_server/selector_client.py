@@ -1,0 +1,69 @@
+"""Adapter: the client selector's ``ListClients`` as the REST client listing.
+
+The selector owns the client registry and each client's liveness (from its
+heartbeats); the API server only shows it.  :func:`client_to_json` is the one
+place that turns a ``ClientInfo`` into the REST shape (camelCase, like the
+job spec), so the wire type stays here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from api_server.upstream import upstream_errors
+from libs.protos import selector_pb2, selector_pb2_grpc
+from libs.rpc import TlsFiles, open_channel
+
+SELECTOR = "the client selector"
+
+
+class ClientDirectory(Protocol):
+    """Where the REST API reads the registered clients from."""
+
+    async def list_clients(self, *, include_lost: bool) -> list[dict[str, Any]]: ...
+
+    async def ping(self) -> None:
+        """Return once the selector can be reached (callers bound the wait with a timeout)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def client_to_json(info: selector_pb2.ClientInfo) -> dict[str, Any]:
+    return {
+        "clientId": info.client_id,
+        "liveness": info.liveness or "unknown",
+        "lastHeartbeat": info.last_heartbeat_unix or None,
+        "runningTasks": info.running_tasks,
+        "reservedBy": info.reserved_by or None,
+        "runtimes": list(info.runtimes),
+        "datasets": [{"name": d.name, "samples": d.samples, "tags": list(d.tags)} for d in info.datasets],
+        "labels": dict(info.labels),
+        "resources": {
+            "cpus": info.resources.cpus,
+            "memoryMb": info.resources.memory_mb,
+            "gpus": info.resources.gpus,
+            "diskMb": info.resources.disk_mb,
+        },
+    }
+
+
+class GrpcClientDirectory:
+    """:class:`ClientDirectory` over a gRPC channel to the selector."""
+
+    def __init__(self, address: str, *, timeout: float, tls: TlsFiles | None = None) -> None:
+        self._channel = open_channel(address, tls)
+        self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
+        self._timeout = timeout
+
+    async def list_clients(self, *, include_lost: bool) -> list[dict[str, Any]]:
+        request = selector_pb2.ListClientsRequest(include_lost=include_lost)
+        with upstream_errors(SELECTOR):
+            reply = await self._stub.ListClients(request, timeout=self._timeout)
+        return sorted((client_to_json(info) for info in reply.clients), key=lambda c: str(c["clientId"]))
+
+    async def ping(self) -> None:
+        await self._channel.channel_ready()
+
+    async def close(self) -> None:
+        await self._channel.close()
