@@ -19,6 +19,10 @@ import secrets
 from dataclasses import dataclass, field
 
 
+# The executor reports the time spent in the user's code under this metric name.
+SCRIPT_SECONDS = "nsfl.script_seconds"
+
+
 class TaskOutcome(enum.Enum):
     OFFERED = "offered"
     RUNNING = "running"
@@ -41,6 +45,7 @@ class Ticket:
     reason: str = ""
     num_samples: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    script_seconds: float | None = None
 
 
 def make_task_id(job_id: str, round_number: int, kind: str, client_id: str, attempt: int) -> str:
@@ -102,7 +107,8 @@ class RoundBook:
     def accept(self, ticket: Ticket, num_samples: int, metrics: dict[str, float]) -> None:
         ticket.outcome = TaskOutcome.ACCEPTED
         ticket.num_samples = num_samples
-        ticket.metrics = dict(metrics)
+        ticket.metrics = {k: v for k, v in metrics.items() if k != SCRIPT_SECONDS}
+        ticket.script_seconds = metrics.get(SCRIPT_SECONDS)
 
     def reject(self, task_id: str, reason: str) -> None:
         self.rejections.append((task_id, reason))
@@ -148,6 +154,7 @@ class RoundBook:
             "dropped": {t.client_id: t.reason for t in self.tickets.values() if t.outcome is TaskOutcome.DROPPED},
             "rejected": [{"task": task, "reason": reason} for task, reason in self.rejections],
             "closeReason": self.close_reason,
+            "clientSeconds": {t.client_id: t.script_seconds for t in self.accepted if t.script_seconds is not None},
         }
 
 

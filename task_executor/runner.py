@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from task_executor.settings import ExecutorSettings
 from task_executor.task import ResultJson, TaskSpec, read_task, write_result
 
 log = logging.getLogger(__name__)
+
+SCRIPT_SECONDS = "nsfl.script_seconds"
 
 
 def check_entry(spec: TaskSpec) -> None:
@@ -84,14 +87,18 @@ def _perform(spec: TaskSpec, settings: ExecutorSettings) -> Outcome:
             len(global_weights),
         )
 
+    started = time.perf_counter()
     outcome = execute(spec, global_weights)
+    # Reported beside the user's metrics so the coordinator can tell the platform's
+    # overhead per round from the time spent in the user's code.
+    script_seconds = time.perf_counter() - started
 
     body = update_payload(spec, outcome, global_weights)
     num_samples = outcome.num_samples or 0
     header = update_header(
         spec,
         num_samples=num_samples,
-        metrics=outcome.metrics,
+        metrics={**outcome.metrics, SCRIPT_SECONDS: script_seconds},
         payload_sha256=sha256_hex(body) if body else "",
         payload_size=len(body),
     )
