@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples.pytorch_digits.data import write_splits  # noqa: E402
-from tests.e2e.conftest import client_config, digits_job  # noqa: E402
-from tests.e2e.harness import Cluster, read_status, wait_for  # noqa: E402
+from examples.pytorch_digits.data import write_splits
+from tests.e2e.conftest import client_config, digits_job
+from tests.e2e.harness import Cluster, read_status, wait_for
 
 
 def run(mode: str, rounds: int, base: Path) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import enum
 import secrets
 from dataclasses import dataclass, field
 
-
 # The executor reports the time spent in the user's code under this metric name.
 SCRIPT_SECONDS = "nsfl.script_seconds"
 
