@@ -1,0 +1,111 @@
+"""Building and running the task manager: the only place that opens resources.
+
+:class:`TaskManagerApp` takes the workspace lock, kills what a crashed
+predecessor left running (``executors.json``), starts the warm workers (so
+the first task does not pay the framework import), and opens the selector
+connection; :meth:`TaskManagerApp.stop` undoes it in reverse.  :func:`serve`
+runs it until an event is set: what ``python -m task_manager`` and
+``nsfl-ctl client up`` call.
+
+Shutdown order matters: the stream closes first, so no offer is accepted
+while executors are being killed; then every executor is killed and
+reported failed to its coordinator (the round need not wait for its
+deadline); then the warm workers stop; the workspace lock goes last, so a
+successor cannot start while anything of ours still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from task_manager.connection import SelectorConnection
+from task_manager.executors import Executors
+from task_manager.launcher import Launcher
+from task_manager.process_groups import PidFile, sweep_orphans
+from task_manager.reporting import CoordinatorReporter
+from task_manager.settings import TaskManagerSettings
+from task_manager.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class TaskManagerApp:
+    """One running task manager: workspace, warm workers, executors and the selector stream."""
+
+    def __init__(self, settings: TaskManagerSettings) -> None:
+        self.settings = settings
+        self.workspace = Workspace(settings.workspace)
+        self.launcher: Launcher | None = None
+        self.executors: Executors | None = None
+        self.connection: SelectorConnection | None = None
+        self._stop_connection = asyncio.Event()
+        self._connection_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.check_paths()
+        self.workspace.open()
+        try:
+            pid_file = PidFile(self.workspace.pid_file)
+            sweep_orphans(pid_file)
+            self.launcher = Launcher(
+                entry=settings.executor_entry,
+                runtimes=settings.served_runtimes,
+                preload=settings.preload,
+                warm=settings.warm_runtimes,
+                log_path=self.workspace.worker_log,
+                # Executors log like their task manager (read by the executor's logging setup).
+                env={
+                    "NSFL_LOG_LEVEL": settings.log_level,
+                    "NSFL_LOG_JSON": "1" if settings.log_json else "0",
+                },
+            )
+            await self.launcher.start()
+            self.executors = Executors(
+                settings,
+                launcher=self.launcher,
+                reporter=CoordinatorReporter(settings.client_id, settings.tls),
+                workspace=self.workspace,
+                pid_file=pid_file,
+            )
+            self.executors.schedule_cleanup()
+            self.connection = SelectorConnection(settings, self.executors)
+            self._connection_task = asyncio.create_task(self.connection.run(self._stop_connection))
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "task manager %s started (runtimes %s, %s executors, workspace %s)",
+            settings.client_id,
+            ", ".join(settings.served_runtimes),
+            "warm" if settings.warm_runtimes else "cold",
+            settings.workspace,
+        )
+
+    async def stop(self) -> None:
+        """Close the stream, kill and report running tasks, stop the workers, release the workspace."""
+        self._stop_connection.set()
+        if self._connection_task is not None:
+            await self._connection_task
+            self._connection_task = None
+        if self.executors is not None:
+            await self.executors.shutdown()
+        if self.launcher is not None:
+            await self.launcher.stop()
+        self.workspace.close()
+
+
+async def serve(settings: TaskManagerSettings, *, stop: asyncio.Event) -> None:
+    """Run the task manager until ``stop`` is set, then shut it down gracefully.
+
+    Run it on a thread that lives as long as the task manager (the main thread, as ``asyncio.run`` does):
+    its children are set to die with the thread that started them (``PR_SET_PDEATHSIG``).
+    """
+    app = TaskManagerApp(settings)
+    await app.start()
+    try:
+        await stop.wait()
+        log.info("stopping the task manager")
+    finally:
+        await app.stop()

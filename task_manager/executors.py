@@ -1,0 +1,300 @@
+"""The tasks this host has accepted: one executor process each, from acceptance to cleanup.
+
+The connection asks :meth:`Executors.consider` about each offer (the policy
+decides on a snapshot of this object's state, and an accepted task takes
+its slot at once, so two offers read back to back cannot both take the last
+slot).  Once the answer is on the wire, :meth:`Executors.confirmed` starts
+the task's runner; if the answer never left, :meth:`Executors.unconfirmed`
+gives the slot back, since the selector has then told the coordinator the
+task was not accepted.
+
+A runner writes ``task.json``, launches the executor (warm or cold), records
+its process group in ``executors.json``, and waits for it with the task's
+timeout, ``min(offer, configured cap)``.  Then:
+
+* exit 0: done, nothing to report (the executor's upload was the report);
+* non-zero exit, a signal, a timeout (the group is SIGKILLed), a launch
+  failure, or a kill because the daemon stops: ``ReportTaskStatus(TASK_FAILED)``
+  to the job's coordinator, the reason holding what happened, the executor's
+  own reason from ``result.json`` and the last lines of ``executor.log``;
+* a ``CancelTask`` from the selector: the group is killed and nothing is
+  reported (the coordinator, or the selector on its behalf, asked for it).
+
+Whatever the outcome, what is left of the process group is killed (a script's
+stray children must not outlive its task), the record leaves
+``executors.json``, and the workspace is trimmed to its quota in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from libs.structured_logging import log_context
+from task_manager.errors import LaunchFailed
+from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
+from task_manager.policy import Accept, Decision, PolicyState, Refuse, decide
+from task_manager.process_groups import PidFile, kill_group
+from task_manager.reporting import CoordinatorReporter
+from task_manager.settings import TaskManagerSettings
+from task_manager.tasks import Offer, effective_timeout, task_document
+from task_manager.workspace import (
+    LOG_FILE,
+    TASK_FILE,
+    Workspace,
+    read_log_tail,
+    read_result_reason,
+    task_dir_name,
+)
+
+log = logging.getLogger(__name__)
+
+KILL_WAIT_SECONDS = 10.0
+SHUTDOWN_WAIT_SECONDS = 15.0
+LOG_TAIL_LINES = 20
+
+
+def failure_reason(headline: str, result_reason: str, log_tail: str) -> str:
+    """The reason a coordinator gets: what happened, the executor's own words, the end of its log."""
+    reason = f"{headline}: {result_reason}" if result_reason else headline
+    if log_tail.strip():
+        reason += f"\nlast lines of {LOG_FILE}:\n{log_tail}"
+    return reason
+
+
+@dataclass
+class Task:
+    offer: Offer
+    timeout: float
+    dir_name: str
+    process: ExecutorProcess | None = None
+    runner: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None  # asked for by the selector: killed, not reported
+    stop_reason: str | None = None  # the daemon stops: killed and reported
+
+
+class Executors:
+    def __init__(
+        self,
+        settings: TaskManagerSettings,
+        *,
+        launcher: Launcher,
+        reporter: CoordinatorReporter,
+        workspace: Workspace,
+        pid_file: PidFile,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.launcher = launcher
+        self.reporter = reporter
+        self.workspace = workspace
+        self.pid_file = pid_file
+        self.clock = clock
+        self._active: dict[str, Task] = {}
+        self._protected: set[str] = set()  # folder names of active tasks, read by the cleanup thread
+        self._cleanup: asyncio.Task[list[str]] | None = None
+        self._cleanup_again = False
+        self._closed = False
+
+    # --- what the connection calls ---------------------------------------------------------
+
+    def running_tasks(self) -> int:
+        return len(self._active)
+
+    def policy_state(self) -> PolicyState:
+        settings = self.settings
+        return PolicyState(
+            entries={name: entry.runtime for name, entry in settings.task_entries.items()},
+            runtimes=frozenset(settings.served_runtimes),
+            datasets=frozenset(settings.datasets),
+            max_parallel_tasks=settings.max_parallel_tasks,
+            now=self.clock(),
+            active={task_id: task.offer.key for task_id, task in self._active.items()},
+        )
+
+    def consider(self, offer: Offer) -> Decision:
+        """Decide on ``offer``; an accepted one holds its slot until it ends or is unconfirmed."""
+        if self._closed:
+            return Refuse("the task manager is stopping")
+        decision = decide(offer, self.policy_state())
+        if isinstance(decision, Accept):
+            timeout = effective_timeout(offer.timeout_seconds, self.settings.task_timeout_seconds)
+            name = task_dir_name(offer.task_id)
+            self._active[offer.task_id] = Task(offer, timeout, name)
+            self._protected.add(name)
+        return decision
+
+    def confirmed(self, task_id: str) -> None:
+        """The acceptance reached the selector: run the task."""
+        task = self._active.get(task_id)
+        if task is not None and task.runner is None:
+            task.runner = asyncio.create_task(self._run(task), name=f"task {task_id}")
+
+    def unconfirmed(self, task_id: str) -> None:
+        """The acceptance never left: the selector told the coordinator no, so free the slot."""
+        task = self._active.get(task_id)
+        if task is not None and task.runner is None:
+            log.info("the acceptance of task %s was not delivered; dropping it", task_id)
+            self._forget(task)
+
+    def cancel(self, job_id: str, task_id: str, reason: str) -> int:
+        """Kill the job's task ``task_id`` (every task of the job if empty); how many were cancelled."""
+        matched = [
+            t
+            for t in self._active.values()
+            if t.offer.job_id == job_id and (not task_id or t.offer.task_id == task_id)
+        ]
+        for task in matched:
+            task.cancel_reason = reason or "cancelled"
+            log.info("cancelling task %s: %s", task.offer.task_id, task.cancel_reason)
+            if task.runner is None:
+                self._forget(task)
+            else:
+                self._kill(task)
+        return len(matched)
+
+    async def shutdown(self, reason: str = "the task manager on this client was stopped") -> None:
+        """Refuse new offers, kill every executor, let the runners report, stop cleaning."""
+        self._closed = True
+        runners = []
+        for task in list(self._active.values()):
+            if task.runner is None:
+                self._forget(task)
+                continue
+            task.stop_reason = reason
+            self._kill(task)
+            runners.append(task.runner)
+        if runners:
+            _, late = await asyncio.wait(runners, timeout=SHUTDOWN_WAIT_SECONDS)
+            for runner in late:
+                runner.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._cleanup is not None:
+            await asyncio.gather(self._cleanup, return_exceptions=True)
+
+    # --- one task ----------------------------------------------------------------------------
+
+    async def _run(self, task: Task) -> None:
+        offer = task.offer
+        with log_context(job=offer.job_id, round=offer.round, task=offer.task_id, attempt=offer.attempt):
+            try:
+                headline = await self._execute(task)
+                await self._conclude(task, headline)
+            except Exception:
+                log.exception("running task %s failed", offer.task_id)
+            finally:
+                self._release(task)
+
+    async def _execute(self, task: Task) -> str | None:
+        """Run the executor; None when it succeeded, else the headline of why it did not."""
+        offer = task.offer
+        if task.cancel_reason or task.stop_reason:
+            return task.stop_reason or f"cancelled before it started: {task.cancel_reason}"
+        try:
+            task_dir = self.workspace.create_task_dir(offer.task_id)
+            document = task_document(
+                offer,
+                client_id=self.settings.client_id,
+                entry=self.settings.task_entries[offer.entry],
+                datasets=self.settings.datasets,
+                timeout_seconds=task.timeout,
+            )
+            (task_dir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            return f"the task manager could not prepare the task folder: {exc}"
+        try:
+            async with asyncio.timeout(task.timeout):
+                task.process = await self.launcher.launch(offer.runtime, task_dir)
+                self.pid_file.add(task.process.record(offer.task_id))
+                log.info(
+                    "launched the executor of task %s (pid %d, %s, timeout %gs)",
+                    offer.task_id,
+                    task.process.pid,
+                    task.process.how,
+                    task.timeout,
+                )
+                if task.cancel_reason or task.stop_reason:
+                    self._kill(task)
+                status = await task.process.wait()
+        except LaunchFailed as exc:
+            return f"the task manager could not start an executor: {exc.message}"
+        except TimeoutError:
+            self._kill(task)
+            await self._wait_killed(task)
+            return f"the executor ran past its timeout of {task.timeout:g}s and was killed"
+        if status.succeeded:
+            return None
+        if task.stop_reason:
+            return f"{task.stop_reason}; the executor was killed"
+        return f"the executor failed ({status.describe()})"
+
+    async def _wait_killed(self, task: Task) -> ExitStatus | None:
+        if task.process is None:
+            return None
+        try:
+            return await asyncio.wait_for(task.process.wait(), KILL_WAIT_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the executor of task %s (pid %d) did not die within %gs of SIGKILL",
+                task.offer.task_id,
+                task.process.pid,
+                KILL_WAIT_SECONDS,
+            )
+            return None
+
+    async def _conclude(self, task: Task, headline: str | None) -> None:
+        offer = task.offer
+        if headline is None:
+            log.info("task %s succeeded", offer.task_id)
+            return
+        if task.cancel_reason and not task.stop_reason:
+            log.info("task %s was cancelled: %s", offer.task_id, task.cancel_reason)
+            return
+        task_dir = self.workspace.tasks / task.dir_name
+        tail = await asyncio.to_thread(read_log_tail, task_dir / LOG_FILE, LOG_TAIL_LINES)
+        reason = failure_reason(headline, read_result_reason(task_dir), tail)
+        log.warning("task %s failed: %s", offer.task_id, headline)
+        await self.reporter.report_failed(offer, reason, attempts=1 if task.stop_reason else None)
+
+    def _kill(self, task: Task) -> None:
+        if task.process is not None:
+            kill_group(task.process.record(task.offer.task_id))
+
+    def _release(self, task: Task) -> None:
+        if task.process is not None:
+            kill_group(task.process.record(task.offer.task_id))  # what the script left running
+            self.pid_file.remove(task.offer.task_id)
+        self._forget(task)
+        self.schedule_cleanup()
+
+    def _forget(self, task: Task) -> None:
+        if self._active.get(task.offer.task_id) is task:
+            del self._active[task.offer.task_id]
+            self._protected.discard(task.dir_name)
+
+    # --- workspace ---------------------------------------------------------------------------
+
+    def schedule_cleanup(self) -> None:
+        """Trim the workspace in a thread; a request while one runs makes it run once more after."""
+        if self._cleanup is not None and not self._cleanup.done():
+            self._cleanup_again = True
+            return
+        self._cleanup = asyncio.create_task(self._trim())
+
+    async def _trim(self) -> list[str]:
+        deleted: list[str] = []
+        while True:
+            self._cleanup_again = False
+            deleted += await asyncio.to_thread(
+                self.workspace.cleanup, self.settings.workspace_quota_bytes, self._protected.__contains__
+            )
+            if not self._cleanup_again:
+                return deleted
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.workspace.task_dir(task_id)

@@ -1,0 +1,394 @@
+"""Starting executor processes: from a warm worker per runtime, or cold as a fallback.
+
+:class:`WarmWorker` is the task manager's side of one
+:mod:`task_manager.warm_worker` process: it starts it, writes launch requests
+to its stdin and turns the JSON lines it answers into futures (the pid once
+forked, the exit status once the child ends).  :class:`Launcher` keeps one
+worker per served runtime, restarts a worker that dies (once it had been
+ready; one that keeps dying while importing is given up and logged once),
+and falls back to a cold process when no worker can take the launch: the
+same child code run by ``python -m task_manager.warm_worker --once`` so the
+cold path honours the configured ``executor_entry`` too.
+
+Why every process is spawned from the event loop's thread: ``PR_SET_PDEATHSIG``
+fires when the *thread* that forked the child exits, so a worker spawned
+from a short-lived helper thread would be killed when that thread ends.
+
+A launch cancelled while waiting for the fork (the task's timeout struck
+while the worker was still importing) is remembered: the child it later
+reports is killed at once, so no executor runs unaccounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from task_manager.errors import LaunchFailed
+from task_manager.process_groups import ProcessRecord, kill_group, start_time
+from task_manager.workspace import LOG_FILE, read_log_tail
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "task_manager.warm_worker"
+STOP_GRACE_SECONDS = 3.0
+RESTART_DELAY_SECONDS = 1.0
+MAX_FAILED_STARTS = 2
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    exit_code: int | None = None
+    signal: int | None = None
+    note: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"killed by signal {name}"
+        if self.exit_code is not None:
+            return f"exit code {self.exit_code}"
+        return self.note or "ended for an unknown reason"
+
+
+class ExecutorProcess:
+    """One running executor, warm or cold: its group leader's pid and start time, and its end."""
+
+    how = ""
+
+    def __init__(self, pid: int, started: float) -> None:
+        self.pid = pid
+        self.start_time = started
+
+    async def wait(self) -> ExitStatus:
+        raise NotImplementedError
+
+    def record(self, task_id: str) -> ProcessRecord:
+        return ProcessRecord(task_id=task_id, pid=self.pid, start_time=self.start_time)
+
+
+class WarmExecutor(ExecutorProcess):
+    """A child of a warm worker: its end arrives as the worker's ``exited`` line."""
+
+    how = "warm"
+
+    def __init__(self, pid: int, started: float, ended: asyncio.Future[ExitStatus]) -> None:
+        super().__init__(pid, started)
+        self._ended = ended
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._ended)
+
+
+class ColdExecutor(ExecutorProcess):
+    """A child of the task manager itself."""
+
+    how = "cold"
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        super().__init__(process.pid, start_time(process.pid) or 0.0)
+        self._process = process
+
+    async def wait(self) -> ExitStatus:
+        code = await self._process.wait()
+        return ExitStatus(signal=-code) if code < 0 else ExitStatus(exit_code=code)
+
+
+class WarmWorker:
+    """The task manager's handle on one warm worker process."""
+
+    def __init__(
+        self,
+        runtime: str,
+        *,
+        preload: Sequence[str],
+        entry: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        on_exit: Callable[[WarmWorker], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.env = dict(env or {})
+        self.preload = tuple(preload)
+        self.entry = entry
+        self.log_path = log_path
+        self.ready = asyncio.Event()
+        self.preload_seconds: float | None = None
+        self._on_exit = on_exit
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._started: dict[str, asyncio.Future[int]] = {}
+        self._ended: dict[str, asyncio.Future[ExitStatus]] = {}
+        self._abandoned: set[str] = set()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return (
+            self._process is not None
+            and self._process.returncode is None
+            and self._reader is not None
+            and not self._reader.done()
+        )
+
+    async def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            WORKER_MODULE,
+            "--runtime",
+            self.runtime,
+            "--entry",
+            self.entry,
+            "--parent-pid",
+            str(os.getpid()),
+            "--preload",
+            *self.preload,
+        ]
+        with self.log_path.open("ab") as stderr:
+            self._process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                env={**os.environ, **self.env},
+            )
+        self._reader = asyncio.create_task(self._read(self._process), name=f"warm-worker-{self.runtime}")
+        log.info(
+            "started the warm worker for %s (pid %d, preloading %s)",
+            self.runtime,
+            self._process.pid,
+            ", ".join(self.preload) or "nothing",
+        )
+
+    async def launch(self, task_dir: Path) -> ExecutorProcess:
+        process = self._process
+        if not self.alive or process is None or process.stdin is None:
+            raise LaunchFailed(f"the warm worker for {self.runtime} is not running")
+        key = str(task_dir)
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[int] = loop.create_future()
+        ended: asyncio.Future[ExitStatus] = loop.create_future()
+        self._started[key] = started
+        self._ended[key] = ended
+        try:
+            process.stdin.write((json.dumps({"task_dir": key}) + "\n").encode())
+            await process.stdin.drain()
+            pid = await started
+        except asyncio.CancelledError:
+            self._abandoned.add(key)
+            self._ended.pop(key, None)
+            raise
+        except (ConnectionError, LaunchFailed) as exc:
+            self._ended.pop(key, None)
+            raise LaunchFailed(f"the warm worker for {self.runtime} could not launch: {exc}") from None
+        finally:
+            self._started.pop(key, None)
+        return WarmExecutor(pid, start_time(pid) or 0.0, ended)
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        try:
+            while line := await process.stdout.readline():
+                try:
+                    message = json.loads(line)
+                    self._dispatch(message)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    log.warning("warm worker for %s said something unexpected: %r", self.runtime, line[:200])
+        except (ValueError, OSError) as exc:  # a line over the reader's limit, a broken pipe
+            log.error("lost the protocol with the warm worker for %s (%s); killing it", self.runtime, exc)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        code = await process.wait()
+        self._on_death(code)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        event, key = message.get("event"), str(message.get("task_dir", ""))
+        if event == "ready":
+            self.preload_seconds = float(message.get("preload_seconds", 0.0))
+            self.ready.set()
+            log.info("warm worker for %s is ready (imports took %.2fs)", self.runtime, self.preload_seconds)
+        elif event == "started":
+            pid = int(message["pid"])
+            started = self._started.get(key)
+            if started is not None and not started.done():
+                started.set_result(pid)
+            elif key in self._abandoned:
+                self._abandoned.discard(key)
+                kill_group(ProcessRecord(key, pid, start_time(pid) or 0.0))
+        elif event == "failed":
+            started = self._started.get(key)
+            if started is not None and not started.done():
+                started.set_exception(LaunchFailed(str(message.get("error", "unknown error"))))
+        elif event == "exited":
+            ended = self._ended.pop(key, None)
+            if ended is not None and not ended.done():
+                ended.set_result(ExitStatus(exit_code=message.get("exit_code"), signal=message.get("signal")))
+
+    def _on_death(self, code: int) -> None:
+        gone = LaunchFailed(f"the warm worker for {self.runtime} exited with code {code}")
+        for started in self._started.values():
+            if not started.done():
+                started.set_exception(gone)
+        for ended in self._ended.values():
+            if not ended.done():
+                ended.set_result(ExitStatus(note=f"its warm worker exited (code {code}), taking it down"))
+        self._ended.clear()
+        if self._on_exit is not None:
+            self._on_exit(self)
+
+    async def stop(self) -> None:
+        """Close the worker's stdin (it kills its children and exits); kill it if it does not."""
+        self._on_exit = None
+        process = self._process
+        if process is None:
+            return
+        if process.returncode is None and process.stdin is not None:
+            process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("warm worker for %s did not stop in time; killing it", self.runtime)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+async def launch_cold(entry: str, task_dir: Path, env: Mapping[str, str] | None = None) -> ExecutorProcess:
+    """A fresh interpreter for one task (pays the framework import: the fallback, not the norm)."""
+    command = [
+        sys.executable,
+        "-m",
+        WORKER_MODULE,
+        "--entry",
+        entry,
+        "--parent-pid",
+        str(os.getpid()),
+        "--once",
+        str(task_dir),
+    ]
+    with (task_dir / LOG_FILE).open("ab") as output:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=output,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            cwd=task_dir,
+            env={**os.environ, **(env or {})},
+        )
+    return ColdExecutor(process)
+
+
+class Launcher:
+    """One warm worker per runtime, restarted when it dies, and the cold path behind them."""
+
+    def __init__(
+        self,
+        *,
+        entry: str,
+        runtimes: Sequence[str],
+        preload: Mapping[str, Sequence[str]],
+        warm: bool,
+        log_path: Callable[[str], Path],
+        env: Mapping[str, str] | None = None,
+        restart_delay: float = RESTART_DELAY_SECONDS,
+    ) -> None:
+        self.entry = entry
+        self.env = dict(env or {})  # added to the environment of workers and executors
+        self.runtimes = tuple(runtimes)
+        self.preload = preload
+        self.warm = warm
+        self.log_path = log_path
+        self.restart_delay = restart_delay
+        self.workers: dict[str, WarmWorker] = {}
+        self.given_up: set[str] = set()  # runtimes whose worker kept failing to start: cold only
+        self._failed_starts: dict[str, int] = {}
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start the warm workers (their imports continue in the background)."""
+        if self.warm:
+            for runtime in self.runtimes:
+                await self._start_worker(runtime)
+
+    async def _start_worker(self, runtime: str) -> None:
+        worker = WarmWorker(
+            runtime,
+            preload=self.preload.get(runtime, ()),
+            entry=self.entry,
+            log_path=self.log_path(runtime),
+            env=self.env,
+            on_exit=self._worker_exited,
+        )
+        self.workers[runtime] = worker
+        await worker.start()
+
+    def _worker_exited(self, worker: WarmWorker) -> None:
+        if self._stopping or self.workers.get(worker.runtime) is not worker:
+            return
+        tail = read_log_tail(worker.log_path, lines=10)
+        if worker.ready.is_set():
+            self._failed_starts[worker.runtime] = 0
+        else:
+            self._failed_starts[worker.runtime] = self._failed_starts.get(worker.runtime, 0) + 1
+        if self._failed_starts[worker.runtime] >= MAX_FAILED_STARTS:
+            self.given_up.add(worker.runtime)
+            log.error(
+                "the warm worker for %s keeps failing to start; launching its tasks cold from now on. "
+                "Its log (%s) ends with:\n%s",
+                worker.runtime,
+                worker.log_path,
+                tail,
+            )
+            return
+        log.warning(
+            "the warm worker for %s exited; restarting it. Its log ends with:\n%s", worker.runtime, tail
+        )
+        restart = asyncio.create_task(self._restart(worker.runtime))
+        self._restarts.add(restart)
+        restart.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, runtime: str) -> None:
+        await asyncio.sleep(self.restart_delay)
+        if not self._stopping:
+            await self._start_worker(runtime)
+
+    async def launch(self, runtime: str, task_dir: Path) -> ExecutorProcess:
+        worker = self.workers.get(runtime)
+        if worker is not None and worker.alive:
+            try:
+                return await worker.launch(task_dir)
+            except LaunchFailed as exc:
+                log.warning("%s; launching the task cold", exc.message)
+        return await launch_cold(self.entry, task_dir, self.env)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for restart in list(self._restarts):
+            restart.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+        await asyncio.gather(*(worker.stop() for worker in self.workers.values()))

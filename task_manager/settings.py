@@ -1,0 +1,290 @@
+"""Settings of the task manager: one frozen dataclass, read from the data owner's ``client.yaml``.
+
+:func:`load` builds :class:`TaskManagerSettings` from the defaults, the YAML
+or JSON file, then ``NSFL_TM_*`` variables (``NSFL_TM_MAX_PARALLEL_TASKS=2``),
+strictly: an unknown key anywhere, including inside a dataset or a task
+entry, is an error naming the key, because a typo on a data owner's host
+must not silently fall back to a default.
+
+Relative paths in the file (workspace, dataset paths, scripts, script roots,
+TLS files) are taken from the config file's directory, not from the
+daemon's working directory, so a systemd unit and a shell started elsewhere
+read the same file the same way.
+
+Why the script roots: a task offer names a task entry, never a path, and each
+entry's script must resolve (symlinks followed) inside one of
+``allowed_script_roots``.  A config that points an entry outside them is
+refused at start, naming the entry, rather than at the first offer.  The
+mappings (``datasets``, ``task_entries``, ``preload``, ``labels``,
+``resources``) cannot come from variables; everything else can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from libs.errors import InvalidSetting, NsflError, PathOutsideRoot
+from libs.rpc import TlsFiles
+from libs.settings import load_settings
+
+PREFIX = "NSFL_TM_"
+RUNTIMES = ("pytorch", "tensorflow")
+MODES = ("script", "function")
+DEFAULT_EXECUTOR_ENTRY = "task_executor.runner:run_task"
+DEFAULT_PRELOAD: Mapping[str, tuple[str, ...]] = {"pytorch": ("torch",), "tensorflow": ("tensorflow",)}
+MAX_PARALLEL_TASKS = 1024
+
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# The job schema's taskEntryName and datasetName patterns, so every name a job can ask for can be configured.
+ENTRY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,252}")
+DATASET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
+EXECUTOR_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One local dataset, advertised to the selector by name, sample count and tags."""
+
+    path: Path
+    samples: int = 0
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskEntryConfig:
+    """A task installed on this host: what a job's ``taskEntry`` name runs."""
+
+    script: Path
+    runtime: str
+    mode: str = "script"
+    working_dir: Path | None = None  # None: the script's folder
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """What this host offers the federation; advertised at registration (0: not declared)."""
+
+    cpus: float = 0.0
+    memory_mb: int = 0
+    gpus: int = 0
+    disk_mb: int = 0
+
+
+def _nested(cls: type[Any], where: str, raw: object) -> Any:
+    """Build one nested dataclass strictly, with errors that say where it sits in the file."""
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, Mapping) or not all(isinstance(key, str) for key in raw):
+        raise InvalidSetting(f"setting {where!r} must be a mapping of names to values")
+    try:
+        return load_settings(cls, prefix="\0", env={}, overrides=raw)
+    except NsflError as exc:
+        raise type(exc)(f"{where}: {exc.message}", details={"key": where}) from None
+
+
+def _string_tuple(where: str, raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str) or not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) for x in raw):
+        raise InvalidSetting(f"setting {where!r} must be a list of strings")
+    return tuple(raw)
+
+
+@dataclass(frozen=True)
+class TaskManagerSettings:
+    """Everything the daemon needs, validated at start (see the module docstring)."""
+
+    client_id: str = ""
+    selector_address: str = "127.0.0.1:50051"
+    workspace: Path = Path("~/.nsfl/task-manager").expanduser()
+    datasets: Mapping[str, DatasetConfig] = field(default_factory=dict)
+    task_entries: Mapping[str, TaskEntryConfig] = field(default_factory=dict)
+    allowed_script_roots: tuple[Path, ...] = ()
+    # Empty: the runtimes of the task entries.
+    runtimes: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    resources: ResourceLimits = ResourceLimits()
+    max_parallel_tasks: int = 1
+    # The cap on any task's run time; an offer may ask for less, never more.
+    task_timeout_seconds: float = 3600.0
+    # Finished task directories are deleted, oldest first, while tasks/ holds more than this.
+    workspace_quota_mb: int = 10240
+    reconnect_initial_seconds: float = 0.2
+    reconnect_max_seconds: float = 5.0
+    # Mutual TLS to the selector and the coordinators: all three files or none.
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # "module:function" called with the task directory in each executor process.
+    executor_entry: str = DEFAULT_EXECUTOR_ENTRY
+    # Fork executors from a worker per runtime that has already imported the framework.
+    warm_runtimes: bool = True
+    # Modules each runtime's warm worker imports before forking; given runtimes replace the defaults.
+    preload: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PRELOAD))
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def __post_init__(self) -> None:
+        # libs.settings hands mappings over raw; type their values here so the object is typed once built.
+        datasets = {str(n): _nested(DatasetConfig, f"datasets.{n}", d) for n, d in self.datasets.items()}
+        entries = {
+            str(n): _nested(TaskEntryConfig, f"task_entries.{n}", e) for n, e in self.task_entries.items()
+        }
+        preload = dict(DEFAULT_PRELOAD)
+        preload.update({str(r): _string_tuple(f"preload.{r}", m) for r, m in self.preload.items()})
+        labels = {str(k): str(v) for k, v in self.labels.items()}
+        object.__setattr__(self, "datasets", datasets)
+        object.__setattr__(self, "task_entries", entries)
+        object.__setattr__(self, "preload", preload)
+        object.__setattr__(self, "labels", labels)
+
+    @property
+    def served_runtimes(self) -> tuple[str, ...]:
+        return self.runtimes or tuple(sorted({e.runtime for e in self.task_entries.values()}))
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        if self.tls_ca is None or self.tls_cert is None or self.tls_key is None:
+            return None
+        return TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
+
+    @property
+    def workspace_quota_bytes(self) -> int:
+        return self.workspace_quota_mb * 1024 * 1024
+
+    def validate(self) -> None:
+        """Checks on values alone; :meth:`check_paths` does the file-system ones once paths are absolute."""
+        if not CLIENT_ID.fullmatch(self.client_id):
+            raise InvalidSetting(
+                f"setting 'client_id' is required and must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,62}}$, "
+                f"got {self.client_id!r}"
+            )
+        host, sep, port = self.selector_address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise InvalidSetting(
+                f"setting 'selector_address' must be host:port, got {self.selector_address!r}"
+            )
+        if not self.task_entries:
+            raise InvalidSetting("setting 'task_entries' is required: name at least one task this host runs")
+        self._validate_numbers()
+        self._validate_names()
+        for name, entry in self.task_entries.items():
+            if entry.mode not in MODES:
+                raise InvalidSetting(
+                    f"task entry {name!r}: mode must be one of {', '.join(MODES)}, got {entry.mode!r}"
+                )
+            if entry.runtime not in self.served_runtimes:
+                raise InvalidSetting(
+                    f"task entry {name!r} runs {entry.runtime!r}, which is not in 'runtimes' "
+                    f"({', '.join(self.served_runtimes)})"
+                )
+        for runtime in (*self.served_runtimes, *self.preload):
+            if runtime not in RUNTIMES:
+                raise InvalidSetting(f"unknown runtime {runtime!r}: known runtimes are {', '.join(RUNTIMES)}")
+        for runtime, modules in self.preload.items():
+            for module in modules:
+                if not MODULE_NAME.fullmatch(module):
+                    raise InvalidSetting(f"setting 'preload.{runtime}': {module!r} is not a module name")
+        if not EXECUTOR_ENTRY.fullmatch(self.executor_entry):
+            raise InvalidSetting(
+                f"setting 'executor_entry' must read 'package.module:function', got {self.executor_entry!r}"
+            )
+        given = [f for f in (self.tls_ca, self.tls_cert, self.tls_key) if f is not None]
+        if given and len(given) != 3:
+            raise InvalidSetting(
+                "settings 'tls_ca', 'tls_cert' and 'tls_key' go together: give all three or none"
+            )
+
+    def _validate_numbers(self) -> None:
+        for name in ("task_timeout_seconds", "reconnect_initial_seconds", "reconnect_max_seconds"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise InvalidSetting(f"setting {name!r} must be a positive number of seconds, got {value!r}")
+        if self.reconnect_initial_seconds > self.reconnect_max_seconds:
+            raise InvalidSetting(
+                "setting 'reconnect_initial_seconds' must not exceed 'reconnect_max_seconds'"
+            )
+        if not 1 <= self.max_parallel_tasks <= MAX_PARALLEL_TASKS:
+            raise InvalidSetting(
+                f"setting 'max_parallel_tasks' must be within 1-{MAX_PARALLEL_TASKS}, got {self.max_parallel_tasks}"
+            )
+        if self.workspace_quota_mb < 1:
+            raise InvalidSetting(
+                f"setting 'workspace_quota_mb' must be positive, got {self.workspace_quota_mb}"
+            )
+        r = self.resources
+        if not math.isfinite(r.cpus) or min(r.cpus, r.memory_mb, r.gpus, r.disk_mb) < 0:
+            raise InvalidSetting("setting 'resources' must hold non-negative numbers")
+        for name, dataset in self.datasets.items():
+            if dataset.samples < 0:
+                raise InvalidSetting(f"dataset {name!r}: samples must not be negative")
+
+    def _validate_names(self) -> None:
+        for name in self.task_entries:
+            if not ENTRY_NAME.fullmatch(name):
+                raise InvalidSetting(f"task entry name {name!r} must be letters, digits, '-', '_' or '.'")
+        for name in self.datasets:
+            if not DATASET_NAME.fullmatch(name):
+                raise InvalidSetting(f"dataset name {name!r} must be letters, digits, '-', '_' or '.'")
+        for key, value in self.labels.items():
+            if not key or len(key) > 128 or len(value) > 128:
+                raise InvalidSetting(f"label {key[:40]!r}: keys and values must be 1-128 characters")
+
+    def check_paths(self) -> None:
+        """Every task entry's script must be a file inside an allowed root (paths absolute by now)."""
+        roots = [root.resolve() for root in self.allowed_script_roots]
+        for name, entry in self.task_entries.items():
+            script = entry.script.resolve()
+            if not any(script.is_relative_to(root) for root in roots):
+                where = ", ".join(str(r) for r in roots) or "none are configured"
+                raise PathOutsideRoot(
+                    f"task entry {name!r}: script {script} is outside the allowed_script_roots ({where})",
+                    details={"key": f"task_entries.{name}.script"},
+                )
+            if not script.is_file():
+                raise InvalidSetting(f"task entry {name!r}: script {script} is not a file")
+            working_dir = entry.working_dir or script.parent
+            if not working_dir.is_dir():
+                raise InvalidSetting(f"task entry {name!r}: working_dir {working_dir} is not a directory")
+
+    def with_paths_from(self, base: Path) -> TaskManagerSettings:
+        """A copy with every relative path taken from ``base`` (the config file's directory)."""
+
+        def absolute(path: Path) -> Path:
+            return path if path.is_absolute() else base / path
+
+        def maybe(path: Path | None) -> Path | None:
+            return None if path is None else absolute(path)
+
+        return dataclasses.replace(
+            self,
+            workspace=absolute(self.workspace),
+            allowed_script_roots=tuple(absolute(r) for r in self.allowed_script_roots),
+            datasets={n: dataclasses.replace(d, path=absolute(d.path)) for n, d in self.datasets.items()},
+            task_entries={
+                n: dataclasses.replace(e, script=absolute(e.script), working_dir=maybe(e.working_dir))
+                for n, e in self.task_entries.items()
+            },
+            tls_ca=maybe(self.tls_ca),
+            tls_cert=maybe(self.tls_cert),
+            tls_key=maybe(self.tls_key),
+        )
+
+
+def load(
+    file: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TaskManagerSettings:
+    """Load, resolve relative paths against the config file's directory (else the cwd), and check."""
+    settings = load_settings(TaskManagerSettings, prefix=PREFIX, file=file, env=env, overrides=overrides)
+    base = Path(file).resolve().parent if file is not None else Path.cwd()
+    settings = settings.with_paths_from(base)
+    settings.check_paths()
+    return settings

@@ -1,0 +1,83 @@
+"""Fixtures of the task manager's tests: settings in a temporary folder, no leaked processes or tasks.
+
+The stand-in executor entries live in :mod:`tests.unit.task_manager.entries`;
+warm workers and cold executors are real processes, so ``PYTHONPATH`` names
+the repository root for them to import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from task_manager.settings import TaskManagerSettings, load
+from tests.unit.task_manager.fakes import ENTRIES, ROOT, FakeCoordinator, running_coordinator
+
+MakeSettings = Callable[..., TaskManagerSettings]
+
+
+@pytest.fixture(autouse=True)
+def executors_import_the_test_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    yield
+    me = psutil.Process()
+    deadline = time.monotonic() + 5.0
+    while children := [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]:
+        if time.monotonic() > deadline:
+            for child in children:
+                child.kill()
+            pytest.fail(f"the test left processes running: {[c.cmdline() for c in children]}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    yield
+    # grpc.aio finishes a cancelled call's bookkeeping in a task of its own: give such tasks a moment.
+    deadline = time.monotonic() + 2.0
+    while leaked := [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the test left asyncio tasks running: {leaked}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    """Settings for a client ``c1`` with one pytorch entry, one dataset, no preloads and test entries."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "train.py").write_text("print('train')\n")
+    (tmp_path / "data").mkdir()
+
+    def make(entry: str = "succeed", **overrides: Any) -> TaskManagerSettings:
+        values: dict[str, Any] = {
+            "client_id": "c1",
+            "workspace": str(tmp_path / "ws"),
+            "datasets": {"digits": {"path": str(tmp_path / "data"), "samples": 600, "tags": ["iid"]}},
+            "task_entries": {"digits-train": {"script": str(scripts / "train.py"), "runtime": "pytorch"}},
+            "allowed_script_roots": [str(scripts)],
+            "preload": {"pytorch": [], "tensorflow": []},
+            "executor_entry": f"{ENTRIES}:{entry}",
+            "reconnect_initial_seconds": 0.05,
+            "reconnect_max_seconds": 0.2,
+            **overrides,
+        }
+        return load(env={}, overrides=values)
+
+    return make
+
+
+@pytest.fixture
+async def coordinator() -> AsyncIterator[FakeCoordinator]:
+    async with running_coordinator() as fake:
+        yield fake

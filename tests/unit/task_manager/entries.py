@@ -1,0 +1,96 @@
+"""Stand-in executor entries for the task manager's tests (``executor_entry = "tests.unit.task_manager.entries:..."``).
+
+Each is called like ``task_executor.runner.run_task``: with the task
+directory, in the executor process, stdout and stderr going to
+``executor.log``.  Each writes ``entered`` (the wall-clock time it started)
+first, so a test can tell when user code began and measure launch latency.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _entered(task_dir: Path) -> None:
+    (task_dir / "entered").write_text(repr(time.time()))
+
+
+def _parent_death_signal() -> int:
+    value = ctypes.c_int(0)
+    ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+    return value.value
+
+
+def succeed(task_dir: Path) -> int:
+    """Record what the process looks like from inside: its own session, its parent-death signal."""
+    _entered(task_dir)
+    facts = {
+        "pid": os.getpid(),
+        "sid": os.getsid(0),
+        "pgid": os.getpgid(0),
+        "cwd": os.getcwd(),
+        "pdeathsig": _parent_death_signal(),
+    }
+    (task_dir / "facts.json").write_text(json.dumps(facts))
+    if (task_dir / "task.json").exists():
+        print(f"running {json.loads((task_dir / 'task.json').read_text())['task_id']}")
+    print("hello from the executor")
+    return 0
+
+
+def fail(task_dir: Path) -> int:
+    _entered(task_dir)
+    for line in range(1, 31):
+        print(f"log line {line}")
+    print("the script failed: ValueError: bad learning rate", file=sys.stderr)
+    return 3
+
+
+def raise_error(task_dir: Path) -> int:
+    _entered(task_dir)
+    raise RuntimeError("an executor bug")
+
+
+def sleep_forever(task_dir: Path) -> int:
+    (task_dir / "pid").write_text(str(os.getpid()))
+    _entered(task_dir)
+    print("sleeping forever", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def crash_with_signal(task_dir: Path) -> int:
+    _entered(task_dir)
+    print("about to crash", flush=True)
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return 0
+
+
+def spawn_grandchild_and_sleep(task_dir: Path) -> int:
+    """Leave a process that PR_SET_PDEATHSIG does not reach: only the group kill and the pid file do."""
+    grandchild = subprocess.Popen(["sleep", "600"])
+    (task_dir / "pids.json").write_text(json.dumps({"executor": os.getpid(), "grandchild": grandchild.pid}))
+    _entered(task_dir)
+    while True:
+        time.sleep(3600)
+
+
+def import_torch(task_dir: Path) -> int:
+    """Import torch, then mark the start of user code: the cost a round pays before training begins."""
+    import torch  # noqa: F401 - the import is the point
+
+    _entered(task_dir)
+    return 0
+
+
+def dispatch(task_dir: Path) -> int:
+    """The entry named in ``<task_dir>/entry``: one warm worker can then play every part."""
+    function = globals()[(task_dir / "entry").read_text().strip()]
+    return int(function(task_dir))
