@@ -1,0 +1,1 @@
+"""The ``nsfl-ctl`` commands, one module per verb (``create``, ``get``, ...); ``main`` assembles them."""
