@@ -74,7 +74,9 @@ def test_train_uploads_trained_minus_global_with_metrics_and_tags(
     header = upload.header
     assert (header.job_id, header.round, header.client_id, header.attempt) == ("ns/job", 3, "c1", 0)
     assert (header.task_id, header.task_token, header.kind) == ("ns/job:3:train:c1:0", "token-abc", "train")
-    assert header.num_samples == 7 and dict(header.metrics) == {"loss": 0.5, "train/accuracy": 0.75}
+    user_metrics = {k: v for k, v in header.metrics.items() if k != "nsfl.script_seconds"}
+    assert header.num_samples == 7 and user_metrics == {"loss": 0.5, "train/accuracy": 0.75}
+    assert header.metrics["nsfl.script_seconds"] >= 0
     assert header.base_sha256 == sha and header.blob.total_size == len(upload.payload)
     delta = upload.weights()
     np.testing.assert_allclose(delta["weight"], np.full((2, 4), 0.5, np.float32), atol=1e-6)
@@ -124,7 +126,8 @@ def test_evaluate_uploads_metrics_only(tmp_path: Path, coordinator: FakeCoordina
     assert code == 0, result
     [upload] = coordinator.uploads
     assert upload.header.kind == "evaluate" and upload.header.blob.total_size == 0 and upload.payload == b""
-    assert dict(upload.header.metrics) == {"accuracy": 1.0} and upload.header.num_samples == 120
+    assert dict(upload.header.metrics).keys() == {"accuracy", "nsfl.script_seconds"}
+    assert upload.header.metrics["accuracy"] == 1.0 and upload.header.num_samples == 120
 
 
 def test_evaluate_without_metrics_fails_clearly(tmp_path: Path, coordinator: FakeCoordinator) -> None:

@@ -7,6 +7,8 @@ the repository root for them to import it.
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,12 +34,31 @@ def no_leaked_processes() -> Iterator[None]:
     yield
     me = psutil.Process()
     deadline = time.monotonic() + 5.0
-    while children := [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]:
+    while children := _live_children(me):
         if time.monotonic() > deadline:
+            described = [_describe(child) for child in children]
             for child in children:
-                child.kill()
-            pytest.fail(f"the test left processes running: {[c.cmdline() for c in children]}")
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            pytest.fail(f"the test left processes running: {described}")
         time.sleep(0.05)
+
+
+def _live_children(me: psutil.Process) -> list[psutil.Process]:
+    """Children that still run; a child may turn zombie or vanish while we look."""
+    live = []
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                live.append(child)
+    return live
+
+
+def _describe(child: psutil.Process) -> str:
+    try:
+        return " ".join(child.cmdline())
+    except psutil.Error:
+        return f"pid {child.pid} (ended while being listed)"
 
 
 @pytest.fixture
