@@ -7,9 +7,8 @@ the repository root for them to import it.
 
 from __future__ import annotations
 
-import contextlib
-
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
