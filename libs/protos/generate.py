@@ -27,8 +27,14 @@ def generate(out_dir: Path) -> None:
     include = str(Path(protoc.__file__).resolve().parent / "_proto")
     files = [str(p.relative_to(REPO_ROOT)) for p in proto_files()]
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The mypy plugins are scripts beside this interpreter; name them explicitly so
+    # generation works without the virtual environment on PATH.
+    bin_dir = Path(sys.executable).parent
+    plugins = [f"--plugin=protoc-gen-{name}={bin_dir / f'protoc-gen-{name}'}"
+               for name in ("mypy", "mypy_grpc") if (bin_dir / f"protoc-gen-{name}").exists()]
     args = [
         "grpc_tools.protoc",
+        *plugins,
         f"-I{REPO_ROOT}",
         f"-I{include}",
         f"--python_out={out_dir}",
