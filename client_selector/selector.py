@@ -8,11 +8,20 @@ parses requests, calls one method here and maps the result back.
 Concurrency: everything runs on one event loop.  Each operation changes the
 in-memory records synchronously (no ``await`` between reading a record and
 writing it back), so concurrent calls cannot interleave inside a change.
-Selections, releases, registrations and losses also hold one lock while they
-persist, so their writes reach the store in order; two jobs selecting at the
-same time therefore see each other's reservations and can never over-reserve
-a client.  If a write fails, the in-memory change stays and the caller gets
-the error: a reservation that was not persisted expires by itself, and a
+Registrations and losses also hold one lock while they persist, so their
+writes reach the store in order; two jobs selecting at the same time see each
+other's reservations (in memory) and can never over-reserve a client.  If a
+write fails, the in-memory change stays and the caller gets the error.
+
+Reservations (selections and releases) are persisted behind the call, not in
+it: a job selects and releases its clients every round, and three store
+commits with their fsyncs inside each call were most of a small model's
+round.  The change is made in memory at once, the client is marked dirty,
+and one background task writes each dirty client's current record, under the
+same lock, so the store converges to memory in order; it waits
+``PERSIST_DELAY_SECONDS`` first, so a client selected and released several
+times meanwhile is written once.  A reservation lost
+with a crashed selector is soft state: it would have expired by itself, and a
 retry by the same job renews rather than duplicates it.
 
 One selector per store: it keeps the registry in memory and the streams are
@@ -23,6 +32,7 @@ the first one's clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -50,6 +60,8 @@ from client_selector.sessions import OfferAnswer, PendingOffers, Session
 from libs.errors import AlreadyExists, NsflError, Unavailable
 
 log = logging.getLogger(__name__)
+
+PERSIST_DELAY_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,9 @@ class Selector:
         self._offers = PendingOffers()
         self._lock = asyncio.Lock()
         self._closing = False
+        self._dirty: dict[ClientId, None] = {}  # clients whose record changed since it was written
+        self._persister: asyncio.Task[None] | None = None
+        self._flush_now = asyncio.Event()
 
     async def load(self) -> int:
         """Read the persisted registry; every loaded client is lost until it registers again."""
@@ -197,28 +212,28 @@ class Selector:
         """Choose and reserve clients for a job; never waits for clients to appear."""
         seconds = request.reservation_seconds or self._reservation_seconds
         rng = random.Random(request.seed) if request.seed else random.Random()
-        async with self._lock:
-            now = self._clock()
-            selection = select_clients(
-                list(self._records.values()),
-                request.requirement,
-                count=request.count,
-                redundancy=request.redundancy,
-                random=request.random,
-                untrained_first=request.untrained_first,
-                job_id=request.job_id,
-                rng=rng,
-                now=now,
-                heartbeat_timeout=self.heartbeat_timeout,
+        # In memory, without an await: atomic on the event loop (see the module docstring).
+        now = self._clock()
+        selection = select_clients(
+            list(self._records.values()),
+            request.requirement,
+            count=request.count,
+            redundancy=request.redundancy,
+            random=request.random,
+            untrained_first=request.untrained_first,
+            job_id=request.job_id,
+            rng=rng,
+            now=now,
+            heartbeat_timeout=self.heartbeat_timeout,
+        )
+        chosen = [client_id for client_id, _ in selection.chosen]
+        if request.dry_run:
+            return selection
+        for client_id in chosen:
+            self._records[client_id] = reserve(
+                self._records[client_id], request.job_id, request.round, now, seconds
             )
-            chosen = [client_id for client_id, _ in selection.chosen]
-            if request.dry_run:
-                return selection
-            for client_id in chosen:
-                self._records[client_id] = reserve(
-                    self._records[client_id], request.job_id, request.round, now, seconds
-                )
-            await self._save_current(chosen)
+        self._save_later(chosen)
         log.info(
             "selection for round %d: %s; chosen: %s",
             request.round,
@@ -232,17 +247,16 @@ class Selector:
 
     async def release(self, job_id: JobId, client_ids: Sequence[ClientId] = ()) -> int:
         """Drop ``job_id``'s reservations on ``client_ids`` (all clients when empty); how many."""
-        async with self._lock:
-            now = self._clock()
-            targets = client_ids or list(self._records)
-            released = [
-                c
-                for c in dict.fromkeys(targets)
-                if c in self._records and job_id in reserved_by(self._records[c], now)
-            ]
-            for client_id in released:
-                self._records[client_id] = release(self._records[client_id], job_id)
-            await self._save_current(released)
+        now = self._clock()
+        targets = client_ids or list(self._records)
+        released = [
+            c
+            for c in dict.fromkeys(targets)
+            if c in self._records and job_id in reserved_by(self._records[c], now)
+        ]
+        for client_id in released:
+            self._records[client_id] = release(self._records[client_id], job_id)
+        self._save_later(released)
         return len(released)
 
     async def offer(
@@ -306,6 +320,9 @@ class Selector:
     async def close(self) -> None:
         """Close every stream (task managers will reconnect) and persist the last seen times."""
         self._closing = True
+        self._flush_now.set()
+        if self._persister is not None:
+            await asyncio.gather(self._persister, return_exceptions=True)
         for session in list(self._sessions.values()):
             self._close(session, Unavailable("the client selector is shutting down; reconnect later"))
             self._drop(session)
@@ -326,6 +343,29 @@ class Selector:
         del self._sessions[session.client_id]
         self._records[session.client_id] = disconnected(self._records[session.client_id])
         return True
+
+    def _save_later(self, client_ids: Iterable[ClientId]) -> None:
+        """Have the clients' records written behind the caller (see the module docstring)."""
+        for client_id in client_ids:
+            self._dirty[client_id] = None
+        if self._dirty and (self._persister is None or self._persister.done()):
+            self._persister = asyncio.create_task(self._persist(), name="selector-persister")
+
+    async def _persist(self) -> None:
+        # Gather a moment's changes first: a job selects and releases the same clients every round.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flush_now.wait(), PERSIST_DELAY_SECONDS)
+        while self._dirty:
+            client_id = next(iter(self._dirty))
+            del self._dirty[client_id]
+            async with self._lock:
+                record = self._records.get(client_id)
+                if record is None:
+                    continue
+                try:
+                    await self._store.save(record)
+                except Exception as exc:  # in memory it stands; persisted by the next change or close
+                    log.warning("could not persist the reservations of client %s: %s", client_id, exc)
 
     async def _save_current(self, client_ids: Iterable[ClientId]) -> None:
         for client_id in client_ids:

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__)
     parser.add_argument("--config", type=Path, help="settings file (YAML or JSON)")
     for name in ("job", "workdir", "selector", "listen", "advertise-host", "document-store", "object-store",
-                 "scheduler", "token", "log-level"):
+                 "scheduler", "token", "log-level", "extenders-root"):
         parser.add_argument(f"--{name}")
     parser.add_argument("--log-json", action="store_true", default=None)
     args = parser.parse_args(argv)

@@ -15,12 +15,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from coordinator.aggregating import aggregator_factory, server_step_for
+from coordinator.algorithms import JobAlgorithm
 from coordinator.checkpoints import CheckpointStore
 from coordinator.driver import Driver, plan_from_spec
 from coordinator.grpc_service import CoordinatorService
 from coordinator.progress import ProgressReporter
 from coordinator.round_runner import RoundRunner
+from coordinator.secure_rounds import SecureRounds, config_from_spec
 from coordinator.selector_client import SelectorClient
 from coordinator.settings import CoordinatorSettings
 from libs.jobspec import parse_spec_text, validate_spec
@@ -38,6 +39,17 @@ def load_job(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     raw = json.loads(text) if path.suffix == ".json" else parse_spec_text(text, str(path))
     return validate_spec(raw)
+
+
+async def end_client_tasks(selector: SelectorClient, job_id: str, clients: set[str], state: str) -> None:
+    """Cancel the job on every client it used: their task managers stop the job's executors, which
+    otherwise stay up, waiting for its next round, until they have been idle for a while."""
+    if not clients:
+        return
+    try:
+        await selector.cancel(job_id, sorted(clients), f"the job ended {state}")
+    except Exception as exc:  # the clients' idle timeout stops the executors all the same
+        log.warning("could not tell the clients that job %s ended: %s", job_id, exc)
 
 
 async def run(settings: CoordinatorSettings) -> int:
@@ -60,10 +72,14 @@ async def run(settings: CoordinatorSettings) -> int:
         port = add_port(server, settings.listen)
         endpoint = f"{settings.advertise_host}:{port}"
         stop = asyncio.Event()
-        runner = RoundRunner(plan, selector, lambda: endpoint, stop_event=stop)
+        secure = config_from_spec(spec)
+        runner = RoundRunner(plan, selector, lambda: endpoint, stop_event=stop,
+                             secure_aggregation=SecureRounds(secure) if secure is not None else None)
         checkpoints = CheckpointStore(documents, objects, namespace=plan.namespace, job=spec["name"])
+        # Configuration errors surface in Driver.run (JobAlgorithm.prepare) as a FAILED job with the reason.
+        algorithm = JobAlgorithm(spec, extenders_root=settings.extenders_root)
         driver = Driver(spec, runner=runner, checkpoints=checkpoints, objects=objects, reporter=reporter,
-                        step=server_step_for(spec), make_aggregator=aggregator_factory(spec))
+                        step=algorithm, make_aggregator=algorithm.new_round)
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)
         await server.start()
         resources.push_async_callback(server.stop, 1.0)
@@ -73,5 +89,7 @@ async def run(settings: CoordinatorSettings) -> int:
         log.info("coordinator for %s serving on %s", plan.job_id, endpoint)
         await reporter.update(endpoint=endpoint, pid=os.getpid())
         state = await driver.run()
+        await runner.settled()
+        await end_client_tasks(selector, plan.job_id, runner.participants, state)
     log.info("job %s ended %s", plan.job_id, state)
     return EXIT_CODES.get(state, 1)

@@ -43,7 +43,8 @@ class Checkpoint:
 
 
 def pack(round_number: int, weights: WeightMap, optimizer_state: dict[str, Any],
-         extra: dict[str, Any]) -> bytes:
+         extra: dict[str, Any], *, extra_json: str | None = None) -> bytes:
+    """The checkpoint's bytes; ``extra_json``, when given, is ``extra`` already encoded."""
     tensors: dict[str, np.ndarray] = {f"model/{name}": array for name, array in weights.items()}
     scalars: dict[str, Any] = {}
     for slot, value in optimizer_state.items():
@@ -56,7 +57,7 @@ def pack(round_number: int, weights: WeightMap, optimizer_state: dict[str, Any],
         "format": FORMAT,
         "round": str(round_number),
         "optimizer_scalars": json.dumps(scalars),
-        "extra": json.dumps(extra),
+        "extra": json.dumps(extra) if extra_json is None else extra_json,
     }
     return encode(tensors, metadata)
 
@@ -93,7 +94,10 @@ class CheckpointStore:
 
     async def save(self, round_number: int, weights: WeightMap, optimizer_state: dict[str, Any],
                    extra: dict[str, Any]) -> dict[str, Any]:
-        payload = pack(round_number, weights, optimizer_state, extra)
+        return await self.save_packed(round_number, pack(round_number, weights, optimizer_state, extra))
+
+    async def save_packed(self, round_number: int, payload: bytes) -> dict[str, Any]:
+        """Store a checkpoint :func:`pack` made, verify it, then record it (it is visible from then on)."""
         digest = sha256_hex(payload)
         key = checkpoint_key(self.namespace, self.job, round_number)
         info = await self.objects.put(key, payload, expected_sha256=digest)

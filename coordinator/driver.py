@@ -7,23 +7,33 @@ starts from the job's initial model source, or asks one client to initialise
 the model from the training script (task kind ``init``).
 
 Failure policy: a round that ends with fewer than ``minClients`` accepted
-updates is run again (a new attempt) up to ``maxRetries`` times, then the job
-FAILS with the round's reason.  A stop request abandons the round in
+updates, or whose attempt fails otherwise (an extender hook raised, a robust
+rule was left with too few updates: :class:`~coordinator.errors.RoundFailed`),
+is run again (a new attempt) up to ``maxRetries`` times, then the job FAILS
+with the round's reason.  The job's algorithm (:mod:`coordinator.algorithms`)
+publishes each train round's model, aggregates and steps; a privacy budget
+(``targetEpsilon``) may finish the job before its last round.  A stop request abandons the round in
 progress at once, saves a checkpoint of the last completed round, and ends
 the job STOPPED.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from coordinator.aggregating import RoundAggregator, ServerStep
+from coordinator.aggregating import RoundAggregator
+from coordinator.algorithms import JobAlgorithm
+from coordinator.checkpoint_writer import CheckpointWriter
 from coordinator.checkpoints import CheckpointStore
+from coordinator.errors import RoundFailed
 from coordinator.model_state import GlobalModel
+from coordinator.offload import run_sized
+from coordinator.piggyback import EvaluationPiggyback
 from coordinator.progress import ProgressReporter
 from coordinator.round_runner import JobPlan, RoundRunner, StopRequested
 from coordinator.rounds import weighted_metrics
@@ -62,7 +72,7 @@ def plan_from_spec(spec: dict[str, Any]) -> JobPlan:
 
 class Driver:
     def __init__(self, spec: dict[str, Any], *, runner: RoundRunner, checkpoints: CheckpointStore,
-                 objects: ObjectStore, reporter: ProgressReporter, step: ServerStep,
+                 objects: ObjectStore, reporter: ProgressReporter, step: JobAlgorithm,
                  make_aggregator: Callable[[GlobalModel], RoundAggregator],
                  clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
@@ -79,6 +89,10 @@ class Driver:
         self.evaluate_every = int(spec.get("evaluateEvery", 1))
         self.checkpoint_every = int(spec.get("checkpointEvery", 1))
         self.max_retries = int(spec.get("maxRetries", 2))
+        # Round k's evaluation rides on round k+1's train tasks (coordinator.piggyback).
+        self.piggyback = EvaluationPiggyback(evaluate_every=self.evaluate_every, rounds=self.rounds)
+        # Checkpoints are stored behind the rounds and reported once stored (coordinator.checkpoint_writer).
+        self.checkpoint_writer = CheckpointWriter(checkpoints, on_saved=self._checkpoint_saved)
         self.round = 0
         self.last_checkpoint_round = -1
         self.history: list[dict[str, Any]] = []
@@ -87,7 +101,7 @@ class Driver:
     # -- servicer-facing delegation ------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         if name in ("token_known", "model_for", "begin_upload", "finish_upload", "end_upload", "reject",
-                    "report_task", "max_init_size"):
+                    "report_task", "max_init_size", "secure_aggregation"):
             return getattr(self.runner, name)
         raise AttributeError(name)
 
@@ -105,11 +119,12 @@ class Driver:
             try:
                 await self._prepare()
                 await self._report(state="RUNNING", reason="")
-                while self.round < self.rounds:
+                budget = None  # a privacy budget may end the job before its last round
+                while self.round < self.rounds and (budget := self.step.stop_reason()) is None:
                     await self._train_round(self.round + 1)
                 await self._finish()
                 self.state = "FINISHED"
-                await self._report(state="FINISHED", reason=f"completed {self.rounds} rounds")
+                await self._report(state="FINISHED", reason=budget or f"completed {self.rounds} rounds")
             except StopRequested:
                 await self._save_checkpoint_if_new()
                 self.state = "STOPPED"
@@ -128,6 +143,7 @@ class Driver:
             return self.state
 
     async def _prepare(self) -> None:
+        self.step.prepare()  # a bad aggregation, optimizer, DP or extender setting fails the job here
         checkpoint = await self.checkpoints.latest()
         if checkpoint is not None:
             self.round = checkpoint.round
@@ -181,25 +197,41 @@ class Driver:
                 log.info("initial model from client %s", book.accepted[0].client_id)
                 return self.runner.init_weights
             log.warning("initialising the model failed (attempt %d): %s", attempt, book.close_reason)
+            if attempt < self.max_retries:
+                await self.runner.pause_before_retry()
         raise JobFailed(f"could not initialise the model from a client: {book.close_reason}")
 
     async def _train_round(self, round_number: int) -> None:
         with log_context(round=round_number):
             started = self.clock()
-            model = self.runner.model
-            assert model is not None
+            base = self.runner.model
+            assert base is not None
             for attempt in range(self.max_retries + 1):
-                aggregator = self.make_aggregator(model)
-                book = await self.runner.run_round(
-                    round_number, "train", attempt=attempt, target=self.plan.clients_per_round,
-                    minimum=self.plan.min_clients, aggregator=aggregator)
-                if book.succeeded:
-                    break
-                log.warning("round %d attempt %d failed: %s", round_number, attempt, book.close_reason)
+                try:  # an extender raising, or a rule left without enough updates, fails this attempt only
+                    # The published model may carry attachments (SCAFFOLD's c, broadcast files) and the
+                    # tasks' parameters what clients must know of the algorithm.
+                    model, parameters = await run_sized(
+                        self._work_size(base), self.step.broadcast, base, round_number, self.plan.parameters)
+                    self.runner.model = model
+                    self.runner.plan = dataclasses.replace(self.runner.plan, parameters=parameters)
+                    aggregator = self.make_aggregator(model)
+                    piggyback = {"evaluate_first": True} if self.piggyback.wanted(round_number, self.history) else {}
+                    book = await self.runner.run_round(
+                        round_number, "train", attempt=attempt, target=self.plan.clients_per_round,
+                        minimum=self.plan.min_clients, aggregator=aggregator, **piggyback)
+                    if book.succeeded:
+                        new_weights = await run_sized(
+                            self._work_size(base), self.step.apply, base.weights, aggregator.result())
+                        break
+                    failure = f"{len(book.accepted)}/{book.minimum} updates needed ({book.close_reason})"
+                except RoundFailed as exc:
+                    failure = exc.message
+                log.warning("round %d attempt %d failed: %s", round_number, attempt, failure)
+                if attempt < self.max_retries:
+                    await self.runner.pause_before_retry()
             else:
-                raise JobFailed(f"round {round_number} failed after {self.max_retries + 1} attempts: "
-                                f"{len(book.accepted)}/{book.minimum} updates needed ({book.close_reason})")
-            new_weights = await asyncio.to_thread(self.step.apply, model.weights, aggregator.result())
+                raise JobFailed(f"round {round_number} failed after {self.max_retries + 1} attempts: {failure}")
+            revised = self.piggyback.file(round_number, book.accepted, self.history, self.clock())
             self.runner.model = GlobalModel.from_weights(new_weights, round_number)
             self.round = round_number
             record: dict[str, Any] = {
@@ -207,14 +239,19 @@ class Driver:
                 "trainMetrics": weighted_metrics(book.accepted), "modelSha256": self.runner.model.sha256,
                 "samples": sum(t.num_samples for t in book.accepted),
             }
-            if self.evaluate_every and round_number % self.evaluate_every == 0:
+            if self.runner.secure_aggregation is not None:  # stage counts; samples = the decoded Σ w_i
+                record.update(self.runner.secure_aggregation.record_fields())
+            record.update(self.step.round_report())  # privacy spent, screening, extender metrics
+            if (self.evaluate_every and round_number % self.evaluate_every == 0
+                    and not self.piggyback.defers(round_number)):
                 record["evaluation"] = await self._evaluate(round_number)
             self.history.append(record)
-            saved = None
             if self.checkpoint_every and round_number % self.checkpoint_every == 0:
-                saved = await self._save_checkpoint()
+                self._checkpoint_behind()
+            if revised is not None:  # the previous round's record, now with its evaluation
+                await self._report(round=round_number - 1, round_record=revised)
             await self._report(state="RUNNING", reason="", round=round_number, round_record=record,
-                               checkpoint=saved)
+                               **self.step.status_fields())
 
     async def _evaluate(self, round_number: int) -> dict[str, float]:
         book = await self.runner.run_round(round_number, "evaluate", attempt=0,
@@ -235,7 +272,23 @@ class Driver:
         final = await self.checkpoints.save_output("model.safetensors", encode(model.weights))
         await self._report(final_model=final)
 
+    def _work_size(self, model: GlobalModel) -> int:
+        """What decides where the server step runs (coordinator.offload): extenders run user code, so a
+        job with extenders always steps in a thread."""
+        return sys.maxsize if self.spec.get("extenders") else model.size
+
+    def _checkpoint_behind(self) -> None:
+        model = self.runner.model
+        if model is None:
+            raise ValidationFailed("no model to checkpoint")
+        self.checkpoint_writer.submit(self.round, model.weights, self.step.state(), self.history)
+        self.last_checkpoint_round = self.round
+
+    async def _checkpoint_saved(self, record: dict[str, Any]) -> None:
+        await self._report(checkpoint=record)
+
     async def _save_checkpoint_if_new(self) -> None:
+        await self.checkpoint_writer.drain()
         if self.round > 0 and self.last_checkpoint_round != self.round:
             await self._report(checkpoint=await self._save_checkpoint())
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import grpc.aio
 
-from libs.errors import NotFound, NsflError, PermissionDenied, ValidationFailed
+from libs.errors import InvalidState, NotFound, NsflError, PermissionDenied, ValidationFailed
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.rpc import handle_errors
 from libs.weights.streaming import BlobReceiver, frames_for
@@ -93,6 +93,24 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                                context: grpc.aio.ServicerContext) -> common_pb2.Ack:
         self.driver.report_task(request)
         return common_pb2.Ack(ok=True)
+
+    @handle_errors
+    async def GetTaskPlan(self, request: coordinator_pb2.TaskPlanRequest,
+                          context: grpc.aio.ServicerContext) -> coordinator_pb2.TaskPlan:
+        if request.job_id != self.driver.job_id:
+            raise NotFound(f"this coordinator runs job {self.driver.job_id}, not {request.job_id!r}")
+        if not self.driver.token_known(request.task_token):
+            raise PermissionDenied("unknown task token: a task plan needs the token of an offered task")
+        return coordinator_pb2.TaskPlan(secure_aggregation=self.driver.secure_aggregation is not None)
+
+    @handle_errors
+    async def SecureAggregate(self, request_iterator: AsyncIterator[coordinator_pb2.SecAggClientFrame],
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[coordinator_pb2.SecAggServerFrame]:
+        secure = self.driver.secure_aggregation
+        if secure is None:
+            raise InvalidState(f"job {self.driver.job_id} does not use secure aggregation")
+        async for frame in secure.serve(request_iterator):
+            yield frame
 
     @handle_errors
     async def GetStatus(self, request: coordinator_pb2.StatusRequest,

@@ -17,20 +17,26 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator.aggregating import RoundAggregator
 from coordinator.model_state import GlobalModel, WeightMap
+from coordinator.offload import run_sized
 from coordinator.rounds import RoundBook, Ticket
 from coordinator.selector_client import Offer, SelectorClient
+from libs.aggregation.attachments import split as split_attachments
 from libs.errors import UpdateRejected
 from libs.protos import common_pb2, coordinator_pb2
 from libs.weights.tensors import decode, validate_update
+
+if TYPE_CHECKING:
+    from coordinator.secure_rounds import SecureRounds
 
 log = logging.getLogger(__name__)
 
 OFFER_ANSWER_SECONDS = 10.0
 SELECTION_RETRY_SECONDS = 0.5
+RETRY_PAUSE_SECONDS = 5.0
 
 
 class StopRequested(Exception):
@@ -68,8 +74,10 @@ def _finite_metrics(metrics: Any) -> dict[str, float]:
 
 class RoundRunner:
     def __init__(self, plan: JobPlan, selector: SelectorClient, endpoint: Callable[[], str], *,
-                 stop_event: asyncio.Event, clock: Callable[[], float] = time.time) -> None:
+                 stop_event: asyncio.Event, clock: Callable[[], float] = time.time,
+                 secure_aggregation: SecureRounds | None = None) -> None:
         self.plan = plan
+        self.secure_aggregation = secure_aggregation  # train updates then travel over SecureAggregate
         self.selector = selector
         self.endpoint = endpoint
         self.stop_event = stop_event
@@ -80,6 +88,8 @@ class RoundRunner:
         self.init_weights: WeightMap | None = None
         self.max_init_size = 4 << 30
         self._tokens: dict[str, Ticket] = {}
+        self.participants: set[str] = set()  # every client offered a task: told when the job ends
+        self._settling: asyncio.Task[None] | None = None
         self._uploading: set[str] = set()
         self._changed = asyncio.Event()
         self._fold_lock = asyncio.Lock()
@@ -96,6 +106,8 @@ class RoundRunner:
         if book is None or header.round != book.round or header.kind != book.kind:
             raise ValueError(f"late update: round {header.round} ({header.kind}) is not in progress")
         ticket = book.check_upload(header.task_id, header.task_token, header.client_id, header.round)
+        if book.kind == "train" and self.secure_aggregation is not None:
+            raise ValueError("this job uses secure aggregation: train updates travel over SecureAggregate")
         if ticket.task_id in self._uploading:
             raise ValueError(f"duplicate update for task {ticket.task_id!r} (one is already arriving)")
         if book.kind == "train":
@@ -125,12 +137,14 @@ class RoundRunner:
             if payload is None:
                 raise UpdateRejected("a training update must carry a delta")
             assert self.model is not None and self.aggregator is not None
-            delta = decode(payload)
+            # Attachments (SCAFFOLD's control-variate delta) travel under reserved names beside the delta.
+            delta, attachments = split_attachments(decode(payload))
             validate_update(delta, self.model.weights)
             async with self._fold_lock:
                 if book.closed:
                     return False, "late update: the round closed while the update was checked"
-                await asyncio.to_thread(self.aggregator.add, delta, float(header.num_samples))
+                await run_sized(len(payload), self.aggregator.add, delta, float(header.num_samples),
+                                client_id=ticket.client_id, attachments=attachments)
         elif book.kind == "init":
             if payload is None:
                 raise UpdateRejected("an init upload must carry the initial weights")
@@ -153,19 +167,29 @@ class RoundRunner:
 
     # -- called by the driver -------------------------------------------------
     async def run_round(self, round_number: int, kind: str, *, attempt: int, target: int, minimum: int,
-                        aggregator: RoundAggregator | None = None) -> RoundBook:
+                        aggregator: RoundAggregator | None = None, evaluate_first: bool = False) -> RoundBook:
         deadline = self.clock() + self.plan.round_timeout
         book = RoundBook(job_id=self.plan.job_id, round_number=round_number, kind=kind, target=target,
                          minimum=minimum, deadline=deadline)
         self.aggregator = aggregator
         self.book = book
+        secure = self.secure_aggregation if kind == "train" else None
+        if secure is not None:  # opened before the offers: a fast client may join at once
+            assert self.model is not None
+            secure.open(book, self.model, self._changed)
         try:
+            await self.settled()
             clients = await self._select(round_number, target, minimum, deadline, book)
             if clients:
-                await self._offer_all(book, clients, attempt, deadline)
-                await self._wait(book)
+                await self._offer_all(book, clients, attempt, deadline, evaluate_first)
+                if secure is not None and aggregator is not None:
+                    await secure.run(aggregator, self.stop_event)
+                else:
+                    await self._wait(book)
             return book
         finally:
+            if secure is not None:
+                secure.close(book.close_reason)
             book.close(book.close_reason or "round ended")
             await self._finish(book)
 
@@ -199,8 +223,10 @@ class RoundRunner:
             if await self._stopped_within(SELECTION_RETRY_SECONDS):
                 raise StopRequested
 
-    async def _offer_all(self, book: RoundBook, clients: list[str], attempt: int, deadline: float) -> None:
+    async def _offer_all(self, book: RoundBook, clients: list[str], attempt: int, deadline: float,
+                         evaluate_first: bool = False) -> None:
         model_sha = self.model.sha256 if self.model is not None and book.kind != "init" else ""
+        self.participants.update(clients)
         offers = []
         for client in clients:
             ticket = book.issue(client, attempt)
@@ -211,7 +237,7 @@ class RoundRunner:
                 runtime=self.plan.runtime, endpoint=self.endpoint(), model_sha256=model_sha,
                 token=ticket.token, entry=self.plan.entry, parameters=self.plan.parameters,
                 datasets=self.plan.datasets, timeout_seconds=self.plan.task_timeout,
-                deadline_unix=deadline, mode=self.plan.mode))
+                deadline_unix=deadline, mode=self.plan.mode, evaluate_first=evaluate_first))
         answers = await asyncio.gather(*(self.selector.offer(o, answer_timeout=OFFER_ANSWER_SECONDS)
                                          for o in offers))
         for offer, (accepted, reason) in zip(offers, answers, strict=True):
@@ -236,6 +262,29 @@ class RoundRunner:
             except TimeoutError:
                 pass
 
+    async def _settle(self, round_number: int, outstanding: list[str]) -> None:
+        try:
+            if outstanding:
+                await self.selector.cancel(self.plan.job_id, outstanding, f"round {round_number} closed")
+            await self.selector.release(self.plan.job_id)
+        except Exception as exc:  # the selector may be down; reservations expire on their own
+            log.warning("could not cancel or release clients after round %d: %s", round_number, exc)
+
+    async def settled(self) -> None:
+        """Wait until the last round's clients are cancelled if late and released (its ``_finish``)."""
+        if self._settling is not None:
+            await asyncio.shield(self._settling)
+
+    async def pause_before_retry(self) -> None:
+        """Wait a little before a new attempt of a failed round.
+
+        Clients may still be finishing the failed attempt (a restarted coordinator
+        re-offers tasks its predecessor handed out): retrying at once would find
+        them busy and burn every attempt within milliseconds.
+        """
+        if await self._stopped_within(min(RETRY_PAUSE_SECONDS, self.plan.round_timeout / 10)):
+            raise StopRequested
+
     async def _stopped_within(self, seconds: float) -> bool:
         try:
             await asyncio.wait_for(self.stop_event.wait(), seconds)
@@ -247,11 +296,7 @@ class RoundRunner:
         outstanding = [t.client_id for t in book.outstanding]
         for ticket in book.outstanding:
             book.drop(ticket.task_id, f"round closed before it answered ({book.close_reason})")
-        try:
-            if outstanding:
-                await self.selector.cancel(self.plan.job_id, outstanding, f"round {book.round} closed")
-            await self.selector.release(self.plan.job_id)
-        except Exception as exc:  # the selector may be down; reservations expire on their own
-            log.warning("could not cancel or release clients after round %d: %s", book.round, exc)
+        # Behind the round: the server step runs meanwhile, and the next selection waits for it.
+        self._settling = asyncio.create_task(self._settle(book.round, outstanding))
         for ticket in book.tickets.values():
             self._tokens.pop(ticket.token, None)

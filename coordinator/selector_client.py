@@ -45,6 +45,7 @@ class Offer:
     timeout_seconds: float
     deadline_unix: float
     mode: str = "script"
+    evaluate_first: bool = False  # train task: evaluate the model given first (coordinator.piggyback)
 
 
 class SelectorClient:
@@ -87,7 +88,7 @@ class SelectorClient:
             spec=selector_pb2.TaskSpec(entry=offer.entry, parameters_json=json.dumps(dict(offer.parameters)),
                                        datasets=list(offer.datasets), timeout_seconds=offer.timeout_seconds,
                                        mode=offer.mode),
-            task_token=offer.token, deadline_unix=offer.deadline_unix,
+            task_token=offer.token, deadline_unix=offer.deadline_unix, evaluate_first=offer.evaluate_first,
         )
         request = selector_pb2.OfferTaskRequest(client_id=offer.client_id, offer=message,
                                                 answer_timeout_seconds=answer_timeout)

@@ -21,6 +21,8 @@ class CoordinatorSettings:
     token: str = ""
     log_json: bool = False
     log_level: str = "INFO"
+    # Where job script bundles are unpacked; a job's extenders.file is resolved inside it (None: no extenders).
+    extenders_root: Path | None = None
 
     def validate(self) -> None:
         if not self.document_store:

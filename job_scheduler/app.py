@@ -12,6 +12,17 @@ Stopping the scheduler does not stop coordinators: they keep training, and
 the next scheduler on the same state adopts them (DESIGN §4).  Shutdown
 order: the supervisor first (no new launches), then the server with a short
 grace for calls in flight, then the clients and stores they used.
+
+With ``platform: kubernetes`` three more pieces run here, all over one
+Kubernetes API client with the scheduler's credentials: the Kubernetes
+platform (coordinator Pods and Services), the FederatedJob mirror (a
+:class:`~job_scheduler.job_store.JobListener` that keeps each object's
+``.status`` in step with the store) and the kopf operator (FederatedJobs
+in, jobs out; in a thread of its own, see :mod:`job_scheduler.k8s_operator`).
+They are imported only in that mode, so the local mode needs neither kopf
+nor kubernetes installed.  The operator starts last and stops first, so no
+handler acts on a half-closed scheduler; if it ends unasked, the scheduler
+stops too (``on_operator_exit``) rather than running on without it.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc.aio
 
@@ -44,24 +56,44 @@ from libs.protos import scheduler_pb2_grpc
 from libs.rpc import add_port, make_server
 from libs.store import DocumentStore, open_document_store
 
+if TYPE_CHECKING:
+    from job_scheduler.k8s_api import KubeApi, KubeCredentials
+    from job_scheduler.k8s_mirror import FederatedJobMirror
+    from job_scheduler.k8s_operator import OperatorThread
+
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 2.0
+OPERATOR_START_SECONDS = 30.0
+OPERATOR_STOP_SECONDS = 15.0
 
 _add_servicer: Callable[[scheduler_pb2_grpc.JobControlServicer, grpc.aio.Server], None] = (
     scheduler_pb2_grpc.add_JobControlServicer_to_server
 )
 
 
-def build_platform(settings: SchedulerSettings) -> Platform:
-    """The platform the settings name (only ``local`` for now; ``kubernetes`` plugs in here)."""
-    return LocalPlatform(
+def build_platform(settings: SchedulerSettings, kube: KubeApi | None = None) -> Platform:
+    """The platform the settings name: ``local`` subprocesses or ``kubernetes`` Pods (needs ``kube``)."""
+    if settings.platform == "kubernetes":
+        from job_scheduler.k8s_platform import KubernetesPlatform
+
+        if kube is None:
+            raise ValueError("the kubernetes platform needs a Kubernetes API client")
+        _, _, port = settings.listen.rpartition(":")
+        # Each launch gets the scheduler's bound address; this one only has to be valid.
+        pod_settings = settings.coordinator_pod_settings(f"{settings.advertise_host}:{int(port) or 1}")
+        return KubernetesPlatform(kube, image=settings.coordinator_image, pod_settings=pod_settings)
+    standby = settings.coordinator_standby and settings.coordinator_module == "coordinator"
+    platform = LocalPlatform(
         settings.jobs_dir,
         python=settings.python_executable,
         module=settings.coordinator_module,
         listen_host=settings.coordinator_listen_host,
         advertise_host=settings.coordinator_advertise_host,
+        standby_module="coordinator.standby" if standby else None,
     )
+    platform.start_standby()
+    return platform
 
 
 class SchedulerApp:
@@ -74,9 +106,16 @@ class SchedulerApp:
         platform: Platform | None = None,
         availability: ClientAvailability | None = None,
         clock: Callable[[], float] | None = None,
+        on_operator_exit: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.port: int | None = None
+        self._on_operator_exit = on_operator_exit
+        self._kube: KubeApi | None = None
+        self._credentials: KubeCredentials | None = None
+        self.mirror: FederatedJobMirror | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
+        self.operator: OperatorThread | None = None
         self._platform = platform
         self._availability = availability
         self._clock = clock
@@ -95,7 +134,9 @@ class SchedulerApp:
         try:
             self._store = await open_document_store(settings.resolved_store_url)
             self._objects = open_object_store(settings.resolved_object_store_url)
-            platform = self._platform or build_platform(settings)
+            if settings.platform == "kubernetes":
+                self._open_kubernetes()
+            platform = self._platform or build_platform(settings, self._kube)
             self._platform = platform
             availability = self._availability
             if availability is None:
@@ -104,6 +145,11 @@ class SchedulerApp:
                 )
                 availability = self._selector
             jobs = JobStore(self._store, self._clock or time.time)
+            if self._kube is not None:
+                from job_scheduler.k8s_mirror import FederatedJobMirror
+
+                self.mirror = FederatedJobMirror(self._kube, jobs, resync_seconds=settings.status_resync_seconds)
+                jobs.add_listener(self.mirror)
             locks = JobLocks()
             config = LaunchConfig(
                 selector_address=settings.selector,
@@ -134,10 +180,13 @@ class SchedulerApp:
             _add_servicer(JobControlServicer(self.service), self._server)
             self.port = add_port(self._server, settings.listen)
             await self._server.start()
+            self._supervisor_task = asyncio.create_task(self.supervisor.run(), name="job-scheduler-supervisor")
+            if self.mirror is not None:
+                self._mirror_task = asyncio.create_task(self.mirror.run(), name="federatedjob-mirror")
+                await self._start_operator()
         except BaseException:
             await self.stop()
             raise
-        self._supervisor_task = asyncio.create_task(self.supervisor.run(), name="job-scheduler-supervisor")
         log.info(
             "job scheduler serving on port %d (platform %s, at most %d jobs, %d per namespace)",
             self.port,
@@ -150,13 +199,42 @@ class SchedulerApp:
     def _scheduler_address(self) -> str:
         return f"{self.settings.advertise_host}:{self.port}"
 
+    def _open_kubernetes(self) -> None:
+        from job_scheduler.k8s_api import KubeApi, load_credentials
+
+        settings = self.settings
+        self._credentials = load_credentials(
+            server=settings.kube_api_url, token=settings.kube_api_token, ca_file=settings.kube_api_ca_file,
+            insecure=settings.kube_api_insecure, kubeconfig=settings.kubeconfig, context=settings.kube_context,
+        )  # fmt: skip
+        self._kube = KubeApi(self._credentials)
+
+    async def _start_operator(self) -> None:
+        """Start kopf (in its own thread, see :mod:`job_scheduler.k8s_operator`) and wait until it serves."""
+        from job_scheduler.k8s_operator import OperatorThread
+        from job_scheduler.k8s_reconciler import FederatedJobReconciler
+
+        assert self.service is not None and self._kube is not None and self._credentials is not None
+        assert self.mirror is not None
+        reconciler = FederatedJobReconciler(self.service, self._kube, settled=self.mirror.job_changed)
+        self.operator = OperatorThread(reconciler, self._credentials, on_exit=self._operator_ended)
+        await self.operator.start(OPERATOR_START_SECONDS)
+
+    def _operator_ended(self) -> None:
+        log.error("the FederatedJob operator ended; the scheduler stops with it")
+        if self._on_operator_exit is not None:
+            self._on_operator_exit()
+
     async def stop(self) -> None:
         """Stop the loops, stop serving, close clients and stores (idempotent); coordinators keep running."""
-        if self._supervisor_task is not None:
-            self._supervisor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor_task
-            self._supervisor_task = None
+        for attribute in ("_supervisor_task", "_mirror_task"):
+            task = getattr(self, attribute)
+            if task is not None:
+                await _cancelled(task)
+                setattr(self, attribute, None)
+        if self.operator is not None:
+            await self.operator.stop(OPERATOR_STOP_SECONDS)
+            self.operator = None
         if self._server is not None:
             await self._server.stop(STOP_GRACE_SECONDS)
             self._server = None
@@ -165,12 +243,24 @@ class SchedulerApp:
             self._selector = None
         if self._platform is not None:
             await self._platform.close()
+        if self._kube is not None:
+            await self._kube.close()
+            self._kube = None
         if self._objects is not None:
             await self._objects.close()
             self._objects = None
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it; a cancellation it swallowed is repeated."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def write_port_file(path: Path, port: int) -> None:
@@ -188,8 +278,8 @@ def remove_port_file(path: Path) -> None:
 
 async def serve(settings: SchedulerSettings, *, port_file: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully (coordinators keep running)."""
-    app = SchedulerApp(settings)
     stop = asyncio.Event()
+    app = SchedulerApp(settings, on_operator_exit=stop.set)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -38,7 +38,7 @@ from job_scheduler.job_store import Change, JobStore
 from job_scheduler.outcomes import decide_exit, decide_report
 from job_scheduler.platform import CoordinatorInfo, LaunchRequest, Platform
 from job_scheduler.states import JobEvent, JobState, next_state
-from libs.errors import NotFound, NsflError, PermissionDenied, ValidationFailed
+from libs.errors import NotFound, NsflError, PermissionDenied, Unavailable, ValidationFailed
 from libs.objects import output_key
 from libs.objects.protocol import ObjectStore
 from libs.store import Document
@@ -137,6 +137,11 @@ class Coordinators:
         )  # fmt: skip
         try:
             await self._platform.launch(request)
+        except Unavailable as exc:
+            # The platform cannot be reached (an API server hiccup): the launch stays persisted,
+            # the watch finds it missing and launches it again; failing the job would be wrong.
+            log.warning("job %s: the platform is unavailable; the launch will be retried: %s",
+                        document.key, exc.message)
         except (OSError, NsflError) as exc:
             log.exception("job %s: launching the coordinator failed", document.key)
             document, _ = await self._jobs.apply(
@@ -226,6 +231,7 @@ class Coordinators:
             restarts=int(data["coordinator"].get("restarts", 0)),
             max_retries=int(data["spec"].get("maxRetries", 0)),
             log_tail=tail,
+            platform_reason=info.platform_reason,
         )
         last_exit = {
             "launch": info.launch,

@@ -8,10 +8,11 @@ written down once here::
       namespace, name, spec (validated, defaults written), state, reason, priority,
       createdAt, updatedAt, queuedAt, startedAt, endedAt, pendingDeadline, stopRequestedAt,
       transitions: [{from, to, event, reason, at}]           (the last 100)
-      status: {round, rounds, progress (percent), participants, lastMetrics, trainMetrics,
+      status: {round, rounds, progress (percent), participants, lastMetrics, trainMetrics, privacy (DP jobs),
                checkpoints: [{round, key, sha256}], finalModel: {key, sha256, size} | null}
       coordinator: {name, endpoint, launches, launchedAt, restarts, lastExit, tokenSha256}
       startFromScratch, deleteRequested
+      resourceUid       (Kubernetes mode: the uid of the FederatedJob the job was applied as, if any)
     rounds/<ns>/<name>#<round:06d>: the coordinator's round record + {namespace, job, round}
 
 Every function returns a new dict and leaves its input alone, so a caller
@@ -147,6 +148,8 @@ def with_round(
         status["trainMetrics"] = dict(safe.get("trainMetrics") or {})
         if safe.get("evaluation"):
             status["lastMetrics"] = dict(safe["evaluation"])
+        if safe.get("privacy"):  # a DP job: the privacy spent so far (coordinator.privacy_accounting)
+            status["privacy"] = dict(safe["privacy"])
     return data
 
 

@@ -14,13 +14,20 @@ Within one scheduler process, :class:`JobLocks` serialises the actions on
 one job (persist, then launch or signal), so two tasks of this process never
 interleave their side effects on the same job; compare-and-set still guards
 against every other writer.
+
+Every job document is written here and nowhere else, so this is where
+others learn that a job changed: each :class:`JobListener` hears the key
+after the write is persisted (the Kubernetes mode uses it to keep each
+``FederatedJob``'s ``.status`` in step).  Listeners are plain callbacks that
+must only take note; the work happens in their own task, so a slow API
+server never holds up a transition.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from job_scheduler.documents import (
     CHECKPOINTS,
@@ -56,10 +63,22 @@ class JobLocks:
             del self._locks[key]
 
 
+class JobListener(Protocol):
+    """Told the key of each job document written or deleted, after the fact."""
+
+    def job_changed(self, key: str) -> None: ...
+
+    def job_removed(self, key: str) -> None: ...
+
+
 class JobStore:
     def __init__(self, documents: DocumentStore, clock: Callable[[], float]) -> None:
         self.documents = documents
         self.clock = clock
+        self._listeners: list[JobListener] = []
+
+    def add_listener(self, listener: JobListener) -> None:
+        self._listeners.append(listener)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -94,12 +113,14 @@ class JobStore:
     async def create(self, data: Mapping[str, Any]) -> Document:
         namespace, name = str(data["namespace"]), str(data["name"])
         try:
-            return await self.documents.insert(JOBS, job_key(namespace, name), data)
+            document = await self.documents.insert(JOBS, job_key(namespace, name), data)
         except AlreadyExists:
             raise AlreadyExists(
                 f"job {namespace}/{name} already exists; delete it first or choose another name",
                 details={"namespace": namespace, "name": name},
             ) from None
+        self._changed(document.key)
+        return document
 
     async def apply(
         self,
@@ -138,6 +159,7 @@ class JobStore:
                 if expected_version is not None:
                     raise
                 continue
+            self._changed(key)
             return saved, transition
         raise VersionConflict(f"job {key} kept changing; retry", details={"key": key})
 
@@ -157,9 +179,11 @@ class JobStore:
             if data == document.data:
                 return document
             try:
-                return await self.documents.replace(JOBS, key, data, expected_version=document.version)
+                saved = await self.documents.replace(JOBS, key, data, expected_version=document.version)
             except VersionConflict:
                 continue
+            self._changed(key)
+            return saved
         raise VersionConflict(f"job {key} kept changing; retry", details={"key": key})
 
     async def record_round(
@@ -178,7 +202,15 @@ class JobStore:
         return rounds, checkpoints
 
     async def delete(self, key: str) -> bool:
-        return await self.documents.delete(JOBS, key)
+        deleted = await self.documents.delete(JOBS, key)
+        if deleted:
+            for listener in self._listeners:
+                listener.job_removed(key)
+        return deleted
+
+    def _changed(self, key: str) -> None:
+        for listener in self._listeners:
+            listener.job_changed(key)
 
     async def _read(self, key: str) -> Document:
         document = await self.documents.try_get(JOBS, key)

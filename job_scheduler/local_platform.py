@@ -27,6 +27,11 @@ coordinator inherited from an earlier scheduler is not our child, so its
 code is read from its last ``status.json`` (FINISHED 0, FAILED 1, STOPPED 3)
 and is ``None``, a crash, when it died without saying.
 
+Fast start: with a ``standby_module``, one coordinator process is kept started
+and imported ahead of need, and a launch hands it the job instead of starting
+Python and its imports then (:mod:`job_scheduler.coordinator_standby`); it is
+our child like a cold one.  Without a usable standby the launch is cold.
+
 Processes are started with ``os.posix_spawnp`` rather than ``subprocess``:
 a ``Popen`` object for a process meant to outlive us would warn when it is
 collected, and all that is needed is a pid, a session and redirected output.
@@ -49,6 +54,7 @@ from typing import Any
 
 import psutil
 
+from job_scheduler.coordinator_standby import Standby
 from job_scheduler.platform import (
     EXIT_CODES_BY_STATE,
     CoordinatorInfo,
@@ -81,8 +87,12 @@ class LocalPlatform:
         listen_host: str = "127.0.0.1",
         advertise_host: str = "127.0.0.1",
         environment: Mapping[str, str] | None = None,
+        standby_module: str | None = None,
     ) -> None:
         self.jobs_dir = jobs_dir
+        # "python -m <standby_module>" is kept started ahead of need (job_scheduler.coordinator_standby).
+        self._standby_module = standby_module
+        self._standby: Standby | None = None
         self._python = python
         self._module = module
         self._listen_host = listen_host
@@ -164,8 +174,24 @@ class LocalPlatform:
 
     async def close(self) -> None:
         """Reap children that already ended; live coordinators keep running for the next scheduler."""
+        if self._standby is not None:
+            self._standby.stop()
+            self._standby = None
         for name in list(self._children):
             self._reap(name)
+
+    def start_standby(self) -> None:
+        """Have a standby coordinator started and imported before the next launch needs it."""
+        if self._standby_module is None or (self._standby is not None and self._standby.alive()):
+            return
+        base = os.environ if self._environment is None else self._environment
+        try:
+            self._standby = Standby.spawn(
+                self._python, self._standby_module, self.jobs_dir, base, coordinator=self._module
+            )
+        except OSError as exc:
+            log.warning("could not start a standby coordinator: %s", exc)
+            self._standby = None
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -187,6 +213,9 @@ class LocalPlatform:
         try:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             os.write(log_fd, f"--- launch {request.launch} of {name} at {stamp} ---\n".encode())
+            pid = self._hand_to_standby(request, workdir, name, argv[3:], env, (log_fd, lock_fd))
+            if pid is not None:
+                return pid
             os.set_inheritable(lock_fd, True)
             pid = os.posix_spawnp(
                 argv[0], argv, env,
@@ -200,6 +229,9 @@ class LocalPlatform:
             )  # fmt: skip
         finally:
             os.close(log_fd)
+        return self._launched(request, workdir, name, pid)
+
+    def _launched(self, request: LaunchRequest, workdir: Path, name: str, pid: int) -> int:
         _write_json(
             workdir / PID_FILE,
             {
@@ -210,6 +242,29 @@ class LocalPlatform:
                 "name": name,
             },
         )
+        return pid
+
+    def _hand_to_standby(
+        self,
+        request: LaunchRequest,
+        workdir: Path,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str],
+        files: tuple[int, int],
+    ) -> int | None:
+        """The standby coordinator's pid once it took the job (and a new standby started), else None.
+
+        The pid file names the standby before the handoff: its command line does not name the job's
+        work directory, so a scheduler that crashed mid-handoff could not find it otherwise.
+        """
+        standby, self._standby = self._standby, None
+        if standby is None or not standby.alive():
+            self.start_standby()
+            return None
+        self._launched(request, workdir, name, standby.pid)
+        pid = standby.hand_over(args, env, *files)
+        self.start_standby()
         return pid
 
     def _adopt(self, workdir: Path, name: str, launch: int) -> None:

@@ -71,9 +71,14 @@ def decide_exit(
     restarts: int,
     max_retries: int,
     log_tail: str = "",
+    platform_reason: str = "",
 ) -> ExitDecision:
-    """The events that the end of the job's coordinator (``code``) causes in ``state``."""
-    what = describe_exit(code)
+    """The events that the end of the job's coordinator (``code``) causes in ``state``.
+
+    ``platform_reason`` (a Pod's ``Evicted``, ``OOMKilled`` ...) is added to
+    what the exit says, so a job that fails after its retries shows why.
+    """
+    what = describe_exit(code) + (f" ({platform_reason})" if platform_reason else "")
     if state is JobState.STOPPING:
         if code == EXIT_FINISHED:
             return ExitDecision((Step(JobEvent.FINISH, status_reason or "completed before it could stop"),))

@@ -2,8 +2,8 @@
 
 The scheduler decides *when* a coordinator runs; a platform knows *how*:
 ``local`` starts ``python -m coordinator`` as a subprocess
-(:mod:`job_scheduler.local_platform`), ``kubernetes`` will create a Pod and
-a Service.  Everything the scheduler needs from either is here, so the
+(:mod:`job_scheduler.local_platform`), ``kubernetes`` creates a Pod and a
+Service (:mod:`job_scheduler.k8s_platform`).  Everything the scheduler needs from either is here, so the
 supervisor never knows which one it drives.
 
 Promises every platform keeps:
@@ -82,8 +82,11 @@ class Launched:
 class CoordinatorInfo:
     """What a platform sees of a job's coordinator.
 
-    ``status`` is the coordinator's last ``status.json`` (may be empty).
-    ``exit_code`` is meaningful only when ``running`` is false.
+    ``status`` is the coordinator's last ``status.json`` (may be empty), or
+    what the platform knows of it (a Pod: ``state`` and ``reason``).
+    ``exit_code`` is meaningful only when ``running`` is false;
+    ``platform_reason`` says why the platform ended it when the coordinator
+    could not say (a Pod ``Evicted`` or ``OOMKilled``), for the job's reason.
     """
 
     name: str
@@ -92,6 +95,7 @@ class CoordinatorInfo:
     exit_code: int | None = None
     endpoint: str = ""
     status: Mapping[str, Any] = field(default_factory=dict)
+    platform_reason: str = ""
 
 
 @runtime_checkable

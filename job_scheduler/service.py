@@ -3,7 +3,8 @@
 Every mutation takes the job's lock, persists its transition, then acts:
 
 - **submit** validates the spec (defaults written in) and stores it QUEUED;
-  a duplicate name is ``AlreadyExists``.
+  a duplicate name is ``AlreadyExists``.  The Kubernetes operator submits
+  the same way, with the uid of the ``FederatedJob`` it came from.
 - **update** changes the spec where no coordinator runs with the old one
   (QUEUED, PENDING, FINISHED, FAILED, STOPPED); ``expected_version`` (not 0)
   makes it compare-and-set.  Name and namespace cannot change.
@@ -67,9 +68,13 @@ class JobService:
         self._wake = wake
         self._log_tail_lines = log_tail_lines
 
-    async def submit(self, namespace: str, spec_text: str) -> Document:
+    async def submit(self, namespace: str, spec_text: str, *, resource_uid: str = "") -> Document:
+        """Store a new job QUEUED; ``resource_uid`` names the FederatedJob it was applied as."""
         spec = _spec_from(spec_text, namespace=namespace)
-        document = await self._jobs.create(new_job(spec, self._jobs.clock()))
+        data = new_job(spec, self._jobs.clock())
+        if resource_uid:
+            data["resourceUid"] = resource_uid
+        document = await self._jobs.create(data)
         log.info("job %s submitted", document.key)
         self._wake()
         return document

@@ -17,22 +17,33 @@ Two addresses are easy to confuse, so both are spelled out:
 Defaults put everything under ``state_dir``: the SQLite store
 (``nsfl.db``, shared with the API server and the coordinators), the object
 files (``objects/``) and one work directory per job (``jobs/<ns>/<name>/``).
+
+With ``platform: kubernetes`` the ``coordinator_*`` settings shape the
+coordinator Pods (:meth:`SchedulerSettings.coordinator_pod_settings`) and the
+``kube_*`` settings say how to reach the API server.  Left empty, the
+scheduler uses its Pod's service account (in-cluster) or, outside a cluster,
+the kubeconfig; ``kube_api_url`` with ``kube_api_token`` is for development
+and tests (an emulated API server), and the token is never logged.
+Credentials of MongoDB and S3 never pass through these settings on their way
+to a coordinator: its Pod reads them from the Secrets named by
+``coordinator_document_store_secret`` and ``coordinator_object_store_secret``.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from libs.errors import InvalidSetting
+from libs.k8s.pod_settings import CoordinatorPodSettings
 from libs.settings import load_settings
 
 PREFIX = "NSFL_SCHEDULER_"
-PLATFORMS = ("local",)
+PLATFORMS = ("local", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -61,9 +72,31 @@ class SchedulerSettings:
     python_executable: str = sys.executable
     # The module run as ``python -m <module>``; tests point it at a fake coordinator.
     coordinator_module: str = "coordinator"
+    # Keep one coordinator started and imported ahead of need, so a job starts without waiting for
+    # Python and the coordinator's imports (platform "local", real coordinator module only).
+    coordinator_standby: bool = True
     log_tail_lines: int = 100
     log_json: bool = False
     log_level: str = "INFO"
+    # --- platform "kubernetes" ----------------------------------------------------------------
+    coordinator_image: str = ""
+    coordinator_image_pull_policy: str = "IfNotPresent"
+    coordinator_service_type: str = "ClusterIP"
+    coordinator_advertise_host_template: str = "{service}.{namespace}.svc"
+    coordinator_document_store_secret: str = "nsfl-mongodb"
+    coordinator_object_store_secret: str = "nsfl-s3"
+    coordinator_service_account: str = ""
+    coordinator_termination_grace_seconds: int = 120
+    coordinator_log_level: str = "INFO"
+    # Empty: in-cluster service account, else the kubeconfig (``kubeconfig``, ``kube_context``).
+    kube_api_url: str = ""
+    kube_api_token: str = field(default="", repr=False)
+    kube_api_ca_file: str = ""
+    kube_api_insecure: bool = False
+    kubeconfig: str = ""
+    kube_context: str = ""
+    # How often every FederatedJob's .status is compared with the store, besides after each change.
+    status_resync_seconds: float = 60.0
 
     def validate(self) -> None:
         _check_address("listen", self.listen)
@@ -87,6 +120,33 @@ class SchedulerSettings:
         for name in ("advertise_host", "selector", "coordinator_module", "python_executable"):
             if not getattr(self, name):
                 raise InvalidSetting(f"setting {name!r} must not be empty")
+        if self.platform == "kubernetes":
+            self._validate_kubernetes()
+
+    def _validate_kubernetes(self) -> None:
+        if not self.coordinator_image:
+            raise InvalidSetting("setting 'coordinator_image' is required with platform 'kubernetes'")
+        if not math.isfinite(self.status_resync_seconds) or self.status_resync_seconds <= 0:
+            raise InvalidSetting("setting 'status_resync_seconds' must be a positive number of seconds")
+        _, _, port = self.listen.rpartition(":")
+        # The port coordinators dial is only known once bound; any valid one checks the rest.
+        self.coordinator_pod_settings(f"{self.advertise_host}:{int(port) or 1}").validate()
+
+    def coordinator_pod_settings(self, scheduler: str) -> CoordinatorPodSettings:
+        """How coordinator Pods are built, given the address they report progress to."""
+        return CoordinatorPodSettings(
+            selector=self.selector,
+            scheduler=scheduler,
+            document_store_secret=self.coordinator_document_store_secret,
+            object_store_secret=self.coordinator_object_store_secret,
+            image_pull_policy=self.coordinator_image_pull_policy,
+            service_account_name=self.coordinator_service_account or None,
+            service_type=self.coordinator_service_type,
+            advertise_host_template=self.coordinator_advertise_host_template,
+            termination_grace_seconds=self.coordinator_termination_grace_seconds,
+            log_level=self.coordinator_log_level,
+            log_json=True,
+        )
 
     @property
     def resolved_store_url(self) -> str:

@@ -236,8 +236,11 @@ class Supervisor:
             except Exception:
                 log.exception("%s failed; trying again", getattr(tick, "__name__", "a supervisor pass"))
             if wakeable:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the wait ends, and the scheduler would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
                 self._wake.clear()
             else:
                 await asyncio.sleep(interval)

@@ -32,9 +32,10 @@ import grpc
 
 from libs.errors import ChecksumMismatch, CorruptPayload, DeadlineExceeded, Unavailable
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
-from libs.rpc import CHANNEL_OPTIONS, call_errors
+from libs.rpc import call_errors
 from libs.weights.streaming import BlobReceiver, TransferInterrupted, iter_chunks
 from libs.weights.tensors import MEDIA_TYPE, Buffer
+from task_executor.channels import channel_to
 from task_executor.settings import ExecutorSettings
 from task_executor.task import TaskSpec
 
@@ -124,10 +125,14 @@ def update_header(
 
 
 class CoordinatorClient:
-    """The two calls an executor makes, over one channel, each bounded by the task's deadline."""
+    """The two calls an executor makes, each bounded by the task's deadline.
+
+    Over the process's kept channel to the endpoint (:mod:`task_executor.channels`), which
+    :meth:`close` leaves open for the next task of a long-lived executor.
+    """
 
     def __init__(self, endpoint: str, settings: ExecutorSettings, deadline_unix: float | None = None) -> None:
-        self._channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        self._channel = channel_to(endpoint)
         self._stub = _STUB(self._channel)
         self._settings = settings
         self._deadline = deadline_unix
@@ -141,7 +146,7 @@ class CoordinatorClient:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        """Nothing to release: the channel is kept for the process's next call."""
 
     def _timeout(self) -> float:
         if self._deadline is None:

@@ -129,10 +129,30 @@ def _entry_function(namespace: Mapping[str, Any], name: str, script: Path) -> Ca
     return function
 
 
-def _run_functions(spec: TaskSpec, session: TaskSession) -> None:
-    """Function mode: load the module, call the function the kind names, commit its results."""
-    script = spec.entry.script
+_function_modules: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def function_module(script: Path) -> Mapping[str, Any]:
+    """The namespace of a function-mode module, loaded once per process (again if the file changes).
+
+    Why once: function mode is the fast path of a long-lived executor, which calls ``train(ctx)``
+    round after round in one process; re-running the module every round would pay its
+    compilation and module code (imports, constants, model definitions) again each time.
+    """
+    stat = script.stat()
+    version = (stat.st_mtime_ns, stat.st_size)
+    cached = _function_modules.get(script)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     namespace = runpy.run_path(str(script), run_name=FUNCTION_MODULE_NAME)
+    _function_modules[script] = (version, namespace)
+    return namespace
+
+
+def _run_functions(spec: TaskSpec, session: TaskSession) -> None:
+    """Function mode: load the module (once), call the function the kind names, commit its results."""
+    script = spec.entry.script
+    namespace = function_module(script)
     function = _entry_function(namespace, spec.kind, script)
     result = function(TaskContext.for_session(session))
     if spec.kind == "init":

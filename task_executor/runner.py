@@ -16,10 +16,12 @@ code becomes the process's:
    for ``init`` the full initial weights, for ``evaluate`` nothing but metrics;
 5. upload it and exit 0 only if the coordinator accepted it.
 
-The connection to the coordinator is closed while the user's code runs: a
-script may fork (a PyTorch ``DataLoader`` with workers does), and forking with
-a live gRPC channel is unsafe.  Client-side clipping, differential privacy and
-masking (DESIGN §5) will sit between steps 4 and 5.
+The channel to the coordinator is opened once per process and kept
+(:mod:`task_executor.channels`, which says why forking user code is still
+safe), so a long-lived job executor pays its setup once per job.  Client-side clipping, differential privacy and
+masking (DESIGN §5) sit between steps 4 and 5: the job's client-side algorithm
+(:mod:`~task_executor.client_algorithms`: FedProx, SCAFFOLD, local DP) shapes the
+delta, and a secure round sends it masked instead.
 """
 
 from __future__ import annotations
@@ -30,14 +32,19 @@ import time
 import traceback
 from pathlib import Path
 
+from libs.aggregation.attachments import Attachments
+from libs.aggregation.attachments import split as split_attachments
 from libs.errors import CATALOGUE, InvalidWeights, NsflError, UpdateRejected
 from libs.structured_logging import log_context
 from libs.weights.deltas import compute_delta
 from libs.weights.tensors import WeightMap, decode, encode, sha256_hex, validate_update
 from task_executor import settings as executor_settings
+from task_executor.client_algorithms import ClientRound
 from task_executor.coordinator_client import CoordinatorClient, update_header
 from task_executor.errors import InvalidTask
+from task_executor.evaluation import evaluate_first
 from task_executor.execution import execute
+from task_executor.secure_aggregation import contribute, secure_round_required
 from task_executor.session import Outcome
 from task_executor.settings import ExecutorSettings
 from task_executor.task import ResultJson, TaskSpec, read_task, write_result
@@ -55,8 +62,14 @@ def check_entry(spec: TaskSpec) -> None:
         raise InvalidTask(f"the task's working directory {spec.entry.working_dir} is not a directory")
 
 
-def update_payload(spec: TaskSpec, outcome: Outcome, global_weights: WeightMap | None) -> bytes:
-    """The safetensors bytes to upload for this kind of task (empty for evaluation)."""
+def update_payload(
+    spec: TaskSpec, outcome: Outcome, global_weights: WeightMap | None, algorithm: ClientRound | None = None
+) -> bytes:
+    """The safetensors bytes to upload for this kind of task (empty for evaluation).
+
+    For ``train``, ``algorithm`` adds what the job's algorithm sends beside the delta
+    (SCAFFOLD's control-variate delta) and applies local differential privacy.
+    """
     if spec.kind == "evaluate":
         return b""
     weights = outcome.weights
@@ -70,16 +83,19 @@ def update_payload(spec: TaskSpec, outcome: Outcome, global_weights: WeightMap |
         ) from None
     if spec.kind == "init":
         return encode(weights)
-    return encode(compute_delta(weights, reference))
+    delta = compute_delta(weights, reference)
+    return encode(delta if algorithm is None else algorithm.finish(delta))
 
 
 def _perform(spec: TaskSpec, settings: ExecutorSettings) -> Outcome:
     check_entry(spec)
     global_weights: WeightMap | None = None
+    attachments: Attachments = {}
     if spec.kind != "init":
         with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
             payload = client.download_model(spec)
-        global_weights = decode(payload)
+        # Tensors under reserved names (SCAFFOLD's c, broadcast files) travel beside the model.
+        global_weights, attachments = split_attachments(decode(payload))
         log.info(
             "downloaded model %s (%d bytes, %d tensors)",
             spec.model_sha256[:12],
@@ -87,18 +103,30 @@ def _perform(spec: TaskSpec, settings: ExecutorSettings) -> Outcome:
             len(global_weights),
         )
 
+    algorithm = ClientRound(spec, global_weights, attachments)
     started = time.perf_counter()
-    outcome = execute(spec, global_weights)
+    # The previous round's model, evaluated before training (task_executor.evaluation).
+    evaluation = evaluate_first(spec, global_weights) if spec.evaluate_first else {}
+    with algorithm.active():  # nsfl.fedprox / nsfl.scaffold / nsfl.get_broadcast_file
+        outcome = execute(spec, global_weights)
+    outcome.metrics.update(evaluation)
     # Reported beside the user's metrics so the coordinator can tell the platform's
     # overhead per round from the time spent in the user's code.
     script_seconds = time.perf_counter() - started
 
-    body = update_payload(spec, outcome, global_weights)
+    if spec.kind == "train" and secure_round_required(spec, settings):
+        assert global_weights is not None
+        metrics = {**outcome.metrics, SCRIPT_SECONDS: script_seconds}
+        contribute(spec, settings, outcome, global_weights, metrics, algorithm)
+        algorithm.committed()
+        return outcome
+
+    body = update_payload(spec, outcome, global_weights, algorithm)
     num_samples = outcome.num_samples or 0
     header = update_header(
         spec,
         num_samples=num_samples,
-        metrics={**outcome.metrics, SCRIPT_SECONDS: script_seconds},
+        metrics={**outcome.metrics, **algorithm.metrics, SCRIPT_SECONDS: script_seconds},
         payload_sha256=sha256_hex(body) if body else "",
         payload_size=len(body),
     )
@@ -106,6 +134,7 @@ def _perform(spec: TaskSpec, settings: ExecutorSettings) -> Outcome:
         result = client.upload(header, body)
     if not result.accepted:
         raise UpdateRejected(f"the coordinator rejected the {spec.kind} update: {result.reason}")
+    algorithm.committed()
     log.info(
         "%s update accepted (%d bytes, %d samples, metrics %s)",
         spec.kind,

@@ -33,7 +33,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
+from task_executor import client_algorithms as _algorithms
 from task_executor import session as _session
+from task_executor.client_algorithms import FedProx
 from task_executor.errors import NoActiveTask, SdkError, UnknownDataset
 
 __all__ = [
@@ -45,11 +47,14 @@ __all__ = [
     "commit_metrics",
     "commit_weights",
     "current_round",
+    "fedprox",
+    "get_broadcast_file",
     "get_dataset_path",
     "get_parameter",
     "is_evaluation",
     "job_id",
     "load_weights",
+    "scaffold",
     "task_kind",
 ]
 
@@ -104,6 +109,49 @@ def commit_metrics(metrics: Mapping[str, SupportsFloat], *, num_samples: int | N
     must call it; ``num_samples`` there says how many samples were evaluated.
     """
     _session.current().commit_metrics(metrics, num_samples)
+
+
+def fedprox(model: Any, mu: float | None = None, *, optimizer: Any = None) -> FedProx:
+    """Train with FedProx's proximal term ``(mu/2)||w - w_global||²`` (Li et al. 2020).
+
+    One call after building the model (PyTorch) or after ``model.compile``
+    (Keras, whose compiled optimiser it wraps; ``optimizer`` names another
+    one); from then on every gradient gains ``mu * (w - w_global)``, whatever
+    the loss and the optimiser.  ``mu`` defaults to the job's
+    ``aggregation.params.mu``; for a job whose aggregation is not ``fedprox``
+    the call does nothing unless ``mu`` is given.  The result's ``penalty()``
+    is the current value of the term, for logging.
+    """
+    algorithm = _algorithms.current()
+    if algorithm is None:  # offline (the example simulators): no job settings, nothing to do
+        _session.current()
+        return FedProx(0.0)
+    return algorithm.fedprox(model, mu, optimizer)
+
+
+def scaffold(model: Any, *, optimizer: Any = None) -> bool:
+    """Train with SCAFFOLD's drift correction (Karimireddy et al. 2020); True when it is on.
+
+    One call after building the model (PyTorch) or after ``model.compile``
+    (Keras).  Each gradient gains ``c - c_i`` (server and client control
+    variates, which the platform keeps) and the gradients are recorded to
+    update ``c_i``; the executor sends ``Delta c_i`` with the update.  Does
+    nothing (returns False) unless the job's aggregation is ``scaffold``.
+    """
+    algorithm = _algorithms.current()
+    if algorithm is None:
+        _session.current()
+        return False
+    return algorithm.scaffold(model, optimizer)
+
+
+def get_broadcast_file(name: str) -> bytes:
+    """The bytes of file ``name`` that the job's ``broadcast`` extender sent with this round's model."""
+    algorithm = _algorithms.current()
+    if algorithm is None:
+        _session.current()
+        raise SdkError(f"no broadcast file {name!r}: no files come with a task run offline")
+    return algorithm.broadcast_file(name)
 
 
 def task_kind() -> str:

@@ -41,7 +41,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _KNOWN_KEYS = frozenset({
     "task_id", "job_id", "namespace", "round", "attempt", "kind", "runtime", "client_id",
     "coordinator_endpoint", "model_sha256", "task_token", "entry", "parameters", "datasets",
-    "dataset_samples", "timeout_seconds", "deadline_unix",
+    "dataset_samples", "timeout_seconds", "deadline_unix", "state_dir", "evaluate_first",
 })  # fmt: skip
 
 
@@ -84,6 +84,11 @@ class TaskSpec:
     dataset_samples: Mapping[str, int] = field(default_factory=dict)
     timeout_seconds: float | None = None
     deadline_unix: float | None = None
+    state_dir: Path | None = None
+    """A folder private to this job on this client that outlives the task (SCAFFOLD's c_i)."""
+    evaluate_first: bool = False
+    """A train task that first evaluates the global model it is given (the previous round's result)
+    and uploads those metrics with its update (:mod:`task_executor.evaluation`)."""
 
     @property
     def total_samples(self) -> int:
@@ -148,6 +153,16 @@ def _parse_entry(raw: Mapping[str, Any]) -> Entry:
     return Entry(script=script, mode=mode, working_dir=working_dir)
 
 
+def _state_dir(raw: Mapping[str, Any]) -> Path | None:
+    value = _optional(raw, "state_dir", str, None)
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        raise InvalidTask(f"task.json: state_dir must be an absolute path, got {value!r}")
+    return path
+
+
 def _check_identity(raw: Mapping[str, Any]) -> tuple[str, str]:
     job_id = _require(raw, "job_id", str)
     namespace, _, name = job_id.partition("/")
@@ -206,6 +221,8 @@ def parse_task(raw: object) -> TaskSpec:
         dataset_samples=samples,
         timeout_seconds=_positive_number(raw, "timeout_seconds"),
         deadline_unix=_positive_number(raw, "deadline_unix"),
+        state_dir=_state_dir(raw),
+        evaluate_first=kind == "train" and _optional(raw, "evaluate_first", bool, False),
     )
 
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from task_manager.connection import SelectorConnection
 from task_manager.executors import Executors
-from task_manager.launcher import Launcher
+from task_manager.launcher import Launcher, thread_environment
 from task_manager.process_groups import PidFile, sweep_orphans
 from task_manager.reporting import CoordinatorReporter
 from task_manager.settings import TaskManagerSettings
@@ -54,11 +55,15 @@ class TaskManagerApp:
                 runtimes=settings.served_runtimes,
                 preload=settings.preload,
                 warm=settings.warm_runtimes,
+                warm_up=settings.warm_up_entry,
                 log_path=self.workspace.worker_log,
                 # Executors log like their task manager (read by the executor's logging setup).
                 env={
                     "NSFL_LOG_LEVEL": settings.log_level,
                     "NSFL_LOG_JSON": "1" if settings.log_json else "0",
+                    **thread_environment(
+                        settings.threads_per_executor, os.environ, explicit=bool(settings.executor_threads)
+                    ),
                 },
             )
             await self.launcher.start()

@@ -23,6 +23,12 @@ timeout, ``min(offer, configured cap)``.  Then:
 Whatever the outcome, what is left of the process group is killed (a script's
 stray children must not outlive its task), the record leaves
 ``executors.json``, and the workspace is trimmed to its quota in a thread.
+
+With ``long_lived_executors`` (the default) the executor is the job's
+long-lived one (:mod:`task_manager.job_executors`) whenever it can take the
+task: everything above holds per task, except that a task that succeeds leaves
+its process running for the job's next round, and the process's record in
+``executors.json`` and its final group kill belong to the job executor.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 
 from libs.structured_logging import log_context
 from task_manager.errors import LaunchFailed
+from task_manager.job_executors import JobExecutors
 from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
 from task_manager.policy import Accept, Decision, PolicyState, Refuse, decide
 from task_manager.process_groups import PidFile, kill_group
@@ -57,6 +64,7 @@ log = logging.getLogger(__name__)
 KILL_WAIT_SECONDS = 10.0
 SHUTDOWN_WAIT_SECONDS = 15.0
 LOG_TAIL_LINES = 20
+CLEANUP_INTERVAL_SECONDS = 5.0
 
 
 def failure_reason(headline: str, result_reason: str, log_tail: str) -> str:
@@ -99,7 +107,19 @@ class Executors:
         self._protected: set[str] = set()  # folder names of active tasks, read by the cleanup thread
         self._cleanup: asyncio.Task[list[str]] | None = None
         self._cleanup_again = False
+        self._last_cleanup = float("-inf")
+        self._cleanup_running = False
         self._closed = False
+        # One executor process per job kept across its rounds (None: every task gets its own process).
+        self.job_executors: JobExecutors | None = None
+        if settings.long_lived_executors and settings.warm_runtimes:
+            self.job_executors = JobExecutors(
+                launcher=launcher,
+                workspace=workspace,
+                pid_file=pid_file,
+                idle_seconds=settings.job_executor_idle_seconds,
+                max_executors=settings.max_job_executors,
+            )
 
     # --- what the connection calls ---------------------------------------------------------
 
@@ -156,6 +176,10 @@ class Executors:
                 self._forget(task)
             else:
                 self._kill(task)
+        if not task_id and self.job_executors is not None:
+            # A cancel of the whole job (it ended, was stopped, or closed a round without us): its
+            # executor on this host goes too; a later task of the job would start a fresh one.
+            self.job_executors.retire(job_id, reason or "the job was cancelled")
         return len(matched)
 
     async def shutdown(self, reason: str = "the task manager on this client was stopped") -> None:
@@ -174,7 +198,11 @@ class Executors:
             for runner in late:
                 runner.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self.job_executors is not None:
+            await self.job_executors.shutdown()
         if self._cleanup is not None:
+            if not self._cleanup_running:
+                self._cleanup.cancel()  # waiting out its interval: nothing to finish
             await asyncio.gather(self._cleanup, return_exceptions=True)
 
     # --- one task ----------------------------------------------------------------------------
@@ -203,14 +231,16 @@ class Executors:
                 entry=self.settings.task_entries[offer.entry],
                 datasets=self.settings.datasets,
                 timeout_seconds=task.timeout,
+                state_dir=self.workspace.job_state_dir(offer.job_id),
             )
             (task_dir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             return f"the task manager could not prepare the task folder: {exc}"
         try:
             async with asyncio.timeout(task.timeout):
-                task.process = await self.launcher.launch(offer.runtime, task_dir)
-                self.pid_file.add(task.process.record(offer.task_id))
+                task.process = await self._launch(offer, task_dir)
+                if task.process.per_task:
+                    self.pid_file.add(task.process.record(offer.task_id))
                 log.info(
                     "launched the executor of task %s (pid %d, %s, timeout %gs)",
                     offer.task_id,
@@ -265,8 +295,16 @@ class Executors:
         if task.process is not None:
             kill_group(task.process.record(task.offer.task_id))
 
+    async def _launch(self, offer: Offer, task_dir: Path) -> ExecutorProcess:
+        """The job's long-lived executor if it can take the task, else a process for this task alone."""
+        if self.job_executors is not None:
+            process = await self.job_executors.run(offer, task_dir)
+            if process is not None:
+                return process
+        return await self.launcher.launch(offer.runtime, task_dir)
+
     def _release(self, task: Task) -> None:
-        if task.process is not None:
+        if task.process is not None and task.process.per_task:
             kill_group(task.process.record(task.offer.task_id))  # what the script left running
             self.pid_file.remove(task.offer.task_id)
         self._forget(task)
@@ -280,7 +318,12 @@ class Executors:
     # --- workspace ---------------------------------------------------------------------------
 
     def schedule_cleanup(self) -> None:
-        """Trim the workspace in a thread; a request while one runs makes it run once more after."""
+        """Trim the workspace in a thread; a request while one runs makes it run once more after.
+
+        Passes are at least ``CLEANUP_INTERVAL_SECONDS`` apart: a pass walks every task folder, and
+        a job that sends a task every few hundred milliseconds would otherwise have this host walk
+        its whole workspace after every round.
+        """
         if self._cleanup is not None and not self._cleanup.done():
             self._cleanup_again = True
             return
@@ -289,10 +332,18 @@ class Executors:
     async def _trim(self) -> list[str]:
         deleted: list[str] = []
         while True:
+            pause = self._last_cleanup + CLEANUP_INTERVAL_SECONDS - time.monotonic()
+            if pause > 0 and not self._closed:
+                await asyncio.sleep(pause)
+            self._last_cleanup = time.monotonic()
             self._cleanup_again = False
-            deleted += await asyncio.to_thread(
-                self.workspace.cleanup, self.settings.workspace_quota_bytes, self._protected.__contains__
-            )
+            self._cleanup_running = True
+            try:
+                deleted += await asyncio.to_thread(
+                    self.workspace.cleanup, self.settings.workspace_quota_bytes, self._protected.__contains__
+                )
+            finally:
+                self._cleanup_running = False
             if not self._cleanup_again:
                 return deleted
 

@@ -45,6 +45,22 @@ RESTART_DELAY_SECONDS = 1.0
 MAX_FAILED_STARTS = 2
 
 
+# What caps the thread pools of torch (OpenMP), numpy's BLAS and TensorFlow, read when they load.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+
+
+def thread_environment(threads: int, environ: Mapping[str, str], *, explicit: bool) -> dict[str, str]:
+    """Variables that give each executor ``threads`` threads; an operator's own values win unless
+    ``threads`` was configured explicitly.  Set for the warm workers, before they import the framework."""
+    return {name: str(threads) for name in THREAD_VARIABLES if explicit or name not in environ}
+
+
 @dataclass(frozen=True)
 class ExitStatus:
     exit_code: int | None = None
@@ -71,6 +87,10 @@ class ExecutorProcess:
     """One running executor, warm or cold: its group leader's pid and start time, and its end."""
 
     how = ""
+    # True: the process lives and dies with its task, so the task's runner records it in
+    # executors.json and kills what is left of its group at the end.  A task run by a job
+    # executor (task_manager.job_executors) leaves that to the job executor's pool.
+    per_task = True
 
     def __init__(self, pid: int, started: float) -> None:
         self.pid = pid
@@ -122,8 +142,10 @@ class WarmWorker:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         on_exit: Callable[[WarmWorker], None] | None = None,
+        warm_up: str = "",
     ) -> None:
         self.runtime = runtime
+        self.warm_up = warm_up
         self.env = dict(env or {})
         self.preload = tuple(preload)
         self.entry = entry
@@ -161,6 +183,7 @@ class WarmWorker:
             self.entry,
             "--parent-pid",
             str(os.getpid()),
+            *(["--warm-up", self.warm_up] if self.warm_up else []),
             "--preload",
             *self.preload,
         ]
@@ -181,7 +204,8 @@ class WarmWorker:
             ", ".join(self.preload) or "nothing",
         )
 
-    async def launch(self, task_dir: Path) -> ExecutorProcess:
+    async def launch(self, task_dir: Path, serve: Mapping[str, str] | None = None) -> ExecutorProcess:
+        """Fork an executor for ``task_dir``; with ``serve`` (address, token), a job executor."""
         process = self._process
         if not self.alive or process is None or process.stdin is None:
             raise LaunchFailed(f"the warm worker for {self.runtime} is not running")
@@ -191,8 +215,11 @@ class WarmWorker:
         ended: asyncio.Future[ExitStatus] = loop.create_future()
         self._started[key] = started
         self._ended[key] = ended
+        request: dict[str, Any] = {"task_dir": key}
+        if serve is not None:
+            request["serve"] = dict(serve)
         try:
-            process.stdin.write((json.dumps({"task_dir": key}) + "\n").encode())
+            process.stdin.write((json.dumps(request) + "\n").encode())
             await process.stdin.drain()
             pid = await started
         except asyncio.CancelledError:
@@ -315,8 +342,10 @@ class Launcher:
         log_path: Callable[[str], Path],
         env: Mapping[str, str] | None = None,
         restart_delay: float = RESTART_DELAY_SECONDS,
+        warm_up: str = "",
     ) -> None:
         self.entry = entry
+        self.warm_up = warm_up  # "module:function" each worker calls with its runtime before forking
         self.env = dict(env or {})  # added to the environment of workers and executors
         self.runtimes = tuple(runtimes)
         self.preload = preload
@@ -343,6 +372,7 @@ class Launcher:
             log_path=self.log_path(runtime),
             env=self.env,
             on_exit=self._worker_exited,
+            warm_up=self.warm_up,
         )
         self.workers[runtime] = worker
         await worker.start()
@@ -385,6 +415,17 @@ class Launcher:
             except LaunchFailed as exc:
                 log.warning("%s; launching the task cold", exc.message)
         return await launch_cold(self.entry, task_dir, self.env)
+
+    async def launch_job(self, runtime: str, job_dir: Path, serve: Mapping[str, str]) -> ExecutorProcess:
+        """A job executor forked from the runtime's warm worker; :class:`LaunchFailed` if none is up.
+
+        There is no cold path: a job executor is worth having only if it starts warm, and the caller
+        runs the task in a one-task executor instead.
+        """
+        worker = self.workers.get(runtime)
+        if worker is None or not worker.alive:
+            raise LaunchFailed(f"no warm worker for {runtime} is running")
+        return await worker.launch(job_dir, serve)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -101,6 +101,7 @@ def offer_from_proto(msg: selector_pb2.TaskOffer) -> Offer:
         timeout_seconds=spec.timeout_seconds,
         deadline_unix=msg.deadline_unix,
         scripts_sha256=spec.scripts_sha256,
+        evaluate_first=msg.evaluate_first and msg.kind == "train",
     )
 
 

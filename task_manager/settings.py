@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ PREFIX = "NSFL_TM_"
 RUNTIMES = ("pytorch", "tensorflow")
 MODES = ("script", "function")
 DEFAULT_EXECUTOR_ENTRY = "task_executor.runner:run_task"
+DEFAULT_WARM_UP_ENTRY = "task_executor.runtimes:warm_up"
 DEFAULT_PRELOAD: Mapping[str, tuple[str, ...]] = {"pytorch": ("torch",), "tensorflow": ("tensorflow",)}
 MAX_PARALLEL_TASKS = 1024
 
@@ -124,8 +126,21 @@ class TaskManagerSettings:
     executor_entry: str = DEFAULT_EXECUTOR_ENTRY
     # Fork executors from a worker per runtime that has already imported the framework.
     warm_runtimes: bool = True
+    # "module:function" each warm worker calls with its runtime after its preloads, to import what
+    # tasks would otherwise import on first use ("": none).
+    warm_up_entry: str = DEFAULT_WARM_UP_ENTRY
     # Modules each runtime's warm worker imports before forking; given runtimes replace the defaults.
     preload: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PRELOAD))
+    # Keep one executor process per job alive across its rounds (forked from the warm worker), so a
+    # round pays neither a fork nor the user's imports and data loading again (task_manager.job_executors).
+    long_lived_executors: bool = True
+    # A job executor that got no task for this long is stopped (a job that ended without saying so).
+    job_executor_idle_seconds: float = 600.0
+    # At most this many job executors at once; starting one more stops the longest idle.
+    max_job_executors: int = 8
+    # Threads each executor's framework may use (torch intra-op, OpenMP, BLAS); 0: the host's cpus
+    # (resources.cpus, else all) shared among max_parallel_tasks, at least 1.
+    executor_threads: int = 0
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -156,6 +171,15 @@ class TaskManagerSettings:
     @property
     def workspace_quota_bytes(self) -> int:
         return self.workspace_quota_mb * 1024 * 1024
+
+    @property
+    def threads_per_executor(self) -> int:
+        """Why share: on a small host, several executors each running a full-width thread pool spend
+        their time contending (2 cores, 3 executors x 2 torch threads train ~10x slower than 1 each)."""
+        if self.executor_threads:
+            return self.executor_threads
+        cpus = self.resources.cpus or float(os.cpu_count() or 1)
+        return max(1, int(cpus // self.max_parallel_tasks))
 
     def validate(self) -> None:
         """Checks on values alone; :meth:`check_paths` does the file-system ones once paths are absolute."""
@@ -194,6 +218,10 @@ class TaskManagerSettings:
             raise InvalidSetting(
                 f"setting 'executor_entry' must read 'package.module:function', got {self.executor_entry!r}"
             )
+        if self.warm_up_entry and not EXECUTOR_ENTRY.fullmatch(self.warm_up_entry):
+            raise InvalidSetting(
+                f"setting 'warm_up_entry' must read 'package.module:function' or be empty, got {self.warm_up_entry!r}"
+            )
         given = [f for f in (self.tls_ca, self.tls_cert, self.tls_key) if f is not None]
         if given and len(given) != 3:
             raise InvalidSetting(
@@ -201,7 +229,12 @@ class TaskManagerSettings:
             )
 
     def _validate_numbers(self) -> None:
-        for name in ("task_timeout_seconds", "reconnect_initial_seconds", "reconnect_max_seconds"):
+        for name in (
+            "task_timeout_seconds",
+            "reconnect_initial_seconds",
+            "reconnect_max_seconds",
+            "job_executor_idle_seconds",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise InvalidSetting(f"setting {name!r} must be a positive number of seconds, got {value!r}")
@@ -212,6 +245,14 @@ class TaskManagerSettings:
         if not 1 <= self.max_parallel_tasks <= MAX_PARALLEL_TASKS:
             raise InvalidSetting(
                 f"setting 'max_parallel_tasks' must be within 1-{MAX_PARALLEL_TASKS}, got {self.max_parallel_tasks}"
+            )
+        if self.max_job_executors < 1:
+            raise InvalidSetting(
+                f"setting 'max_job_executors' must be at least 1, got {self.max_job_executors}"
+            )
+        if self.executor_threads < 0:
+            raise InvalidSetting(
+                f"setting 'executor_threads' must not be negative, got {self.executor_threads}"
             )
         if self.workspace_quota_mb < 1:
             raise InvalidSetting(

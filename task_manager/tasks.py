@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from task_manager.settings import DatasetConfig, TaskEntryConfig
@@ -50,6 +51,7 @@ class Offer:
     timeout_seconds: float = 0.0  # 0: none asked, the configured cap applies
     deadline_unix: float = 0.0  # 0: none
     scripts_sha256: str = ""  # a script bundle shipped with the job (not served by this task manager)
+    evaluate_first: bool = False  # a train task that first evaluates the model it is given
 
     @property
     def key(self) -> TaskKey:
@@ -67,9 +69,10 @@ def task_document(
     entry: TaskEntryConfig,
     datasets: Mapping[str, DatasetConfig],
     timeout_seconds: float,
+    state_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The ``task.json`` of an accepted offer (the policy has checked the entry and datasets exist)."""
-    return {
+    document: dict[str, Any] = {
         "task_id": offer.task_id,
         "job_id": offer.job_id,
         "namespace": offer.namespace or offer.job_id.partition("/")[0],
@@ -92,3 +95,8 @@ def task_document(
         "timeout_seconds": timeout_seconds,
         "deadline_unix": offer.deadline_unix or None,
     }
+    if offer.evaluate_first:  # evaluation of the previous round's model rides on this train task
+        document["evaluate_first"] = True
+    if state_dir is not None:  # kept per (job, client) across rounds, e.g. SCAFFOLD's control variate
+        document["state_dir"] = str(state_dir)
+    return document

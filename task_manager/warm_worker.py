@@ -8,10 +8,13 @@ child still is one process per task (its own pid, session, log and exit
 code), so a crash or a kill touches one task only.
 
 What it does, in order: sets ``PR_SET_PDEATHSIG`` so it dies with the task
-manager; imports the preload modules and the executor entry's module (only
+manager; imports the preload modules, the executor entry's module and what the
+executor's warm-up (``--warm-up``) imports for the runtime (only
 imports: no thread pools, no gRPC channels, nothing a fork would copy in a
 broken state); then reads launch requests as JSON lines on stdin
-(``{"task_dir": ...}``) and answers on stdout:
+(``{"task_dir": ...}``, or ``{"task_dir": <job executor folder>, "serve":
+{"address", "token"}}`` for a job executor that serves a job's tasks round
+after round, see :mod:`task_manager.job_executor_loop`) and answers on stdout:
 
 * ``{"event": "ready", "pid", "runtime", "preload_seconds"}`` once, after the imports;
 * ``{"event": "started", "task_dir", "pid"}`` per fork;
@@ -49,9 +52,11 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from task_manager import job_executor_loop
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -82,6 +87,17 @@ def load_entry(spec: str) -> EntryFunction:
     if not callable(function):
         raise TypeError(f"executor entry {spec} is not callable")
     return function  # type: ignore[no-any-return]
+
+
+def warm_up(spec: str, runtime: str) -> None:
+    """Call the executor's warm-up (it imports what tasks would import lazily); a failure is only logged:
+    the worker still serves, its children import on first use instead."""
+    try:
+        module_name, _, function_name = spec.partition(":")
+        getattr(importlib.import_module(module_name), function_name)(runtime)
+    except Exception:
+        print(f"warm worker: the warm-up {spec} failed; continuing without it", file=sys.stderr, flush=True)
+        traceback.print_exc()
 
 
 def _reset_signals() -> None:
@@ -123,8 +139,14 @@ def _configure_child_logging() -> None:
     )
 
 
-def run_child(entry: EntryFunction, task_dir: Path, parent: int | None, close_fds: Sequence[int]) -> NoReturn:
-    """Become one task's executor and run it; never returns."""
+def run_child(
+    entry: EntryFunction,
+    task_dir: Path,
+    parent: int | None,
+    close_fds: Sequence[int],
+    serve: Mapping[str, str] | None = None,
+) -> NoReturn:
+    """Become one task's executor and run it, or (``serve``) a job's executor; never returns."""
     code = 1
     try:
         try:
@@ -132,14 +154,18 @@ def run_child(entry: EntryFunction, task_dir: Path, parent: int | None, close_fd
         except PermissionError:
             pass  # already a session leader (the cold path starts us in a new session)
         set_parent_death_signal(parent)
-        set_process_name("nsfl-executor")
+        set_process_name("nsfl-executor" if serve is None else "nsfl-job-exec")
         _reset_signals()
         for fd in close_fds:
             os.close(fd)
         _redirect_output(task_dir)
         os.chdir(task_dir)
         _configure_child_logging()
-        result = entry(task_dir)
+        if serve is None:
+            result = entry(task_dir)
+        else:
+            channel = job_executor_loop.ManagerChannel.connect(serve["address"], serve["token"])
+            result = job_executor_loop.serve(entry, channel, task_dir)
         code = result if isinstance(result, int) and 0 <= result <= 255 else 1
     except SystemExit as exc:
         code = (
@@ -213,19 +239,23 @@ class Worker:
         try:
             request = json.loads(line)
             task_dir = str(request["task_dir"])
-        except (ValueError, KeyError, TypeError) as exc:
+            serve = request.get("serve")
+            if serve is not None:
+                serve = {"address": str(serve["address"]), "token": str(serve["token"])}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             print(f"warm worker: bad request {line[:200]!r}: {exc}", file=sys.stderr, flush=True)
             return
-        self.launch(task_dir)
+        self.launch(task_dir, serve)
 
-    def launch(self, task_dir: str) -> None:
+    def launch(self, task_dir: str, serve: Mapping[str, str] | None = None) -> None:
         try:
             pid = os.fork()
         except OSError as exc:
             self.send(event="failed", task_dir=task_dir, error=f"fork failed: {exc}")
             return
         if pid == 0:
-            run_child(self.entry, Path(task_dir), self.pid, (self.protocol_fd, self._wake_r, self._wake_w))
+            fds = (self.protocol_fd, self._wake_r, self._wake_w)
+            run_child(self.entry, Path(task_dir), self.pid, fds, serve)
         self.children[pid] = task_dir
         self.send(event="started", task_dir=task_dir, pid=pid)
 
@@ -276,6 +306,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--entry", required=True, help="module:function called with the task directory")
     parser.add_argument("--runtime", default="", help="the runtime this worker serves (for logs)")
     parser.add_argument("--preload", nargs="*", default=[], help="modules to import before forking")
+    parser.add_argument(
+        "--warm-up",
+        default="",
+        help="module:function called with the runtime after the preloads (imports only)",
+    )
     parser.add_argument("--parent-pid", type=int, help="exit at once if this is no longer the parent")
     parser.add_argument("--once", type=Path, metavar="TASK_DIR", help="run one task in this process and exit")
     return parser.parse_args(argv)
@@ -293,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in args.preload:
         importlib.import_module(module)
     entry = load_entry(args.entry)
+    if args.warm_up and args.preload:  # a worker that preloads no framework has nothing to warm up
+        warm_up(args.warm_up, args.runtime)
     # Objects that exist now are shared by every child; keeping the collector off them keeps them shared.
     gc.freeze()
     worker = Worker(entry, args.runtime, protocol_fd)

@@ -6,6 +6,8 @@ Layout::
     <workspace>/executors.json            live executor processes (see process_groups)
     <workspace>/workers/<runtime>.log     stderr of each warm worker
     <workspace>/tasks/<safe task id>/     task.json, executor.log, result.json, the script's files
+    <workspace>/jobs/<safe job id>/state/ what a job's executors keep from round to round on this
+                                          client (SCAFFOLD's control variate, local DP's upload count)
 
 Why a lock: the orphan sweep at start kills the executors listed in
 ``executors.json``; a second daemon on the same workspace would kill the
@@ -16,6 +18,10 @@ Task directory names come from task ids, which hold ``/`` and ``:``; the
 name keeps the readable characters and adds a short hash of the whole id,
 so two ids that read alike never share a folder and no id can climb out of
 ``tasks/``.
+
+A job's state folder is private to that job on this client (``task.json``
+names it as ``state_dir``) and outlives its tasks: quota cleanup never
+touches ``jobs/``.
 
 Cleanup is :func:`plan_cleanup` (pure: sizes in, names out) plus
 :meth:`Workspace.cleanup` (the disk walk and the deletes).  Finished task
@@ -42,6 +48,7 @@ from task_manager.errors import WorkspaceInUse
 log = logging.getLogger(__name__)
 
 TASKS = "tasks"
+JOBS = "jobs"
 WORKERS = "workers"
 PID_FILE = "executors.json"
 LOCK_FILE = ".lock"
@@ -159,6 +166,12 @@ class Workspace:
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(mode=0o700)
+        return path
+
+    def job_state_dir(self, job_id: str) -> Path:
+        """The job's state folder on this client, created (owner-only) if missing."""
+        path = self.root / JOBS / task_dir_name(job_id) / "state"  # task_dir_name: any id to a safe name
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
 
     def worker_log(self, runtime: str) -> Path:

@@ -10,6 +10,10 @@ Build the model with an ``Input`` so its weights exist before
 ``nsfl.load_weights``.  The client's dataset ``digits`` is a directory with
 ``train.npz`` and ``test.npz`` (``python -m examples.keras_digits.data``).
 Parameters from the job spec: ``epochs`` (1), ``lr`` (0.1), ``batch_size`` (16).
+
+Client-side algorithms are one call each, after ``compile``: ``nsfl.fedprox(model)``
+and ``nsfl.scaffold(model)`` wrap the compiled optimiser only when the job's
+``aggregation.name`` is ``fedprox`` or ``scaffold`` (and do nothing otherwise).
 """
 
 import os
@@ -54,6 +58,8 @@ def main() -> None:
         return
 
     x, y = load_split("train")
+    nsfl.fedprox(model)  # the proximal term mu/2 ||w - w_global||^2, if the job asks for FedProx
+    nsfl.scaffold(model)  # SCAFFOLD's drift correction c - c_i, if the job asks for SCAFFOLD
     history = model.fit(
         x,
         y,

@@ -9,6 +9,11 @@ the client's held-out split) and ``init`` (the job has no initial model:
 The client's dataset ``digits`` is a directory with ``train.npz`` and
 ``test.npz`` (``python -m examples.pytorch_digits.data`` makes them).
 Parameters from the job spec: ``epochs`` (1), ``lr`` (0.1), ``batch_size`` (16).
+
+Client-side algorithms are one call each: ``nsfl.fedprox(model)`` and
+``nsfl.scaffold(model)`` change the gradients only when the job's
+``aggregation.name`` is ``fedprox`` or ``scaffold`` (and do nothing
+otherwise), so this one script serves every aggregation a job may choose.
 """
 
 import os
@@ -68,6 +73,8 @@ def main() -> None:
         return
 
     x, y = load_split("train")
+    nsfl.fedprox(model)  # the proximal term mu/2 ||w - w_global||^2, if the job asks for FedProx
+    nsfl.scaffold(model)  # SCAFFOLD's drift correction c - c_i, if the job asks for SCAFFOLD
     loss = train(
         model,
         x,

@@ -13,7 +13,9 @@ Modules (each docstring gives the algorithm, its source and assumptions):
 * :mod:`.robust` -- median, trimmed mean, Krum, Multi-Krum, norm clipping/screening;
 * :mod:`.client_side` -- FedProx and SCAFFOLD maths;
 * :mod:`.parameters` -- strict hyper-parameter tables;
-* :mod:`.registry` -- job-spec names to an :class:`Aggregator` description.
+* :mod:`.registry` -- job-spec names to an :class:`Aggregator` description;
+* :mod:`.attachments` -- reserved tensor names for what travels beside a
+  model or a delta (SCAFFOLD's control variates, broadcast files).
 
 Sign convention everywhere: a delta is ``trained - global`` and the server
 step is ``x_{t+1} = x_t + eta * update``.

@@ -87,6 +87,10 @@ STATUS_PROPERTIES: dict[str, Any] = {
     "endedAt": {"type": "string", "format": "date-time", "nullable": True},
     "updatedAt": {"type": "string", "format": "date-time", "nullable": True},
     "observedGeneration": {"type": "integer", "description": "The metadata.generation the scheduler runs."},
+    "specError": {"type": "object", "nullable": True,
+                  "description": "Why the latest spec change does not run (written by the operator).",
+                  "properties": {"generation": {"type": "integer", "nullable": True},
+                                 "message": {"type": "string"}}},
 }  # fmt: skip
 
 

@@ -4,7 +4,8 @@ Clients clip their update to an L2 norm ``C`` (:mod:`~libs.privacy.clipping`);
 Gaussian noise ``σ C`` is added centrally, split across clients under secure
 aggregation, or locally (:mod:`~libs.privacy.noise`); and
 :class:`~libs.privacy.accountant.PrivacyAccountant` reports the (ε, δ) spent
-(RDP of the sampled Gaussian mechanism, :mod:`~libs.privacy.rdp`).
+(RDP of the sampled Gaussian mechanism, :mod:`~libs.privacy.rdp`); a local-DP
+upload is accounted with :mod:`~libs.privacy.local`.
 """
 
 from libs.privacy.accountant import PrivacyAccountant

@@ -288,3 +288,273 @@ class StopRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StopRequest: _TypeAlias = StopRequest  # noqa: Y015
+
+@_typing.final
+class TaskPlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_TOKEN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    task_id: _builtins.str
+    task_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        task_id: _builtins.str = ...,
+        task_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "round", b"round", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskPlanRequest: _TypeAlias = TaskPlanRequest  # noqa: Y015
+
+@_typing.final
+class TaskPlan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECURE_AGGREGATION_FIELD_NUMBER: _builtins.int
+    secure_aggregation: _builtins.bool
+    """true: send the update over SecureAggregate, never UploadUpdate"""
+    def __init__(
+        self,
+        *,
+        secure_aggregation: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secure_aggregation", b"secure_aggregation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskPlan: _TypeAlias = TaskPlan  # noqa: Y015
+
+@_typing.final
+class SecAggJoin(_message.Message):
+    """First client frame of SecureAggregate: the task's tags and its plain metrics
+    (metrics are not secret in this threat model; the sample count is, so it is absent).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_TOKEN_FIELD_NUMBER: _builtins.int
+    BASE_SHA256_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    client_id: _builtins.str
+    attempt: _builtins.int
+    task_id: _builtins.str
+    task_token: _builtins.str
+    base_sha256: _builtins.str
+    """the global model the update is against"""
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        client_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        task_id: _builtins.str = ...,
+        task_token: _builtins.str = ...,
+        base_sha256: _builtins.str = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_sha256", b"base_sha256", "client_id", b"client_id", "job_id", b"job_id", "metrics", b"metrics", "round", b"round", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggJoin: _TypeAlias = SecAggJoin  # noqa: Y015
+
+@_typing.final
+class SecAggPiece(_message.Message):
+    """A piece of one libs.secagg message (its to_bytes()); a large one (a masked
+    input) spans several frames of at most libs.rpc.MAX_CHUNK bytes, in order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    stage: _builtins.str
+    """e.g. "advertise-keys", "key-directory", "masked-input" """
+    total_size: _builtins.int
+    """bytes of the whole message"""
+    offset: _builtins.int
+    """where data starts in it"""
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        stage: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset", "stage", b"stage", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggPiece: _TypeAlias = SecAggPiece  # noqa: Y015
+
+@_typing.final
+class SecAggClientFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOIN_FIELD_NUMBER: _builtins.int
+    PIECE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def join(self) -> Global___SecAggJoin: ...
+    @_builtins.property
+    def piece(self) -> Global___SecAggPiece: ...
+    def __init__(
+        self,
+        *,
+        join: Global___SecAggJoin | None = ...,
+        piece: Global___SecAggPiece | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "join", b"join", "piece", b"piece"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "join", b"join", "piece", b"piece"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["join", "piece"]  # noqa: Y015
+    _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
+
+Global___SecAggClientFrame: _TypeAlias = SecAggClientFrame  # noqa: Y015
+
+@_typing.final
+class SecAggPlan(_message.Message):
+    """Sent to each participant once the join phase closed: the round setup and how to encode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_SETUP_FIELD_NUMBER: _builtins.int
+    WEIGHT_BY_SAMPLES_FIELD_NUMBER: _builtins.int
+    DP_CLIP_NORM_FIELD_NUMBER: _builtins.int
+    DP_NOISE_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    DP_NOISE_CONTRIBUTORS_FIELD_NUMBER: _builtins.int
+    STAGE_SECONDS_FIELD_NUMBER: _builtins.int
+    round_setup: _builtins.bytes
+    """libs.secagg RoundSetup.to_bytes()"""
+    weight_by_samples: _builtins.bool
+    """weight = min(samples, setup.max_weight); otherwise 1"""
+    dp_clip_norm: _builtins.float
+    """> 0: clip to this L2 norm and add Gaussian noise"""
+    dp_noise_multiplier: _builtins.float
+    dp_noise_contributors: _builtins.int
+    """the noise of that many clients adds up to sigma * C"""
+    stage_seconds: _builtins.float
+    """how long each stage waits for the slowest client"""
+    def __init__(
+        self,
+        *,
+        round_setup: _builtins.bytes = ...,
+        weight_by_samples: _builtins.bool = ...,
+        dp_clip_norm: _builtins.float = ...,
+        dp_noise_multiplier: _builtins.float = ...,
+        dp_noise_contributors: _builtins.int = ...,
+        stage_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dp_clip_norm", b"dp_clip_norm", "dp_noise_contributors", b"dp_noise_contributors", "dp_noise_multiplier", b"dp_noise_multiplier", "round_setup", b"round_setup", "stage_seconds", b"stage_seconds", "weight_by_samples", b"weight_by_samples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggPlan: _TypeAlias = SecAggPlan  # noqa: Y015
+
+@_typing.final
+class SecAggOutcome(_message.Message):
+    """The last server frame: whether the client's input is in the decoded sum."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    included: _builtins.bool
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        included: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["included", b"included", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggOutcome: _TypeAlias = SecAggOutcome  # noqa: Y015
+
+@_typing.final
+class SecAggServerFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    PIECE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plan(self) -> Global___SecAggPlan: ...
+    @_builtins.property
+    def piece(self) -> Global___SecAggPiece: ...
+    @_builtins.property
+    def outcome(self) -> Global___SecAggOutcome: ...
+    def __init__(
+        self,
+        *,
+        plan: Global___SecAggPlan | None = ...,
+        piece: Global___SecAggPiece | None = ...,
+        outcome: Global___SecAggOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "outcome", b"outcome", "piece", b"piece", "plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "outcome", b"outcome", "piece", b"piece", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["plan", "piece", "outcome"]  # noqa: Y015
+    _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
+
+Global___SecAggServerFrame: _TypeAlias = SecAggServerFrame  # noqa: Y015

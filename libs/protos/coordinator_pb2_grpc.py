@@ -65,6 +65,16 @@ class CoordinatorStub:
                 request_serializer=libs_dot_protos_dot_coordinator__pb2.StopRequest.SerializeToString,
                 response_deserializer=libs_dot_protos_dot_common__pb2.Ack.FromString,
                 _registered_method=True)
+        self.GetTaskPlan = channel.unary_unary(
+                '/nsfl.v1.Coordinator/GetTaskPlan',
+                request_serializer=libs_dot_protos_dot_coordinator__pb2.TaskPlanRequest.SerializeToString,
+                response_deserializer=libs_dot_protos_dot_coordinator__pb2.TaskPlan.FromString,
+                _registered_method=True)
+        self.SecureAggregate = channel.stream_stream(
+                '/nsfl.v1.Coordinator/SecureAggregate',
+                request_serializer=libs_dot_protos_dot_coordinator__pb2.SecAggClientFrame.SerializeToString,
+                response_deserializer=libs_dot_protos_dot_coordinator__pb2.SecAggServerFrame.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -107,6 +117,21 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskPlan(self, request, context):
+        """Secure aggregation (DESIGN §9, docs/contracts.md): a train task's executor asks
+        how its update travels, then, in a secure round, carries the libs.secagg
+        messages of the round over one stream instead of calling UploadUpdate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SecureAggregate(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +164,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Stop,
                     request_deserializer=libs_dot_protos_dot_coordinator__pb2.StopRequest.FromString,
                     response_serializer=libs_dot_protos_dot_common__pb2.Ack.SerializeToString,
+            ),
+            'GetTaskPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskPlan,
+                    request_deserializer=libs_dot_protos_dot_coordinator__pb2.TaskPlanRequest.FromString,
+                    response_serializer=libs_dot_protos_dot_coordinator__pb2.TaskPlan.SerializeToString,
+            ),
+            'SecureAggregate': grpc.stream_stream_rpc_method_handler(
+                    servicer.SecureAggregate,
+                    request_deserializer=libs_dot_protos_dot_coordinator__pb2.SecAggClientFrame.FromString,
+                    response_serializer=libs_dot_protos_dot_coordinator__pb2.SecAggServerFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +338,60 @@ class Coordinator:
             '/nsfl.v1.Coordinator/Stop',
             libs_dot_protos_dot_coordinator__pb2.StopRequest.SerializeToString,
             libs_dot_protos_dot_common__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nsfl.v1.Coordinator/GetTaskPlan',
+            libs_dot_protos_dot_coordinator__pb2.TaskPlanRequest.SerializeToString,
+            libs_dot_protos_dot_coordinator__pb2.TaskPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecureAggregate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nsfl.v1.Coordinator/SecureAggregate',
+            libs_dot_protos_dot_coordinator__pb2.SecAggClientFrame.SerializeToString,
+            libs_dot_protos_dot_coordinator__pb2.SecAggServerFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,12 @@ class CoordinatorStub:
     ReportTaskStatus: _grpc.UnaryUnaryMultiCallable[_common_pb2.TaskStatus, _common_pb2.Ack]
     GetStatus: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.StatusRequest, _coordinator_pb2.CoordinatorStatus]
     Stop: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.StopRequest, _common_pb2.Ack]
+    GetTaskPlan: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.TaskPlanRequest, _coordinator_pb2.TaskPlan]
+    """Secure aggregation (DESIGN §9, docs/contracts.md): a train task's executor asks
+    how its update travels, then, in a secure round, carries the libs.secagg
+    messages of the round over one stream instead of calling UploadUpdate.
+    """
+    SecureAggregate: _grpc.StreamStreamMultiCallable[_coordinator_pb2.SecAggClientFrame, _coordinator_pb2.SecAggServerFrame]
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -52,6 +58,12 @@ class CoordinatorAsyncStub(CoordinatorStub):
     ReportTaskStatus: _aio.UnaryUnaryMultiCallable[_common_pb2.TaskStatus, _common_pb2.Ack]  # type: ignore[assignment]
     GetStatus: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.StatusRequest, _coordinator_pb2.CoordinatorStatus]  # type: ignore[assignment]
     Stop: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.StopRequest, _common_pb2.Ack]  # type: ignore[assignment]
+    GetTaskPlan: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.TaskPlanRequest, _coordinator_pb2.TaskPlan]  # type: ignore[assignment]
+    """Secure aggregation (DESIGN §9, docs/contracts.md): a train task's executor asks
+    how its update travels, then, in a secure round, carries the libs.secagg
+    messages of the round over one stream instead of calling UploadUpdate.
+    """
+    SecureAggregate: _aio.StreamStreamMultiCallable[_coordinator_pb2.SecAggClientFrame, _coordinator_pb2.SecAggServerFrame]  # type: ignore[assignment]
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -96,5 +108,23 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.StopRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Ack, _abc.Awaitable[_common_pb2.Ack]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTaskPlan(
+        self,
+        request: _coordinator_pb2.TaskPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.TaskPlan, _abc.Awaitable[_coordinator_pb2.TaskPlan]]:
+        """Secure aggregation (DESIGN §9, docs/contracts.md): a train task's executor asks
+        how its update travels, then, in a secure round, carries the libs.secagg
+        messages of the round over one stream instead of calling UploadUpdate.
+        """
+
+    @_abc_1.abstractmethod
+    def SecureAggregate(
+        self,
+        request_iterator: _MaybeAsyncIterator[_coordinator_pb2.SecAggClientFrame],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_coordinator_pb2.SecAggServerFrame], _abc.AsyncIterator[_coordinator_pb2.SecAggServerFrame]]: ...
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

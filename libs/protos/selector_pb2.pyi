@@ -212,6 +212,7 @@ class TaskOffer(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     TASK_TOKEN_FIELD_NUMBER: _builtins.int
     DEADLINE_UNIX_FIELD_NUMBER: _builtins.int
+    EVALUATE_FIRST_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     job_id: _builtins.str
     namespace: _builtins.str
@@ -226,6 +227,10 @@ class TaskOffer(_message.Message):
     task_token: _builtins.str
     """presented to the coordinator on download/upload"""
     deadline_unix: _builtins.float
+    evaluate_first: _builtins.bool
+    """A train task that first evaluates the global model it is given (the previous round's result)
+    and reports those metrics with its update, so that evaluation needs no exchange of its own.
+    """
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
     def __init__(
@@ -243,10 +248,11 @@ class TaskOffer(_message.Message):
         spec: Global___TaskSpec | None = ...,
         task_token: _builtins.str = ...,
         deadline_unix: _builtins.float = ...,
+        evaluate_first: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "coordinator_endpoint", b"coordinator_endpoint", "deadline_unix", b"deadline_unix", "job_id", b"job_id", "kind", b"kind", "model_sha256", b"model_sha256", "namespace", b"namespace", "round", b"round", "runtime", b"runtime", "spec", b"spec", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "coordinator_endpoint", b"coordinator_endpoint", "deadline_unix", b"deadline_unix", "evaluate_first", b"evaluate_first", "job_id", b"job_id", "kind", b"kind", "model_sha256", b"model_sha256", "namespace", b"namespace", "round", b"round", "runtime", b"runtime", "spec", b"spec", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ there first.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -55,6 +56,30 @@ def runtime_named(name: str) -> Runtime:
         raise SdkError(f"unknown runtime {name!r}; known: {', '.join(sorted(_MODULES))}")
     runtime: Runtime = importlib.import_module(_MODULES[name]).RUNTIME
     return runtime
+
+
+# What a framework imports on first use rather than on ``import``: a warm worker imports it up front
+# (``warm_up``), so neither the first round of every job nor a collection of the garbage pays it.
+_LAZY_PARTS = {
+    "pytorch": ("torch", ("torch._dynamo",)),  # the first optimizer step imports it (seconds)
+    "tensorflow": ("tensorflow", ("keras",)),
+}
+
+
+def warm_up(name: str) -> None:
+    """Import what runtime ``name``'s tasks would import on first use, if its framework is loaded.
+
+    The task manager's warm worker calls it (``warm_up_entry``) before it starts forking: imports
+    only, nothing that starts a thread.  A worker that did not preload the framework loads nothing.
+    """
+    if name not in _MODULES:
+        return
+    framework, parts = _LAZY_PARTS[name]
+    if framework not in sys.modules:
+        return
+    importlib.import_module(_MODULES[name])
+    for part in parts:
+        importlib.import_module(part)
 
 
 def runtime_for_model(model: object) -> Runtime:

@@ -133,3 +133,10 @@ def test_round_status_and_storable_records() -> None:
     assert job["status"]["lastMetrics"] == {"accuracy": 0.9, "nan": None}
     assert storable(record)["dropped"] == {"c_3": "late"}
     assert storable({"$x": 1, "": 2}) == {"_$x": 1, "_": 2}
+    assert "privacy" not in job["status"]
+
+
+def test_a_dp_round_shows_the_privacy_spent_in_the_job_status() -> None:
+    privacy = {"mode": "central", "epsilon": 1.5, "delta": 1e-5, "noiseMultiplier": 1.1, "clipNorm": 1.0}
+    job = with_round(new_job(spec(), 0.0), 1, 4, {"round": 1, "accepted": ["c1"], "privacy": privacy})
+    assert job["status"]["privacy"] == privacy

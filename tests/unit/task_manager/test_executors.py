@@ -19,7 +19,7 @@ from task_manager.process_groups import PidFile
 from task_manager.reporting import CoordinatorReporter
 from task_manager.settings import TaskManagerSettings
 from task_manager.tasks import Offer
-from task_manager.workspace import Workspace
+from task_manager.workspace import Workspace, task_dir_name
 from tests.unit.task_manager.conftest import MakeSettings
 from tests.unit.task_manager.fakes import FakeCoordinator, eventually, offer
 
@@ -142,7 +142,9 @@ async def test_a_successful_task_gets_its_task_json_and_is_not_reported(
         "dataset_samples": {"digits": 600},
         "timeout_seconds": 90.0,
         "deadline_unix": 4_000_000_000.0,
+        "state_dir": str(settings.workspace / "jobs" / task_dir_name("ns/digits") / "state"),
     }
+    assert await asyncio.to_thread(Path(document["state_dir"]).is_dir)  # the job's own folder
     assert "hello from the executor" in (task_dir / "executor.log").read_text()
     assert again == Accept()  # a retried round needs the clients that succeeded, too
     assert coordinator.reports.empty()

@@ -1,0 +1,96 @@
+"""Local differential privacy on the client: clip and noise the update before it leaves the machine.
+
+When the job sets ``privacy.dp.mode: local`` the coordinator sends the DP
+settings with each task (see :mod:`task_executor.client_algorithms`), and the
+executor, after the user's code, clips the delta to L2 norm ``clipNorm`` and
+adds ``N(0, (noiseMultiplier * clipNorm)²)`` to every coordinate
+(:func:`libs.privacy.privatize_locally`).  Only float tensors are
+privatised; integer buffers (BatchNorm's step counters) are left exact.
+
+The client accounts for itself: each upload of a noised update is one step
+of the Gaussian mechanism with replace-one sensitivity ``2C``
+(:mod:`libs.privacy.local`), counted in the job's state folder on this
+client, so the ε it reports (``privacy/epsilon`` in the task's metrics, at
+``targetDelta``) covers every round this client ever uploaded in, retries
+included.  The count is written *before* the upload: data that left the
+machine is spent, accepted or not.
+
+The noise comes from the operating system's entropy, never from a seed a
+server or a peer could know.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from libs.errors import ValidationFailed
+from libs.privacy import privatize_locally
+from libs.privacy.local import local_accountant
+from libs.weights.tensors import WeightMap
+
+LEDGER = "local-dp.json"
+
+
+@dataclass(frozen=True)
+class LocalDp:
+    clip_norm: float
+    noise_multiplier: float
+    delta: float
+
+    @classmethod
+    def from_parameters(cls, raw: Mapping[str, Any]) -> LocalDp:
+        try:
+            config = cls(
+                float(raw["clipNorm"]), float(raw["noiseMultiplier"]), float(raw.get("targetDelta", 1e-5))
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationFailed(f"the task's local DP settings are incomplete: {exc}") from None
+        if not (config.clip_norm > 0 and config.noise_multiplier >= 0 and 0 < config.delta < 1):
+            raise ValidationFailed(f"the task's local DP settings are out of range: {dict(raw)}")
+        return config
+
+    def epsilon(self, uploads: int) -> float:
+        if uploads == 0:
+            return 0.0
+        if self.noise_multiplier == 0:
+            return math.inf
+        return local_accountant(self.noise_multiplier, self.delta).epsilon_after(uploads)
+
+
+def read_uploads(state_dir: Path | None) -> int:
+    """How many noised updates this client has uploaded for the job so far."""
+    if state_dir is None:
+        return 0
+    try:
+        return int(json.loads((state_dir / LEDGER).read_text(encoding="utf-8"))["uploads"])
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValidationFailed(f"the local DP ledger in {state_dir} is unreadable: {exc}") from None
+
+
+def write_uploads(state_dir: Path, uploads: int) -> None:
+    """Record the count atomically (a crash leaves the old or the new count, never half a file)."""
+    temporary = state_dir / f".{LEDGER}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps({"uploads": uploads}), encoding="utf-8")
+    os.replace(temporary, state_dir / LEDGER)
+
+
+def privatize(
+    delta: Mapping[str, np.ndarray], config: LocalDp, rng: np.random.Generator
+) -> tuple[WeightMap, float, bool]:
+    """``(noised delta, norm before clipping, whether it was clipped)``; non-float tensors pass unchanged."""
+    floats = {name: array for name, array in delta.items() if array.dtype.kind == "f"}
+    private = privatize_locally(
+        floats, clip_norm=config.clip_norm, noise_multiplier=config.noise_multiplier, rng=rng
+    )
+    result = {name: private.update.get(name, array) for name, array in delta.items()}
+    return result, private.norm, private.clipped

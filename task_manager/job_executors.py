@@ -1,0 +1,390 @@
+"""Job executors: one long-lived executor process per job on this host, fed a task each round.
+
+Why: a federated job sends this host a task every round, often every few
+hundred milliseconds.  Forking an executor per task costs the fork, a new
+gRPC channel, the user's imports and data loading, every round.  So for each
+job the task manager keeps one executor alive across the job's rounds: it is
+forked once from the runtime's warm worker (framework already imported),
+connects back over a local Unix socket, and then runs each task it is handed
+(:mod:`task_manager.job_executor_loop` is its side).
+
+Process model.  One process per job, never shared between jobs (a job's code,
+data and memory stay in its own process).  A task still has its own folder,
+``task.json``, ``executor.log`` and exit code; only the process is reused.
+:meth:`JobExecutors.run` hands a task to the job's executor and returns a
+:class:`JobTask`, which the task's runner in :mod:`task_manager.executors`
+waits on like on any executor: the task's timeout, its kill, its failure
+report all stay per task.  Killing a task kills its job executor (the only
+way to stop user code), and the job's next task gets a new one.
+
+The channel.  The task manager listens on one abstract-namespace Unix socket
+(no file, no path-length limit; Linux only, like the rest of the daemon).  A
+job executor is launched with the socket's address and a random token, and
+its first line presents the token, which is how the task manager knows which
+process connected (a token is good for one connection).  Then JSON lines:
+``{"run": task_dir}`` down, ``{"finished": task_dir, "code": n}`` up,
+``{"stop": true}`` down to end it.  The global model does not travel here:
+the executor downloads it straight from the coordinator into its own memory
+(once per round, decoded without a copy) and uploads its update straight
+back, over a gRPC channel it keeps open across rounds.
+
+When a job executor is busy (another task of the same job still runs, which
+only happens around cancels and retries), or no warm worker is up, the task
+runs in a one-task executor as before: :meth:`JobExecutors.run` returns None.
+
+Teardown.  A job executor ends when:
+
+* the job's coordinator cancels the job on this host (``CancelTask`` without a
+  task id: the job ended, was stopped, or gave this client's work away):
+  :meth:`JobExecutors.retire`;
+* a task it runs is killed (timeout, cancel of that task, daemon stopping);
+* it crashes (the task it was running fails with the exit status);
+* a task of the job arrives for another coordinator endpoint, runtime or
+  entry (a restarted coordinator): the old one is retired, a new one starts;
+* it was idle for ``job_executor_idle_seconds`` (a job that ended without
+  telling this host, e.g. a coordinator that was killed);
+* ``max_job_executors`` are running and another job needs one: the one idle
+  longest makes room;
+* the task manager stops (:meth:`JobExecutors.shutdown`).
+
+Each live job executor is listed in ``executors.json`` (as
+``job-executor:<job id>``) so a crashed daemon's successor kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from task_manager.errors import LaunchFailed
+from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
+from task_manager.process_groups import PidFile, ProcessRecord, kill_group
+from task_manager.tasks import Offer
+from task_manager.workspace import Workspace, task_dir_name
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_SECONDS = 30.0
+STOP_GRACE_SECONDS = 3.0
+KILL_WAIT_SECONDS = 10.0
+MAX_LINE = 64 * 1024
+
+# What one job executor can serve: a task with another runtime, entry or coordinator needs a new one.
+Signature = tuple[str, str, str]
+
+
+def signature_of(offer: Offer) -> Signature:
+    return (offer.runtime, offer.entry, offer.coordinator_endpoint)
+
+
+def record_id(job_id: str) -> str:
+    return f"job-executor:{job_id}"
+
+
+@dataclass
+class Run:
+    """One task handed to a job executor, until it says ``finished`` or dies."""
+
+    task_dir: str
+    ended: asyncio.Future[ExitStatus]
+
+
+@dataclass
+class JobExecutor:
+    job_id: str
+    signature: Signature
+    home: Path
+    token: str
+    connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    process: ExecutorProcess | None = None
+    writer: asyncio.StreamWriter | None = None
+    running: Run | None = None
+    starting: bool = True
+    gone: bool = False
+    idle_since: float = 0.0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def busy(self) -> bool:
+        return self.starting or self.running is not None
+
+    def record(self) -> ProcessRecord:
+        assert self.process is not None
+        return self.process.record(record_id(self.job_id))
+
+    def send(self, message: dict[str, object]) -> bool:
+        if self.writer is None or self.writer.is_closing():
+            return False
+        self.writer.write((json.dumps(message) + "\n").encode())
+        return True
+
+
+class JobTask(ExecutorProcess):
+    """A task running in a job executor, as the task's runner sees it (see the module docstring)."""
+
+    how = "long-lived"
+    per_task = False
+
+    def __init__(self, executor: JobExecutor, run: Run) -> None:
+        assert executor.process is not None
+        super().__init__(executor.process.pid, executor.process.start_time)
+        self._run = run
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._run.ended)
+
+
+class JobExecutors:
+    """This host's job executors, by job id (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        launcher: Launcher,
+        workspace: Workspace,
+        pid_file: PidFile,
+        idle_seconds: float,
+        max_executors: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.launcher = launcher
+        self.workspace = workspace
+        self.pid_file = pid_file
+        self.idle_seconds = idle_seconds
+        self.max_executors = max_executors
+        self.clock = clock
+        self.address = f"\0nsfl-tm-{os.getpid()}-{secrets.token_hex(8)}"
+        self._executors: dict[str, JobExecutor] = {}
+        self._by_token: dict[str, JobExecutor] = {}
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- what Executors calls ----------------------------------------------------------------
+
+    def executor_pid(self, job_id: str) -> int | None:
+        executor = self._executors.get(job_id)
+        return None if executor is None or executor.process is None else executor.process.pid
+
+    async def run(self, offer: Offer, task_dir: Path) -> ExecutorProcess | None:
+        """Hand the task to its job's executor (started if needed); None if it must run on its own."""
+        if self._closed:
+            return None
+        executor = self._executors.get(offer.job_id)
+        if executor is not None and (executor.gone or executor.signature != signature_of(offer)):
+            self.retire(offer.job_id, "the job's tasks now come from another coordinator or entry")
+            executor = None
+        if executor is None:
+            executor = await self._start(offer)
+            if executor is None:
+                return None
+        elif executor.busy:
+            log.info(
+                "the executor of job %s is busy; task %s runs in an executor of its own",
+                offer.job_id,
+                offer.task_id,
+            )
+            return None
+        run = Run(str(task_dir), asyncio.get_running_loop().create_future())
+        if not executor.send({"run": run.task_dir}):
+            self.retire(offer.job_id, "its channel closed", kill=True)
+            return None
+        executor.running = run
+        return JobTask(executor, run)
+
+    def retire(self, job_id: str, reason: str, *, kill: bool = False) -> bool:
+        """End the job's executor: asked to stop when idle, killed when busy or ``kill``."""
+        executor = self._executors.pop(job_id, None)
+        if executor is None:
+            return False
+        self._by_token.pop(executor.token, None)
+        executor.gone = True  # a _start still waiting for it sees this and gives it up
+        log.info("stopping the executor of job %s: %s", job_id, reason)
+        if executor.process is None:
+            return True
+        if kill or executor.busy or not executor.send({"stop": True}):
+            kill_group(executor.record())
+        task = asyncio.create_task(self._reap(executor))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return True
+
+    async def shutdown(self) -> None:
+        """Kill every job executor and wait for them; stop listening."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for job_id in list(self._executors):
+            self.retire(job_id, "the task manager is stopping", kill=True)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._sweeper is not None:
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    # --- starting ------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_unix_server(self._on_connection, path=self.address)
+            self._sweeper = asyncio.create_task(self._sweep_idle(), name="job-executor-sweeper")
+
+    async def _start(self, offer: Offer) -> JobExecutor | None:
+        await self._listen()
+        self._make_room()
+        if len(self._executors) >= self.max_executors:
+            return None  # every job executor is busy: this task runs on its own
+        home = self.workspace.root / "jobs" / task_dir_name(offer.job_id) / "executor"
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        executor = JobExecutor(
+            job_id=offer.job_id,
+            signature=signature_of(offer),
+            home=home,
+            token=secrets.token_urlsafe(32),
+            connected=asyncio.get_running_loop().create_future(),
+        )
+        self._executors[offer.job_id] = executor
+        self._by_token[executor.token] = executor
+        try:
+            executor.process = await self.launcher.launch_job(
+                offer.runtime, home, {"address": self.address, "token": executor.token}
+            )
+            self.pid_file.add(executor.record())
+            executor.tasks.append(asyncio.create_task(self._watch(executor)))
+            reader, writer = await asyncio.wait_for(asyncio.shield(executor.connected), HELLO_TIMEOUT_SECONDS)
+        except (LaunchFailed, TimeoutError, ConnectionError) as exc:
+            log.warning("could not start an executor for job %s: %s", offer.job_id, exc)
+            self._abandon(executor)
+            return None
+        except BaseException:
+            self._abandon(executor)
+            raise
+        if executor.gone:  # retired (a cancel) while it was starting
+            self._abandon(executor)
+            return None
+        executor.writer = writer
+        executor.starting = False
+        executor.idle_since = self.clock()
+        executor.tasks.append(asyncio.create_task(self._read(executor, reader)))
+        log.info(
+            "started the executor of job %s (pid %d); it serves the job's tasks from now on",
+            offer.job_id,
+            executor.process.pid,
+        )
+        return executor
+
+    def _abandon(self, executor: JobExecutor) -> None:
+        if self._executors.get(executor.job_id) is executor:
+            del self._executors[executor.job_id]
+        self._by_token.pop(executor.token, None)
+        executor.gone = True
+        if executor.process is not None:
+            kill_group(executor.record())
+            task = asyncio.create_task(self._reap(executor))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    def _make_room(self) -> None:
+        if len(self._executors) < self.max_executors:
+            return
+        idle = [e for e in self._executors.values() if not e.busy]
+        if idle:
+            oldest = min(idle, key=lambda e: e.idle_since)
+            self.retire(oldest.job_id, f"making room: {self.max_executors} job executors are running")
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT_SECONDS)
+            hello = json.loads(line)
+            executor = self._by_token.pop(str(hello["hello"]), None)
+        except (TimeoutError, ValueError, KeyError, TypeError, ConnectionError):
+            executor = None
+        if executor is None or executor.connected.done():
+            writer.close()
+            return
+        executor.connected.set_result((reader, writer))
+
+    # --- running -------------------------------------------------------------------------------
+
+    async def _read(self, executor: JobExecutor, reader: asyncio.StreamReader) -> None:
+        """Take ``finished`` answers until the executor's end of the channel closes."""
+        with contextlib.suppress(ConnectionError, ValueError):
+            while line := await reader.readline():
+                try:
+                    message = json.loads(line)
+                    task_dir, code = str(message["finished"]), int(message["code"])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("the executor of job %s said %r; ignored", executor.job_id, line[:200])
+                    continue
+                run = executor.running
+                if run is None or run.task_dir != task_dir:
+                    continue
+                executor.running = None
+                executor.idle_since = self.clock()
+                if not run.ended.done():
+                    run.ended.set_result(ExitStatus(exit_code=code))
+
+    async def _watch(self, executor: JobExecutor) -> None:
+        """The process ended: whatever it was running ends with its status; it leaves the pool."""
+        assert executor.process is not None
+        status = await executor.process.wait()
+        executor.gone = True
+        if not executor.connected.done():
+            executor.connected.set_exception(ConnectionError(f"the job executor ended ({status.describe()})"))
+        run, executor.running = executor.running, None
+        if run is not None and not run.ended.done():
+            run.ended.set_result(status)
+            log.warning(
+                "the executor of job %s ended while running a task (%s)", executor.job_id, status.describe()
+            )
+        if self._executors.get(executor.job_id) is executor:
+            del self._executors[executor.job_id]
+        self._by_token.pop(executor.token, None)
+        kill_group(executor.record())  # what the user's code left running in its group
+        self.pid_file.remove(record_id(executor.job_id))
+        if executor.writer is not None:
+            executor.writer.close()
+
+    async def _reap(self, executor: JobExecutor) -> None:
+        """Wait for a retired executor to end: a grace period to stop, then SIGKILL."""
+        watcher = executor.tasks[0] if executor.tasks else None
+        try:
+            if watcher is not None:
+                await self._wait_end(executor, watcher)
+        finally:
+            for task in executor.tasks:
+                task.cancel()
+            await asyncio.gather(*executor.tasks, return_exceptions=True)
+
+    async def _wait_end(self, executor: JobExecutor, watcher: asyncio.Task[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), STOP_GRACE_SECONDS)
+            return
+        except TimeoutError:
+            kill_group(executor.record())
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), KILL_WAIT_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the executor of job %s did not die within %gs of SIGKILL", executor.job_id, KILL_WAIT_SECONDS
+            )
+
+    async def _sweep_idle(self) -> None:
+        interval = min(30.0, max(0.05, self.idle_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock()
+            for executor in list(self._executors.values()):
+                if not executor.busy and now - executor.idle_since >= self.idle_seconds:
+                    self.retire(executor.job_id, f"no task for {self.idle_seconds:g}s")
