@@ -148,7 +148,9 @@ class SchedulerApp:
             if self._kube is not None:
                 from job_scheduler.k8s_mirror import FederatedJobMirror
 
-                self.mirror = FederatedJobMirror(self._kube, jobs, resync_seconds=settings.status_resync_seconds)
+                self.mirror = FederatedJobMirror(
+                    self._kube, jobs, resync_seconds=settings.status_resync_seconds
+                )
                 jobs.add_listener(self.mirror)
             locks = JobLocks()
             config = LaunchConfig(
@@ -180,7 +182,9 @@ class SchedulerApp:
             _add_servicer(JobControlServicer(self.service), self._server)
             self.port = add_port(self._server, settings.listen)
             await self._server.start()
-            self._supervisor_task = asyncio.create_task(self.supervisor.run(), name="job-scheduler-supervisor")
+            self._supervisor_task = asyncio.create_task(
+                self.supervisor.run(), name="job-scheduler-supervisor"
+            )
             if self.mirror is not None:
                 self._mirror_task = asyncio.create_task(self.mirror.run(), name="federatedjob-mirror")
                 await self._start_operator()

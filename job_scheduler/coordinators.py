@@ -136,17 +136,25 @@ class Coordinators:
             store_url=self._config.store_url, object_store_url=self._config.object_store_url,
         )  # fmt: skip
         try:
-            await self._platform.launch(request)
+            launched = await self._platform.launch(request)
         except Unavailable as exc:
             # The platform cannot be reached (an API server hiccup): the launch stays persisted,
             # the watch finds it missing and launches it again; failing the job would be wrong.
-            log.warning("job %s: the platform is unavailable; the launch will be retried: %s",
-                        document.key, exc.message)
+            log.warning(
+                "job %s: the platform is unavailable; the launch will be retried: %s",
+                document.key,
+                exc.message,
+            )
         except (OSError, NsflError) as exc:
             log.exception("job %s: launching the coordinator failed", document.key)
             document, _ = await self._jobs.apply(
                 document.key, JobEvent.FAIL, f"could not launch the coordinator: {exc}"
             )
+        else:
+            if launched.name != data["coordinator"].get("name"):  # a Pod is named per launch
+                document = await self._jobs.change(
+                    document.key, lambda d: {**d, "coordinator": {**d["coordinator"], "name": launched.name}}
+                )
         return document
 
     # --- stopping -----------------------------------------------------------------------------

@@ -113,9 +113,7 @@ class KubeCredentials:
             return False
         if self.insecure:
             return False
-        context = ssl.create_default_context(
-            cafile=self.ca_file or None, cadata=self.ca_data or None
-        )
+        context = ssl.create_default_context(cafile=self.ca_file or None, cadata=self.ca_data or None)
         if self.certificate_file:
             context.load_cert_chain(self.certificate_file, self.key_file or None)
         return context
@@ -225,7 +223,11 @@ class KubeApi:
         self, resource: Resource, namespace: str, name: str, *, grace_seconds: int | None = None
     ) -> bool:
         """Delete (gracefully unless ``grace_seconds`` says otherwise); ``False`` if it was not there."""
-        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
         if grace_seconds is not None:
             body["gracePeriodSeconds"] = grace_seconds
         try:
@@ -262,7 +264,9 @@ class KubeApi:
         try:
             value = json.loads(text) if text else {}
         except ValueError:
-            raise Unavailable(f"Kubernetes API: {method} {path} answered with something that is not JSON") from None
+            raise Unavailable(
+                f"Kubernetes API: {method} {path} answered with something that is not JSON"
+            ) from None
         return value if isinstance(value, dict) else {}
 
     async def _request(
@@ -327,7 +331,11 @@ def error_for(status: int, text: str, what: str) -> NsflError:
     if status == 404:
         return NotFound(detail)
     if status == 409:
-        return AlreadyExists(detail) if reason in ("AlreadyExists", "Object Already Exists") else VersionConflict(detail)
+        return (
+            AlreadyExists(detail)
+            if reason in ("AlreadyExists", "Object Already Exists")
+            else VersionConflict(detail)
+        )
     if status in (400, 422):
         return ValidationFailed(detail)
     if status == 401:

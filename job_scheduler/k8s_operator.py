@@ -22,7 +22,7 @@ Errors cross this boundary once, in :func:`translated`: ``Unavailable``,
 (kopf retries after ``retry_seconds``); every other error of the tree is a
 ``PermanentError`` (an invalid spec, a refused change: retrying cannot help,
 so kopf does not, and ``.status`` already says why).  A bug (any other
-exception) is retried by kopf with back-off.
+exception) is retried by kopf with its default back-off of a minute.
 
 kopf keeps its bookkeeping in annotations (``kopf.nsfl.io/*``) rather than
 in ``.status``, so the status belongs to the mirror and the operator's
@@ -116,16 +116,16 @@ def build_registry(
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(credentials)
 
-    @kopf.on.resume(group, version, plural, registry=registry, backoff=retry_seconds)
-    @kopf.on.create(group, version, plural, registry=registry, backoff=retry_seconds)
+    @kopf.on.resume(group, version, plural, registry=registry)
+    @kopf.on.create(group, version, plural, registry=registry)
     async def submitted(body: kopf.Body, **_: Any) -> None:
         await translated(on_scheduler(reconciler.ensure_submitted(_plain(body))), retry_seconds=retry_seconds)
 
-    @kopf.on.update(group, version, plural, field="spec", registry=registry, backoff=retry_seconds)
+    @kopf.on.update(group, version, plural, field="spec", registry=registry)
     async def spec_changed(body: kopf.Body, **_: Any) -> None:
         await translated(on_scheduler(reconciler.apply_spec(_plain(body))), retry_seconds=retry_seconds)
 
-    @kopf.on.delete(group, version, plural, registry=registry, backoff=retry_seconds)
+    @kopf.on.delete(group, version, plural, registry=registry)
     async def deleted(body: kopf.Body, **_: Any) -> None:
         if not await translated(on_scheduler(reconciler.delete(_plain(body))), retry_seconds=retry_seconds):
             raise kopf.TemporaryError("waiting for the job to stop and be cleaned up", delay=retry_seconds)

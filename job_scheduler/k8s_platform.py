@@ -103,7 +103,9 @@ def launch_of(item: Mapping[str, Any]) -> int:
     return 0
 
 
-def coordinator_info(pod: Mapping[str, Any] | None, *, name: str, launch: int, endpoint: str) -> CoordinatorInfo:
+def coordinator_info(
+    pod: Mapping[str, Any] | None, *, name: str, launch: int, endpoint: str
+) -> CoordinatorInfo:
     """What the scheduler sees of launch ``launch``, given its Pod (``None``: the Pod is gone)."""
     outcome = pod_phase_outcome(pod)
     if outcome.alive:
@@ -188,8 +190,12 @@ class KubernetesPlatform:
         pod_name = str(latest["metadata"]["name"])
         info = coordinator_info(latest, name=pod_name, launch=launch_of(latest), endpoint=endpoint)
         if not info.running and (latest.get("status") or {}).get("phase", "Pending") == "Pending":
-            log.info("coordinator pod %s/%s can never start (%s): deleting it", namespace, pod_name,
-                     info.status.get("reason"))
+            log.info(
+                "coordinator pod %s/%s can never start (%s): deleting it",
+                namespace,
+                pod_name,
+                info.status.get("reason"),
+            )
             await self._api.delete(PODS, namespace, pod_name, grace_seconds=0)
         return info
 
@@ -220,7 +226,9 @@ class KubernetesPlatform:
         for pod in await self._pods(namespace, name):
             pod_name = str(pod["metadata"]["name"])
             try:
-                text = await self._api.log(namespace, pod_name, container=CONTAINER_NAME, tail_lines=tail_lines)
+                text = await self._api.log(
+                    namespace, pod_name, container=CONTAINER_NAME, tail_lines=tail_lines
+                )
             except NsflError:  # not started yet, or already gone
                 continue
             lines.append(f"--- launch {launch_of(pod)} ({pod_name}) ---")

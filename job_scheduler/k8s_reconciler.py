@@ -92,7 +92,9 @@ class FederatedJobReconciler:
             await self.ensure_submitted(body)
             return
         if not belongs(body, document.data):
-            log.info("FederatedJob %s/%s does not represent the stored job; ignoring its spec", namespace, name)
+            log.info(
+                "FederatedJob %s/%s does not represent the stored job; ignoring its spec", namespace, name
+            )
             return
         try:
             spec = spec_of(body)

@@ -199,7 +199,9 @@ def declare_resources(server: kmock.KubernetesEmulator) -> None:
         server.resources[name] = kmock.ResourceInfo(verbs=VERBS, **info)
 
 
-def live_objects(server: kmock.KubernetesEmulator, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+def live_objects(
+    server: kmock.KubernetesEmulator, plural: str, namespace: str | None = None
+) -> list[dict[str, Any]]:
     """The objects of a resource that exist now (not deleted), in any or one namespace."""
     found = []
     for (resource, object_namespace, _), item in server.objects.items():
@@ -304,7 +306,9 @@ async def test_a_spec_change_bumps_the_generation_and_a_status_patch_does_not(ap
                                    subresource="status")  # fmt: skip
     assert after_status["status"] == {"state": "QUEUED"} and after_status["spec"]["rounds"] == 2
     assert after_status["metadata"]["generation"] == 1
-    after_spec = await api.patch(FEDERATED_JOBS, "team-a", "mnist", {"spec": {"rounds": 3}, "status": {"x": 1}})
+    after_spec = await api.patch(
+        FEDERATED_JOBS, "team-a", "mnist", {"spec": {"rounds": 3}, "status": {"x": 1}}
+    )
     assert after_spec["metadata"]["generation"] == 2 and after_spec["status"] == {"state": "QUEUED"}
     same = await api.patch(FEDERATED_JOBS, "team-a", "mnist", {"spec": {"rounds": 3}})
     assert same["metadata"]["generation"] == 2

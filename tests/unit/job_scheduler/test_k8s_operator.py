@@ -44,7 +44,12 @@ pytestmark = pytest.mark.kmock(cls=ApiServer)
 NS = "team-a"
 POD1, POD2, POD3 = "nsfl-coord-mnist-r1", "nsfl-coord-mnist-r2", "nsfl-coord-mnist-r3"
 RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
-RECORD = {"round": 1, "accepted": ["c1", "c2"], "trainMetrics": {"loss": 0.5}, "evaluation": {"accuracy": 0.75}}
+RECORD = {
+    "round": 1,
+    "accepted": ["c1", "c2"],
+    "trainMetrics": {"loss": 0.5},
+    "evaluation": {"accuracy": 0.75},
+}
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: float = 8.0) -> Any:
@@ -90,7 +95,9 @@ class Cluster:
     # --- kubectl ----------------------------------------------------------------------------------
 
     async def apply(self, name: str = "mnist", **changes: Any) -> dict[str, Any]:
-        return await self.api.create(FEDERATED_JOBS, NS, federated_job(name, NS, resources=RESOURCES, **changes))
+        return await self.api.create(
+            FEDERATED_JOBS, NS, federated_job(name, NS, resources=RESOURCES, **changes)
+        )
 
     async def fljob(self, name: str = "mnist") -> dict[str, Any] | None:
         return await self.api.try_get(FEDERATED_JOBS, NS, name)
@@ -140,6 +147,7 @@ class Cluster:
 
     async def assert_settles(self, name: str = "mnist") -> None:
         """The object's writes stop (kopf's own bookkeeping included) and stay stopped: no loop."""
+
         async def quiet() -> tuple[int] | None:
             before = self.writes(name)
             await asyncio.sleep(0.3)
@@ -161,12 +169,17 @@ async def cluster(kmock: ApiServer, tmp_path: Path) -> AsyncIterator[Cluster]:
         finally:
             await made.stop()
     await asyncio.sleep(0.05)  # let the emulator's side of closed connections finish
-    leaked = [t for t in asyncio.all_tasks() - before - {asyncio.current_task()}
-              if not t.done() and "RequestHandler" not in repr(t)]
+    leaked = [
+        t
+        for t in asyncio.all_tasks() - before - {asyncio.current_task()}
+        if not t.done() and "RequestHandler" not in repr(t)
+    ]
     assert leaked == [], f"tasks left running: {leaked}"
 
 
-async def test_applying_a_federatedjob_creates_exactly_one_coordinator_pod_and_service(cluster: Cluster) -> None:
+async def test_applying_a_federatedjob_creates_exactly_one_coordinator_pod_and_service(
+    cluster: Cluster,
+) -> None:
     owner = await cluster.apply()
     await eventually(lambda: _exists(cluster, "pods", POD1), "the coordinator pod")
     await asyncio.sleep(0.5)  # a few more watch and admission passes: nothing more appears
@@ -187,6 +200,7 @@ async def test_applying_a_federatedjob_creates_exactly_one_coordinator_pod_and_s
     assert fljob["status"]["state"] == "STARTING" and fljob["status"]["observedGeneration"] == 1
     job = await cluster.job()
     assert job is not None and job["resourceUid"] == uid and job["spec"]["resources"] == RESOURCES
+    assert job["coordinator"]["name"] == POD1 and fljob["status"]["coordinator"]["name"] == POD1
 
 
 async def test_pod_phases_drive_the_job_through_running_to_finished_and_the_status_follows(
@@ -213,7 +227,10 @@ async def test_a_failed_pod_is_relaunched_from_its_checkpoint_then_fails_the_job
     cluster: Cluster,
 ) -> None:
     for pod in (POD1, POD2):
-        cluster.server[f"get /api/v1/namespaces/{NS}/pods/{pod}/log"] << f"{pod}: loading checkpoint\n".encode()
+        (
+            cluster.server[f"get /api/v1/namespaces/{NS}/pods/{pod}/log"]
+            << f"{pod}: loading checkpoint\n".encode()
+        )
     await cluster.apply(maxRetries=1)
     await eventually(lambda: _exists(cluster, "pods", POD1), "launch 1")
     await cluster.kubelet.running(NS, POD1)
@@ -414,4 +431,3 @@ async def _finalized(cluster: Cluster, name: str) -> bool:
 async def _fljob_rounds(cluster: Cluster, name: str, rounds: int) -> dict[str, Any] | None:
     found = await cluster.fljob(name)
     return found if found and found["spec"].get("rounds") == rounds else None
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +18,11 @@ from job_scheduler.k8s_api import (
     load_credentials,
 )
 from job_scheduler.k8s_platform import KubernetesPlatform, coordinator_info
-from job_scheduler.platform import LaunchRequest
+from job_scheduler.platform import Launched, LaunchRequest
 from job_scheduler.settings import SchedulerSettings
 from libs.errors import InvalidSetting, PermissionDenied, Unavailable
 from libs.jobspec import validate_spec
-from tests.unit.job_scheduler.fakes import spec
+from tests.unit.job_scheduler.fakes import spec, stack
 from tests.unit.job_scheduler.test_k8s_emulator import (
     ApiServer,
     Kubelet,
@@ -71,7 +72,9 @@ async def test_a_launch_creates_one_pod_and_one_service_owned_and_labelled_with_
     launched = await platform.launch(request())
     assert launched.name == POD1 and not launched.adopted
     pods, services = live_objects(kmock, "pods", NS), live_objects(kmock, "services", NS)
-    assert [p["metadata"]["name"] for p in pods] == [POD1] and [s["metadata"]["name"] for s in services] == [SERVICE]
+    assert [p["metadata"]["name"] for p in pods] == [POD1] and [s["metadata"]["name"] for s in services] == [
+        SERVICE
+    ]
     assert [c["metadata"]["name"] for c in live_objects(kmock, "configmaps", NS)] == [POD1]
     assert [s["metadata"]["name"] for s in live_objects(kmock, "secrets", NS)] == [POD1]
     pod, service = pods[0], services[0]
@@ -84,15 +87,21 @@ async def test_a_launch_creates_one_pod_and_one_service_owned_and_labelled_with_
         assert labels["app.kubernetes.io/component"] == "coordinator" and labels["nsfl.io/job"] == "mnist"
     container = pod["spec"]["containers"][0]
     assert container["image"] == "nsfl/coordinator:test"
-    assert container["resources"] == {"requests": {"cpu": "500m", "ephemeral-storage": "1Gi", "memory": "1Gi"},
-                                      "limits": {"cpu": "2", "ephemeral-storage": "4Gi", "memory": "3Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "ephemeral-storage": "1Gi", "memory": "1Gi"},
+        "limits": {"cpu": "2", "ephemeral-storage": "4Gi", "memory": "3Gi"},
+    }
     assert pod["spec"]["securityContext"]["runAsNonRoot"] and container["securityContext"]["runAsNonRoot"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     env = {e["name"]: e for e in container["env"]}
     assert env["NSFL_COORDINATOR_SCHEDULER"]["value"] == "10.0.0.5:50052"
     assert env["NSFL_COORDINATOR_SELECTOR"]["value"] == "selector.svc:50051"
-    for variable in ("NSFL_COORDINATOR_DOCUMENT_STORE", "NSFL_S3_ACCESS_KEY", "NSFL_S3_SECRET_KEY",
-                     "NSFL_COORDINATOR_TOKEN"):
+    for variable in (
+        "NSFL_COORDINATOR_DOCUMENT_STORE",
+        "NSFL_S3_ACCESS_KEY",
+        "NSFL_S3_SECRET_KEY",
+        "NSFL_COORDINATOR_TOKEN",
+    ):
         assert "value" not in env[variable] and env[variable]["valueFrom"]["secretKeyRef"]
     assert "user:secret" not in str(pod) and "token-1" not in str(pod), "no credential in the Pod manifest"
     assert service["metadata"]["annotations"]["nsfl.io/launch"] == "1"
@@ -129,7 +138,9 @@ async def test_a_launch_waits_for_its_federatedjob(platform: KubernetesPlatform)
         await platform.launch(request())
 
 
-async def test_find_follows_the_pod_from_pending_to_its_exit(api: KubeApi, platform: KubernetesPlatform) -> None:
+async def test_find_follows_the_pod_from_pending_to_its_exit(
+    api: KubeApi, platform: KubernetesPlatform
+) -> None:
     kubelet = Kubelet(api)
     await applied(api)
     assert await platform.find(NS, "mnist") is None
@@ -262,4 +273,31 @@ def test_the_kubernetes_platform_needs_a_coordinator_image_and_valid_pod_setting
 def test_explicit_credentials_win_and_never_show_their_token() -> None:
     credentials = load_credentials(server="http://127.0.0.1:1/", token="s3cr3t", insecure=True)
     assert credentials.server == "http://127.0.0.1:1" and credentials.current_token() == "s3cr3t"
-    assert "s3cr3t" not in repr(credentials) and "s3cr3t" not in repr(SchedulerSettings(kube_api_token="s3cr3t"))
+    assert "s3cr3t" not in repr(credentials) and "s3cr3t" not in repr(
+        SchedulerSettings(kube_api_token="s3cr3t")
+    )
+
+
+async def test_an_unreachable_api_server_delays_a_launch_and_never_fails_the_job(tmp_path: Path) -> None:
+    async with stack(tmp_path) as jobs:
+        launch = jobs.platform.launch
+        calls = 0
+
+        async def flaky(launch_request: LaunchRequest) -> Launched:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise Unavailable("Kubernetes API: POST /api/v1/namespaces/team-a/pods: ClientConnectorError")
+            return await launch(launch_request)
+
+        jobs.platform.launch = flaky
+        await jobs.submit("mnist")
+        await jobs.supervisor.admit_once()
+        assert (
+            await jobs.state("team-a/mnist") == "STARTING" and jobs.platform.launches_of("team-a/mnist") == 0
+        )
+        await jobs.supervisor.watch_once()  # launch 1 is persisted but not on the platform: launched now
+        assert (
+            await jobs.state("team-a/mnist") == "STARTING" and jobs.platform.launches_of("team-a/mnist") == 1
+        )
+        assert (await jobs.job("team-a/mnist"))["coordinator"]["launches"] == 1
