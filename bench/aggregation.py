@@ -104,10 +104,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--mib", type=int, default=100, help="size of one update in MiB")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each; the best counts")
     args = parser.parse_args()
-    fedavg = _in_child(_fedavg, args.clients, args.mib)
-    reference = _in_child(_numpy_add, args.clients, args.mib)
-    print(f"FedAvg of {args.clients} clients x {fedavg['update_mib']:.0f} MiB float32 updates")
+    # This VM's memory bandwidth swings run to run; alternate the two and keep each one's best.
+    runs = [(_in_child(_fedavg, args.clients, args.mib), _in_child(_numpy_add, args.clients, args.mib))
+            for _ in range(args.repeat)]
+    fedavg = max((f for f, _ in runs), key=lambda r: r["gbps"])
+    fedavg["peak_mib"] = max(f["peak_mib"] for f, _ in runs)
+    reference = max((r for _, r in runs), key=lambda r: r["gbps"])
+    print(f"FedAvg of {args.clients} clients x {fedavg['update_mib']:.0f} MiB float32 updates "
+          f"(best of {args.repeat} alternating runs each)")
     print(f"  streaming FedAvg fold      : {fedavg['gbps']:6.2f} GB/s of updates consumed")
     print(f"  numpy in-place add (limit) : {reference['gbps']:6.2f} GB/s")
     print(f"  ratio                      : {fedavg['gbps'] / reference['gbps']:6.0%}  (target >= 50%)")
