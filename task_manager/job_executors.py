@@ -165,8 +165,10 @@ class JobExecutors:
         self._executors: dict[str, JobExecutor] = {}
         self._by_token: dict[str, JobExecutor] = {}
         self._server: asyncio.Server | None = None
+        self._listen_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # --- what Executors calls ----------------------------------------------------------------
@@ -227,6 +229,8 @@ class JobExecutors:
             self.retire(job_id, "the task manager is stopping", kill=True)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self._watchers:  # executors that ended on their own, still closing their channel
+            await asyncio.gather(*self._watchers, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -236,9 +240,10 @@ class JobExecutors:
     # --- starting ------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        if self._server is None:
-            self._server = await asyncio.start_unix_server(self._on_connection, path=self.address)
-            self._sweeper = asyncio.create_task(self._sweep_idle(), name="job-executor-sweeper")
+        async with self._listen_lock:  # two jobs' first tasks may arrive together
+            if self._server is None:
+                self._server = await asyncio.start_unix_server(self._on_connection, path=self.address)
+                self._sweeper = asyncio.create_task(self._sweep_idle(), name="job-executor-sweeper")
 
     async def _start(self, offer: Offer) -> JobExecutor | None:
         await self._listen()
@@ -261,7 +266,10 @@ class JobExecutors:
                 offer.runtime, home, {"address": self.address, "token": executor.token}
             )
             self.pid_file.add(executor.record())
-            executor.tasks.append(asyncio.create_task(self._watch(executor)))
+            watcher = asyncio.create_task(self._watch(executor))
+            executor.tasks.append(watcher)
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
             reader, writer = await asyncio.wait_for(asyncio.shield(executor.connected), HELLO_TIMEOUT_SECONDS)
         except (LaunchFailed, TimeoutError, ConnectionError) as exc:
             log.warning("could not start an executor for job %s: %s", offer.job_id, exc)
@@ -273,7 +281,6 @@ class JobExecutors:
         if executor.gone:  # retired (a cancel) while it was starting
             self._abandon(executor)
             return None
-        executor.writer = writer
         executor.starting = False
         executor.idle_since = self.clock()
         executor.tasks.append(asyncio.create_task(self._read(executor, reader)))
@@ -312,7 +319,10 @@ class JobExecutors:
             executor = None
         if executor is None or executor.connected.done():
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
             return
+        executor.writer = writer  # closed by _watch when the process ends, whoever waited for it
         executor.connected.set_result((reader, writer))
 
     # --- running -------------------------------------------------------------------------------
@@ -355,6 +365,8 @@ class JobExecutors:
         self.pid_file.remove(record_id(executor.job_id))
         if executor.writer is not None:
             executor.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await executor.writer.wait_closed()
 
     async def _reap(self, executor: JobExecutor) -> None:
         """Wait for a retired executor to end: a grace period to stop, then SIGKILL."""

@@ -94,3 +94,20 @@ def dispatch(task_dir: Path) -> int:
     """The entry named in ``<task_dir>/entry``: one warm worker can then play every part."""
     function = globals()[(task_dir / "entry").read_text().strip()]
     return int(function(task_dir))
+
+
+def by_round(task_dir: Path) -> int:
+    """Do what the task's ``parameters.actions`` says for its round (``crash``, ``sleep``, ``fail``),
+    else succeed; every run first appends its pid and round to ``<parameters.log>``."""
+    task = json.loads((task_dir / "task.json").read_text())
+    parameters = task["parameters"]
+    with open(parameters["log"], "a") as log:
+        log.write(json.dumps({"job": task["job_id"], "round": task["round"], "pid": os.getpid()}) + "\n")
+    action = parameters.get("actions", {}).get(str(task["round"]), "succeed")
+    if action == "crash":
+        return crash_with_signal(task_dir)
+    if action == "sleep":
+        return sleep_forever(task_dir)
+    if action == "fail":
+        return fail(task_dir)
+    return succeed(task_dir)

@@ -1,0 +1,190 @@
+"""Long-lived job executors: one process per job across its tasks, replaced, retired and never shared."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from libs.protos import common_pb2
+from task_manager.executors import Executors
+from task_manager.launcher import THREAD_VARIABLES, thread_environment
+from task_manager.tasks import Offer
+from tests.unit.task_manager.conftest import MakeSettings
+from tests.unit.task_manager.fakes import FakeCoordinator, eventually, offer
+from tests.unit.task_manager.test_executors import gone, next_report, running_executors, start
+
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
+
+
+def task(log: Path, *, job_id: str = "ns/digits", round: int = 0, actions: dict[str, str] | None = None,
+         **changes: Any) -> Offer:
+    made = offer(job_id=job_id, round=round, **changes)
+    return dataclasses.replace(made, parameters={"log": str(log), "actions": actions or {}})
+
+
+def runs(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+async def run_to_end(executors: Executors, o: Offer) -> None:
+    start(executors, o)
+    await eventually(lambda: executors.running_tasks() == 0)
+
+
+def alive(pid: int) -> bool:
+    return not gone(pid)
+
+
+async def test_a_jobs_tasks_run_one_after_another_in_one_process(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings("by_round")
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(settings) as executors:
+        for round_number in range(3):
+            await run_to_end(executors, task(log, round=round_number))
+        pids = {r["pid"] for r in runs(log)}
+        assert len(pids) == 1 and len(runs(log)) == 3
+        [pid] = pids
+        assert alive(pid), "the executor waits for the job's next round"
+        assert psutil.Process(pid).name() == "nsfl-job-exec"
+        recorded = json.loads(settings.workspace.joinpath("executors.json").read_text())
+        assert [(r["task_id"], r["pid"]) for r in recorded] == [("job-executor:ns/digits", pid)]
+        task_dir = executors.task_dir(task(log, round=2).task_id)
+        assert "hello from the executor" in (task_dir / "executor.log").read_text(), "each task keeps its log"
+        assert json.loads((task_dir / "facts.json").read_text())["cwd"] == str(task_dir)
+    assert gone(pid), "the task manager's shutdown ends it"
+
+
+async def test_two_jobs_never_share_a_process(make_settings: MakeSettings, tmp_path: Path) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round", max_parallel_tasks=2)) as executors:
+        start(executors, task(log, job_id="ns/first"))
+        start(executors, task(log, job_id="ns/second"))
+        await eventually(lambda: len(runs(log)) == 2 and executors.running_tasks() == 0)
+        await run_to_end(executors, task(log, job_id="ns/first", round=1))
+        by_job: dict[str, set[int]] = {}
+        for record in runs(log):
+            by_job.setdefault(record["job"], set()).add(record["pid"])
+    assert len(by_job["ns/first"]) == 1 and len(by_job["ns/second"]) == 1
+    assert not by_job["ns/first"] & by_job["ns/second"]
+
+
+async def test_an_executor_that_crashes_fails_its_task_and_the_jobs_next_task_gets_a_new_one(
+    make_settings: MakeSettings, coordinator: FakeCoordinator, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    actions = {"1": "crash"}
+    async with running_executors(make_settings("by_round")) as executors:
+        await run_to_end(executors, task(log, round=0, actions=actions, endpoint=coordinator.endpoint))
+        start(executors, task(log, round=1, actions=actions, endpoint=coordinator.endpoint))
+        report = await next_report(coordinator)
+        assert report.state == common_pb2.TASK_FAILED and report.round == 1
+        assert report.reason.startswith("the executor failed (killed by signal SIGSEGV)")
+        assert "about to crash" in report.reason
+        await eventually(lambda: executors.running_tasks() == 0)
+        await run_to_end(executors, task(log, round=2, actions=actions, endpoint=coordinator.endpoint))
+    first, crashed, replaced = (r["pid"] for r in runs(log))
+    assert first == crashed and replaced != crashed
+
+
+async def test_a_task_past_its_timeout_kills_the_executor_and_the_next_task_gets_a_new_one(
+    make_settings: MakeSettings, coordinator: FakeCoordinator, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    actions = {"0": "sleep"}
+    async with running_executors(make_settings("by_round")) as executors:
+        start(executors, task(log, round=0, actions=actions, timeout=1.0, endpoint=coordinator.endpoint))
+        report = await next_report(coordinator)
+        assert report.reason.startswith("the executor ran past its timeout of 1s and was killed")
+        await eventually(lambda: executors.running_tasks() == 0)
+        await run_to_end(executors, task(log, round=1, actions=actions, endpoint=coordinator.endpoint))
+    stuck, fresh = (r["pid"] for r in runs(log))
+    assert stuck != fresh and gone(stuck)
+
+
+async def test_cancelling_a_whole_job_stops_its_executor_even_when_idle(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round")) as executors:
+        await run_to_end(executors, task(log))
+        [pid] = {r["pid"] for r in runs(log)}
+        assert executors.cancel("ns/other", "", "another job ended") == 0
+        await asyncio.sleep(0.2)
+        assert alive(pid), "another job's end does not touch this one"
+        assert executors.cancel("ns/digits", "", "the job ended FINISHED") == 0
+        await eventually(lambda: gone(pid))
+        await eventually(lambda: json.loads(executors.pid_file.path.read_text()) == [])
+        await run_to_end(executors, task(log, round=1))
+    assert runs(log)[-1]["pid"] != pid, "a later task of the job starts a new executor"
+
+
+async def test_an_idle_executor_is_stopped_after_the_idle_timeout(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round", job_executor_idle_seconds=0.3)) as executors:
+        await run_to_end(executors, task(log))
+        [pid] = {r["pid"] for r in runs(log)}
+        await eventually(lambda: gone(pid), within=5.0)
+
+
+async def test_a_busy_executor_leaves_the_jobs_other_task_to_a_process_of_its_own(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round", max_parallel_tasks=2)) as executors:
+        start(executors, task(log, round=0, actions={"0": "sleep"}))
+        await eventually(lambda: len(runs(log)) == 1)
+        await run_to_end_of(executors, task(log, round=1, kind="evaluate"))
+        long_lived, own = (r["pid"] for r in runs(log))
+        assert long_lived != own and gone(own), "a one-task executor ends with its task"
+        assert psutil.Process(long_lived).name() == "nsfl-job-exec"
+        assert executors.cancel("ns/digits", "", "done") == 1
+
+
+async def run_to_end_of(executors: Executors, o: Offer) -> None:
+    start(executors, o)
+    await eventually(lambda: o.task_id not in executors._active)
+
+
+async def test_a_task_from_a_restarted_coordinator_gets_a_new_executor(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round")) as executors:
+        await run_to_end(executors, task(log, round=0, endpoint="127.0.0.1:1"))
+        await run_to_end(executors, task(log, round=1, endpoint="127.0.0.1:2"))
+        first, second = (r["pid"] for r in runs(log))
+        assert first != second
+        await eventually(lambda: gone(first))
+
+
+async def test_without_long_lived_executors_every_task_has_its_own_process(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round", long_lived_executors=False)) as executors:
+        assert executors.job_executors is None
+        for round_number in range(2):
+            await run_to_end(executors, task(log, round=round_number))
+    first, second = (r["pid"] for r in runs(log))
+    assert first != second
+
+
+def test_executors_share_the_hosts_cpus_unless_the_operator_says_otherwise(make_settings: MakeSettings) -> None:
+    assert make_settings(max_parallel_tasks=2, resources={"cpus": 4}).threads_per_executor == 2
+    assert make_settings(max_parallel_tasks=3, resources={"cpus": 2}).threads_per_executor == 1
+    assert make_settings(executor_threads=3).threads_per_executor == 3
+    shared = thread_environment(1, {"OMP_NUM_THREADS": "4"}, explicit=False)
+    assert "OMP_NUM_THREADS" not in shared and shared["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert thread_environment(2, {"OMP_NUM_THREADS": "4"}, explicit=True) == dict.fromkeys(THREAD_VARIABLES, "2")
+    assert os.cpu_count()  # the default takes every cpu of the host
