@@ -1,6 +1,6 @@
 """Per-round platform overhead and job start latency of a real federated job on loopback.
 
-``python bench/round_overhead.py [--rounds 20] [--mode script|function|both]``
+``python bench/round_overhead.py [--rounds 20] [--mode script|function|both] [--checkpoint-every N]``
 
 Starts a standalone control plane as separate processes (client selector, job
 scheduler with the local platform, API server: ``nsfl_ctl.standalone.up``)
@@ -8,7 +8,8 @@ and three task managers (warm workers, long-lived job executors, one IID
 share of scikit-learn's digits each), waits until the three are registered
 and their warm workers have imported torch, then per mode submits the digits
 job over REST (MLP 64-128-10, one epoch of SGD per round, 3 clients per
-round, evaluation every round, the job's defaults otherwise) and prints:
+round, evaluation every round, the job's defaults otherwise, a checkpoint
+every round among them; ``--checkpoint-every 0`` for none) and prints:
 
 * median round time: from one round's start to the next one's (so it holds
   everything between two rounds: aggregation, evaluation, checkpoint,
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -111,10 +113,14 @@ def wait_until_ready(api: ApiClient, cluster: Cluster, names: list[str], state_d
     wait_for("the standby coordinator", standby, 120, cluster.procs)
 
 
-def run_job(api: ApiClient, state_dir: Path, mode: str, rounds: int) -> tuple[float, dict[str, Any]]:
+def run_job(
+    api: ApiClient, state_dir: Path, mode: str, rounds: int, changes: dict[str, Any]
+) -> tuple[float, dict[str, Any]]:
     name = f"digits-{mode}"
     entry = "digits-pytorch" if mode == "script" else "digits-pytorch-function"
-    job = digits_job(name, taskEntry=entry, rounds=rounds, evaluateEvery=1, roundTimeoutSeconds=120)
+    job = digits_job(
+        name, taskEntry=entry, rounds=rounds, evaluateEvery=1, roundTimeoutSeconds=120, **changes
+    )
     job.pop("namespace")
     submitted = time.time()
     api.post("/api/v1/namespaces/default/jobs", job)
@@ -173,11 +179,19 @@ def report(mode: str, figures: dict[str, Any], load: LoadWatch) -> None:
 
 
 def main() -> None:
+    # A SIGTERM unwinds like Ctrl-C, so the processes started below are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--mode", choices=["script", "function", "both"], default="both")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="the job's checkpointEvery (default: the job default, every round)",
+    )
     args = parser.parse_args()
     modes = ["script", "function"] if args.mode == "both" else [args.mode]
+    changes = {} if args.checkpoint_every is None else {"checkpointEvery": args.checkpoint_every}
     print(
         f"digits job, 3 clients, {args.rounds} rounds, {os.cpu_count()} cpus, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
@@ -197,7 +211,7 @@ def main() -> None:
             )
             for mode in modes:
                 with LoadWatch() as load:
-                    submitted, status = run_job(api, state_dir, mode, args.rounds)
+                    submitted, status = run_job(api, state_dir, mode, args.rounds, changes)
                 report(mode, summarise(submitted, status), load)
         finally:
             cluster.teardown()

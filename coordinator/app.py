@@ -89,7 +89,7 @@ async def run(settings: CoordinatorSettings) -> int:
         log.info("coordinator for %s serving on %s", plan.job_id, endpoint)
         await reporter.update(endpoint=endpoint, pid=os.getpid())
         state = await driver.run()
-        await runner.settled()
+        await runner.release_all()
         await end_client_tasks(selector, plan.job_id, runner.participants, state)
     log.info("job %s ended %s", plan.job_id, state)
     return EXIT_CODES.get(state, 1)

@@ -93,6 +93,7 @@ class Driver:
         self.piggyback = EvaluationPiggyback(evaluate_every=self.evaluate_every, rounds=self.rounds)
         # Checkpoints are stored behind the rounds and reported once stored (coordinator.checkpoint_writer).
         self.checkpoint_writer = CheckpointWriter(checkpoints, on_saved=self._checkpoint_saved)
+        self._stored_checkpoints: list[dict[str, Any]] = []  # stored, not reported yet
         self.round = 0
         self.last_checkpoint_round = -1
         self.history: list[dict[str, Any]] = []
@@ -285,10 +286,14 @@ class Driver:
         self.last_checkpoint_round = self.round
 
     async def _checkpoint_saved(self, record: dict[str, Any]) -> None:
-        await self._report(checkpoint=record)
+        # Reported with the next round's report rather than in one of its own: a report is a store
+        # write for the scheduler, and a round already sends one.
+        self._stored_checkpoints.append(record)
 
     async def _save_checkpoint_if_new(self) -> None:
         await self.checkpoint_writer.drain()
+        while self._stored_checkpoints:
+            await self._report(checkpoint=self._stored_checkpoints.pop(0))
         if self.round > 0 and self.last_checkpoint_round != self.round:
             await self._report(checkpoint=await self._save_checkpoint())
 
@@ -304,4 +309,6 @@ class Driver:
     async def _report(self, **fields: Any) -> None:
         if "state" in fields:
             self.state = fields["state"]
+        if "checkpoint" not in fields and self._stored_checkpoints:
+            fields["checkpoint"] = self._stored_checkpoints.pop(0)
         await self.reporter.update(rounds=self.rounds, **{"round": self.round, **fields})

@@ -32,11 +32,13 @@ import collections
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from coordinator.growing_json import GrowingListEncoder, encode_object
+from coordinator.offload import run_sized
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
 from libs.rpc import open_channel
 
@@ -104,7 +106,9 @@ class ProgressReporter:
                 durable = state != self._written_state or state != "RUNNING"
                 self._written_state = state
                 try:
-                    await asyncio.to_thread(write_text_atomic, self.status_file, text, durable=durable)
+                    # Without its fsync a small file is written faster than a thread is handed the job.
+                    size = len(text) if not durable else sys.maxsize
+                    await run_sized(size, write_text_atomic, self.status_file, text, durable=durable)
                 except OSError as exc:
                     log.error("could not write %s: %s", self.status_file, exc)
             while self._reports:

@@ -89,7 +89,8 @@ class RoundRunner:
         self.max_init_size = 4 << 30
         self._tokens: dict[str, Ticket] = {}
         self.participants: set[str] = set()  # every client offered a task: told when the job ends
-        self._settling: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()
+        self._held: set[str] = set()  # clients reserved for the job since its last selection
         self._uploading: set[str] = set()
         self._changed = asyncio.Event()
         self._fold_lock = asyncio.Lock()
@@ -214,6 +215,8 @@ class RoundRunner:
             if len(chosen) >= minimum:
                 for client, why in selection.clients:
                     log.info("round %d %s: picked %s (%s)", round_number, book.kind, client, why)
+                self._settle_behind(round_number, [], sorted(self._held - set(chosen)))
+                self._held = set(chosen)
                 return chosen
             if chosen:
                 await self.selector.release(self.plan.job_id, chosen)
@@ -262,18 +265,34 @@ class RoundRunner:
             except TimeoutError:
                 pass
 
-    async def _settle(self, round_number: int, outstanding: list[str]) -> None:
+    async def _settle(self, round_number: int, outstanding: list[str], unheld: list[str]) -> None:
         try:
             if outstanding:
                 await self.selector.cancel(self.plan.job_id, outstanding, f"round {round_number} closed")
-            await self.selector.release(self.plan.job_id)
+            if unheld:
+                await self.selector.release(self.plan.job_id, unheld)
         except Exception as exc:  # the selector may be down; reservations expire on their own
             log.warning("could not cancel or release clients after round %d: %s", round_number, exc)
 
+    def _settle_behind(self, round_number: int, outstanding: list[str], unheld: list[str]) -> None:
+        if outstanding or unheld:
+            task = asyncio.create_task(self._settle(round_number, outstanding, unheld))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
     async def settled(self) -> None:
-        """Wait until the last round's clients are cancelled if late and released (its ``_finish``)."""
-        if self._settling is not None:
-            await asyncio.shield(self._settling)
+        """Wait until late clients are cancelled and clients no longer held are released."""
+        while self._settling:
+            await asyncio.gather(*self._settling)
+
+    async def release_all(self) -> None:
+        """The job is over: release every client it holds (after what is still being settled)."""
+        await self.settled()
+        try:
+            await self.selector.release(self.plan.job_id)
+        except Exception as exc:  # the selector may be down; reservations expire on their own
+            log.warning("could not release the job's clients: %s", exc)
+        self._held.clear()
 
     async def pause_before_retry(self) -> None:
         """Wait a little before a new attempt of a failed round.
@@ -296,7 +315,9 @@ class RoundRunner:
         outstanding = [t.client_id for t in book.outstanding]
         for ticket in book.outstanding:
             book.drop(ticket.task_id, f"round closed before it answered ({book.close_reason})")
-        # Behind the round: the server step runs meanwhile, and the next selection waits for it.
-        self._settling = asyncio.create_task(self._settle(book.round, outstanding))
+        # Behind the round: the server step runs meanwhile, and the next selection waits for it.  The
+        # round's clients stay reserved: the next round selects them again (renewing the reservation)
+        # or releases those it does not (_select), and the job's end releases the rest.
+        self._settle_behind(book.round, outstanding, [])
         for ticket in book.tickets.values():
             self._tokens.pop(ticket.token, None)

@@ -21,11 +21,16 @@ first.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import grpc
 import grpc.experimental as grpc_experimental
 
 from libs.rpc import CHANNEL_OPTIONS
+
+T = TypeVar("T")
 
 MAX_CHANNELS = 4
 # A server-streaming call (the model's download) is read on the calling thread instead of a thread
@@ -47,6 +52,21 @@ def channel_to(endpoint: str) -> grpc.Channel:
         _, oldest = _channels.popitem(last=False)
         oldest.close()
     return channel
+
+
+_background: ThreadPoolExecutor | None = None
+
+
+def in_background(function: Callable[[], T]) -> Future[T]:
+    """Run a blocking call (an RPC whose answer is needed later) on the process's one helper thread.
+
+    Why one kept thread: a gRPC call made with ``.future()`` starts a thread of its own, and starting a
+    thread waits for it to run, milliseconds on a busy host, right on the path of the round.
+    """
+    global _background
+    if _background is None:
+        _background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsfl-rpc")
+    return _background.submit(function)
 
 
 def close_all() -> None:

@@ -44,7 +44,7 @@ from task_executor.coordinator_client import CoordinatorClient, update_header
 from task_executor.errors import InvalidTask
 from task_executor.evaluation import evaluate_first
 from task_executor.execution import execute
-from task_executor.secure_aggregation import contribute, secure_round_required
+from task_executor.secure_aggregation import contribute, prefetch_task_plan, secure_round_required
 from task_executor.session import Outcome
 from task_executor.settings import ExecutorSettings
 from task_executor.task import ResultJson, TaskSpec, read_task, write_result
@@ -89,6 +89,7 @@ def update_payload(
 
 def _perform(spec: TaskSpec, settings: ExecutorSettings) -> Outcome:
     check_entry(spec)
+    prefetch_task_plan(spec, settings)  # answered while the model downloads and the user's code runs
     global_weights: WeightMap | None = None
     attachments: Attachments = {}
     if spec.kind != "init":

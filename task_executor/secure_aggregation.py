@@ -62,7 +62,7 @@ from libs.secagg import (
 from libs.secagg.wire import WireMessage
 from libs.weights.deltas import compute_delta
 from libs.weights.tensors import WeightMap, validate_update
-from task_executor.channels import channel_to
+from task_executor.channels import channel_to, in_background
 from task_executor.session import Outcome
 from task_executor.settings import ExecutorSettings
 from task_executor.task import TaskSpec
@@ -86,28 +86,44 @@ def _timeout(spec: TaskSpec, settings: ExecutorSettings) -> float:
     return remaining
 
 
-# The coordinator decides per job, for its life: a long-lived job executor asks once, not every round
-# (a round trip on the path from the end of training to the upload).  Keyed by endpoint too, since a
-# restarted coordinator listens elsewhere and may decide anew.
-_plans: dict[tuple[str, str], bool] = {}
+# A train task asks for its plan before its user code runs and reads the answer after it
+# (prefetch_task_plan), so the round trip overlaps training instead of delaying the upload.
+# One task at a time runs in an executor: at most one call is pending.
+_prefetched: dict[str, Any] = {}
+
+
+def _plan_request(spec: TaskSpec) -> coordinator_pb2.TaskPlanRequest:
+    return coordinator_pb2.TaskPlanRequest(
+        job_id=spec.job_id, round=spec.round, task_id=spec.task_id, task_token=spec.task_token
+    )
+
+
+def prefetch_task_plan(spec: TaskSpec, settings: ExecutorSettings) -> None:
+    """Send a train task's ``GetTaskPlan`` now without waiting; :func:`secure_round_required` reads it."""
+    _prefetched.clear()
+    if spec.kind != "train":
+        return
+    try:
+        stub, request, timeout = (
+            _STUB(channel_to(spec.coordinator_endpoint)),
+            _plan_request(spec),
+            _timeout(spec, settings),
+        )
+    except DeadlineExceeded:
+        return  # asked again, and failed properly, when the answer is needed
+    _prefetched[spec.task_id] = in_background(lambda: stub.GetTaskPlan(request, timeout=timeout))
 
 
 def secure_round_required(spec: TaskSpec, settings: ExecutorSettings) -> bool:
     """Whether the coordinator wants this task's update over ``SecureAggregate`` (it decides per job)."""
-    key = (spec.coordinator_endpoint, spec.job_id)
-    if key not in _plans:
-        _plans[key] = _ask_for_plan(spec, settings)
-    return _plans[key]
-
-
-def _ask_for_plan(spec: TaskSpec, settings: ExecutorSettings) -> bool:
-    request = coordinator_pb2.TaskPlanRequest(
-        job_id=spec.job_id, round=spec.round, task_id=spec.task_id, task_token=spec.task_token
-    )
+    pending = _prefetched.pop(spec.task_id, None)
     try:
-        plan = _STUB(channel_to(spec.coordinator_endpoint)).GetTaskPlan(
-            request, timeout=_timeout(spec, settings)
-        )
+        if pending is not None:
+            plan = pending.result()
+        else:
+            plan = _STUB(channel_to(spec.coordinator_endpoint)).GetTaskPlan(
+                _plan_request(spec), timeout=_timeout(spec, settings)
+            )
     except grpc.RpcError as exc:
         if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             return False  # a coordinator from before secure aggregation: every round is plain

@@ -12,11 +12,12 @@ ends, not at every attempt.
 
 Offers are answered at once, from the reader, before anything is launched:
 the policy decides on in-memory state, the answer is queued for the writer,
-and only once the writer has put the acceptance on the wire is the task
-started (``TaskHandler.confirmed``); an acceptance that never left (the
-stream broke first) gives its slot back (``unconfirmed``), because the
-selector has then answered "not accepted" for us.  Launching never blocks
-the stream: it runs in its own task.
+and the task is started (``TaskHandler.confirmed``) while the writer puts the
+acceptance on the wire, not after: waiting for the write would add a round
+trip through gRPC's own thread to every round.  An acceptance that never left
+(the stream broke first) cancels the task and gives its slot back
+(``unconfirmed``), because the selector has then answered "not accepted" for
+us.  Launching never blocks the stream: it runs in its own task.
 """
 
 from __future__ import annotations
@@ -272,9 +273,8 @@ class SelectorConnection:
         sent.add_done_callback(lambda done: self._delivered(offer.task_id, done))
         acceptance = serde.offer_status(offer, common_pb2.TASK_ACCEPTED, "accepted", client_id)
         outbound.put_nowait(Outgoing(serde.answer_message(acceptance), sent))
+        self.handler.confirmed(offer.task_id)
 
     def _delivered(self, task_id: str, sent: asyncio.Future[bool]) -> None:
-        if not sent.cancelled() and sent.result():
-            self.handler.confirmed(task_id)
-        else:
+        if sent.cancelled() or not sent.result():
             self.handler.unconfirmed(task_id)

@@ -156,11 +156,17 @@ class Executors:
             task.runner = asyncio.create_task(self._run(task), name=f"task {task_id}")
 
     def unconfirmed(self, task_id: str) -> None:
-        """The acceptance never left: the selector told the coordinator no, so free the slot."""
+        """The acceptance never left: the selector told the coordinator no, so drop the task (killed,
+        not reported, if it was already started) and free its slot."""
         task = self._active.get(task_id)
-        if task is not None and task.runner is None:
-            log.info("the acceptance of task %s was not delivered; dropping it", task_id)
+        if task is None:
+            return
+        log.info("the acceptance of task %s was not delivered; dropping it", task_id)
+        if task.runner is None:
             self._forget(task)
+        else:
+            task.cancel_reason = "its acceptance was not delivered"
+            self._kill(task)
 
     def cancel(self, job_id: str, task_id: str, reason: str) -> int:
         """Kill the job's task ``task_id`` (every task of the job if empty); how many were cancelled."""

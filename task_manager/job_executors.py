@@ -28,9 +28,11 @@ the executor downloads it straight from the coordinator into its own memory
 (once per round, decoded without a copy) and uploads its update straight
 back, over a gRPC channel it keeps open across rounds.
 
-When a job executor is busy (another task of the same job still runs, which
-only happens around cancels and retries), or no warm worker is up, the task
-runs in a one-task executor as before: :meth:`JobExecutors.run` returns None.
+When a job executor is busy (another task of the same job still runs: the
+previous round's, about to say ``finished``, or a straggler around cancels
+and retries), the task waits for it up to ``BUSY_WAIT_SECONDS``; when it stays
+busy, or no warm worker is up, the task runs in a one-task executor as
+before: :meth:`JobExecutors.run` returns None.
 
 Teardown.  A job executor ends when:
 
@@ -73,6 +75,7 @@ from task_manager.workspace import Workspace, task_dir_name
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_SECONDS = 30.0
+BUSY_WAIT_SECONDS = 5.0
 STOP_GRACE_SECONDS = 3.0
 KILL_WAIT_SECONDS = 10.0
 MAX_LINE = 64 * 1024
@@ -111,6 +114,7 @@ class JobExecutor:
     gone: bool = False
     idle_since: float = 0.0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    free: asyncio.Event = field(default_factory=asyncio.Event)  # set while it can take a task (or is gone)
 
     @property
     def busy(self) -> bool:
@@ -169,6 +173,7 @@ class JobExecutors:
         self._sweeper: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.StreamWriter] = set()  # every accepted channel, closed by shutdown
         self._closed = False
 
     # --- what Executors calls ----------------------------------------------------------------
@@ -181,27 +186,49 @@ class JobExecutors:
         """Hand the task to its job's executor (started if needed); None if it must run on its own."""
         if self._closed:
             return None
-        executor = self._executors.get(offer.job_id)
-        if executor is not None and (executor.gone or executor.signature != signature_of(offer)):
-            self.retire(offer.job_id, "the job's tasks now come from another coordinator or entry")
-            executor = None
+        executor = await self._free_executor(offer)
         if executor is None:
-            executor = await self._start(offer)
-            if executor is None:
-                return None
-        elif executor.busy:
-            log.info(
-                "the executor of job %s is busy; task %s runs in an executor of its own",
-                offer.job_id,
-                offer.task_id,
-            )
             return None
         run = Run(str(task_dir), asyncio.get_running_loop().create_future())
         if not executor.send({"run": run.task_dir}):
             self.retire(offer.job_id, "its channel closed", kill=True)
             return None
         executor.running = run
+        executor.free.clear()
         return JobTask(executor, run)
+
+    async def _free_executor(self, offer: Offer) -> JobExecutor | None:
+        """The job's executor once it is free (started if there is none); None if it stays busy.
+
+        Why wait: the previous round's task has usually uploaded already, and its executor is only
+        about to say ``finished`` when the next round's offer arrives (on a busy host the coordinator
+        can be that quick); a process of its own for the new task would pay everything a long-lived
+        executor saves.  A task that is really still running (a straggler) keeps it busy past
+        ``BUSY_WAIT_SECONDS``, or is killed by the cancel that closed its round.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_WAIT_SECONDS
+        while True:
+            executor = self._executors.get(offer.job_id)
+            if executor is not None and (executor.gone or executor.signature != signature_of(offer)):
+                self.retire(offer.job_id, "the job's tasks now come from another coordinator or entry")
+                executor = None
+            if executor is None:
+                executor = await self._start(offer)
+                if executor is None:
+                    return None
+            if not executor.busy:
+                return executor
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.info(
+                    "the executor of job %s is still busy; task %s runs in an executor of its own",
+                    offer.job_id,
+                    offer.task_id,
+                )
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(executor.free.wait(), remaining)
 
     def retire(self, job_id: str, reason: str, *, kill: bool = False) -> bool:
         """End the job's executor: asked to stop when idle, killed when busy or ``kill``."""
@@ -210,6 +237,7 @@ class JobExecutors:
             return False
         self._by_token.pop(executor.token, None)
         executor.gone = True  # a _start still waiting for it sees this and gives it up
+        executor.free.set()  # and so does a task waiting for it to be free
         log.info("stopping the executor of job %s: %s", job_id, reason)
         if executor.process is None:
             return True
@@ -234,6 +262,12 @@ class JobExecutors:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        for writer in self._connections:
+            writer.close()
+        for writer in self._connections:
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        self._connections.clear()
         if self._sweeper is not None:
             await asyncio.gather(self._sweeper, return_exceptions=True)
 
@@ -283,6 +317,7 @@ class JobExecutors:
             return None
         executor.starting = False
         executor.idle_since = self.clock()
+        executor.free.set()
         executor.tasks.append(asyncio.create_task(self._read(executor, reader)))
         log.info(
             "started the executor of job %s (pid %d); it serves the job's tasks from now on",
@@ -296,6 +331,7 @@ class JobExecutors:
             del self._executors[executor.job_id]
         self._by_token.pop(executor.token, None)
         executor.gone = True
+        executor.free.set()
         if executor.process is not None:
             kill_group(executor.record())
             task = asyncio.create_task(self._reap(executor))
@@ -311,6 +347,7 @@ class JobExecutors:
             self.retire(oldest.job_id, f"making room: {self.max_executors} job executors are running")
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
         try:
             line = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT_SECONDS)
             hello = json.loads(line)
@@ -321,6 +358,7 @@ class JobExecutors:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+            self._connections.discard(writer)
             return
         executor.writer = writer  # closed by _watch when the process ends, whoever waited for it
         executor.connected.set_result((reader, writer))
@@ -342,6 +380,7 @@ class JobExecutors:
                     continue
                 executor.running = None
                 executor.idle_since = self.clock()
+                executor.free.set()
                 if not run.ended.done():
                     run.ended.set_result(ExitStatus(exit_code=code))
 
@@ -350,6 +389,7 @@ class JobExecutors:
         assert executor.process is not None
         status = await executor.process.wait()
         executor.gone = True
+        executor.free.set()  # whoever waits for it sees it gone and starts another
         if not executor.connected.done():
             executor.connected.set_exception(ConnectionError(f"the job executor ended ({status.describe()})"))
         run, executor.running = executor.running, None
@@ -367,6 +407,7 @@ class JobExecutors:
             executor.writer.close()
             with contextlib.suppress(ConnectionError):
                 await executor.writer.wait_closed()
+            self._connections.discard(executor.writer)
 
     async def _reap(self, executor: JobExecutor) -> None:
         """Wait for a retired executor to end: a grace period to stop, then SIGKILL."""

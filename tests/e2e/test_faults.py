@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,10 @@ def test_a_coordinator_killed_after_a_checkpoint_resumes_at_the_next_round(
     killed_at = max(c["round"] for c in read_status(workdir)["checkpoints"])
     second = start_job(cluster, job, selector, "coordinator-2")
     status = finished(cluster, second, 180)
-    assert f"resuming after round {killed_at}" in second.log.read_text()
+    # Checkpoints are stored behind the rounds and listed in status.json with the next report, so the
+    # one stored last before the kill may not be listed yet: it resumes from that one or a later one.
+    resumed = re.search(r"resuming after round (\d+)", second.log.read_text())
+    assert resumed is not None and killed_at <= int(resumed.group(1)) < 5
     rounds = [record["round"] for record in status["history"]]
     assert rounds == [1, 2, 3, 4, 5][: len(rounds)] and rounds[-1] == 5
     assert status["round"] == 5

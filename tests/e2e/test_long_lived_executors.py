@@ -75,8 +75,6 @@ def executor_processes(task_managers: list[Proc]) -> list[int]:
     return found
 
 
-@pytest.mark.xfail(run=False, reason="issue 7 is unfinished: job executors are still replaced between "
-                   "rounds under load (seen: 9-15 processes per client over 200 rounds); see the session note")
 def test_a_client_serves_a_job_from_one_process_and_a_crashed_one_is_replaced(
         cluster: Cluster, digits_shares: Any) -> None:
     selector = cluster.start_selector()
@@ -121,8 +119,6 @@ def test_a_stopped_job_leaves_no_executor_process_behind(cluster: Cluster, digit
     assert all(manager.alive() for manager in managers), "the task managers themselves go on"
 
 
-@pytest.mark.xfail(run=False, reason="issue 7 is unfinished: job executors are still replaced between "
-                   "rounds under load (seen: 9-15 processes per client over 200 rounds); see the session note")
 def test_two_jobs_on_the_same_clients_never_share_an_executor(cluster: Cluster, digits_shares: Any) -> None:
     selector = cluster.start_selector()
     probed_clients(cluster, digits_shares, selector)
@@ -142,8 +138,6 @@ def test_two_jobs_on_the_same_clients_never_share_an_executor(cluster: Cluster, 
         assert not by_job["default/first"] & by_job["default/second"], f"{client} shared a process: {by_job}"
 
 
-@pytest.mark.xfail(run=False, reason="issue 7 is unfinished: job executors are still replaced between "
-                   "rounds under load (seen: 9-15 processes per client over 200 rounds); see the session note")
 @pytest.mark.parametrize("mode", ["script", "function"])
 def test_a_long_lived_executor_stays_flat_in_memory_over_200_rounds(
         cluster: Cluster, digits_shares: Any, mode: str) -> None:

@@ -97,7 +97,7 @@ def dispatch(task_dir: Path) -> int:
 
 
 def by_round(task_dir: Path) -> int:
-    """Do what the task's ``parameters.actions`` says for its round (``crash``, ``sleep``, ``fail``),
+    """Do what the task's ``parameters.actions`` says for its round (``crash``, ``sleep``, ``fail``, ``pause``),
     else succeed; every run first appends its pid and round to ``<parameters.log>``."""
     task = json.loads((task_dir / "task.json").read_text())
     parameters = task["parameters"]
@@ -110,4 +110,6 @@ def by_round(task_dir: Path) -> int:
         return sleep_forever(task_dir)
     if action == "fail":
         return fail(task_dir)
+    if action == "pause":
+        time.sleep(0.5)
     return succeed(task_dir)

@@ -90,7 +90,7 @@ async def test_a_session_registers_heartbeats_and_answers_offers_and_cancels(
             "c1",
             "",
         )
-        await eventually(lambda: handler.confirmed_ids == ["t-1"])  # launched only once the answer was sent
+        await eventually(lambda: handler.confirmed_ids == ["t-1"])  # launched as the answer is sent
 
         refused = await selector.offer(offer("t-2", entry="cifar-train"))
         assert (refused.state, refused.reason) == (

@@ -156,6 +156,18 @@ async def test_a_busy_executor_leaves_the_jobs_other_task_to_a_process_of_its_ow
         assert executors.cancel("ns/digits", "", "done") == 1
 
 
+async def test_a_task_arriving_while_the_previous_one_ends_waits_for_the_jobs_executor(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round", max_parallel_tasks=2)) as executors:
+        start(executors, task(log, round=0, actions={"0": "pause"}))
+        await eventually(lambda: len(runs(log)) == 1)
+        await run_to_end_of(executors, task(log, round=1))
+    first, second = (r["pid"] for r in runs(log))
+    assert first == second, "the next round ran in the same process, not in one of its own"
+
+
 async def run_to_end_of(executors: Executors, o: Offer) -> None:
     start(executors, o)
     await eventually(lambda: o.task_id not in executors._active)

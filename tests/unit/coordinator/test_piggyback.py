@@ -1,0 +1,132 @@
+"""Evaluation riding on the next round's training, and the writes kept out of a round's way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from coordinator.checkpoint_writer import CheckpointWriter
+from coordinator.checkpoints import unpack
+from coordinator.growing_json import GrowingListEncoder, encode_object
+from coordinator.piggyback import EvaluationPiggyback, take_evaluation
+from coordinator.progress import ProgressReporter
+from coordinator.rounds import Ticket
+
+
+def ticket(client: str, metrics: dict[str, float]) -> Ticket:
+    return Ticket(task_id=f"t-{client}", token="x", client_id=client, round=2, kind="train", attempt=0,
+                  num_samples=100, metrics=dict(metrics))
+
+
+def test_evaluation_metrics_leave_the_tickets_weighted_by_the_samples_evaluated() -> None:
+    tickets = [
+        ticket("a", {"loss": 0.4, "evaluate/accuracy": 0.9, "nsfl.evaluate_samples": 30}),
+        ticket("b", {"loss": 0.2, "evaluate/accuracy": 0.6, "nsfl.evaluate_samples": 10}),
+        ticket("c", {"loss": 0.3}),
+    ]
+    assert take_evaluation(tickets) == pytest.approx({"accuracy": 0.825})
+    assert [t.metrics for t in tickets] == [{"loss": 0.4}, {"loss": 0.2}, {"loss": 0.3}]
+
+
+def test_round_k_is_evaluated_by_round_k_plus_1_except_the_last() -> None:
+    every_round = EvaluationPiggyback(evaluate_every=1, rounds=5)
+    assert [every_round.defers(k) for k in range(1, 6)] == [True, True, True, True, False]
+    history: list[dict[str, Any]] = [{"round": 1}]
+    assert not every_round.wanted(1, [])
+    assert every_round.wanted(2, history)
+    assert not every_round.wanted(3, history), "only the round right after"
+    history[0]["evaluation"] = {"accuracy": 0.5}
+    assert not every_round.wanted(2, history), "already evaluated"
+
+    every_other = EvaluationPiggyback(evaluate_every=2, rounds=6)
+    assert [every_other.defers(k) for k in range(1, 7)] == [False, True, False, True, False, False]
+    assert not every_other.wanted(2, [{"round": 1}]) and every_other.wanted(3, [{"round": 2}])
+    assert not EvaluationPiggyback(evaluate_every=0, rounds=5).defers(1)
+
+
+def test_filing_gives_the_previous_round_its_evaluation_and_when() -> None:
+    piggyback = EvaluationPiggyback(evaluate_every=1, rounds=5)
+    history: list[dict[str, Any]] = [{"round": 1}]
+    tickets = [ticket("a", {"loss": 0.1, "evaluate/accuracy": 0.9, "nsfl.evaluate_samples": 5})]
+
+    revised = piggyback.file(2, tickets, history, now=123.0)
+
+    assert revised is history[0] and revised == {"round": 1, "evaluation": {"accuracy": 0.9}, "evaluatedAt": 123.0}
+    assert tickets[0].metrics == {"loss": 0.1}
+    assert piggyback.file(2, [ticket("a", {"loss": 0.1})], [{"round": 1}], now=1.0) is None, "nothing came"
+
+
+def test_growing_lists_are_encoded_once_yet_always_match_a_full_encoding() -> None:
+    encoders = {"history": GrowingListEncoder(unsettled=2), "checkpoints": GrowingListEncoder(unsettled=0)}
+    status: dict[str, Any] = {"state": "RUNNING", "history": [], "checkpoints": []}
+    for round_number in range(1, 6):
+        status["history"].append({"round": round_number, "metrics": {"loss": 1 / round_number}})
+        if round_number > 1:
+            status["history"][-2]["evaluation"] = {"accuracy": round_number / 10}  # changes a round later
+        status["checkpoints"].append({"round": round_number})
+        assert json.loads(encode_object(status, encoders)) == status
+    status["history"] = status["history"][:2]  # replaced (a resumed job): encoded anew
+    assert json.loads(encode_object(status, encoders)) == status
+
+
+async def test_a_progress_update_returns_at_once_and_close_writes_the_last_state(tmp_path: Path) -> None:
+    reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job")
+    record = {"round": 1}
+    await reporter.update(round=1, round_record=record, state="RUNNING")
+    record["evaluation"] = {"accuracy": 0.7}
+    await reporter.update(round=1, round_record=record)  # reported again: the same record, not a second
+    await reporter.update(state="FINISHED", reason="done")
+    await reporter.close()
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "FINISHED" and status["history"] == [{"round": 1, "evaluation": {"accuracy": 0.7}}]
+
+
+class SlowStore:
+    """The two calls a CheckpointWriter makes of a CheckpointStore."""
+
+    def __init__(self, fail_round: int | None = None) -> None:
+        self.saved: list[tuple[int, bytes]] = []
+        self.fail_round = fail_round
+
+    async def save_packed(self, round_number: int, payload: bytes) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        if round_number == self.fail_round:
+            raise OSError("disk full")
+        self.saved.append((round_number, payload))
+        return {"round": round_number}
+
+
+async def test_checkpoints_are_snapshotted_at_once_and_stored_in_order_behind_the_rounds() -> None:
+    store = SlowStore()
+    reported: list[dict[str, Any]] = []
+
+    async def on_saved(record: dict[str, Any]) -> None:
+        reported.append(record)
+
+    writer = CheckpointWriter(store, on_saved)  # type: ignore[arg-type]
+    history: list[dict[str, Any]] = [{"round": 1}]
+    weights = {"w": np.ones(3, np.float32)}
+    writer.submit(1, weights, {}, history)
+    history.append({"round": 2})
+    writer.submit(2, weights, {}, history)
+    assert reported == [], "submit does not wait for the store"
+    await writer.drain()
+
+    assert [r["round"] for r in reported] == [1, 2]
+    first = unpack(store.saved[0][1], {"key": "k"})
+    assert first.extra == {"history": [{"round": 1}]} and first.weights["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+async def test_a_checkpoint_that_cannot_be_stored_fails_the_next_checkpoint_or_the_drain() -> None:
+    async def ignore(record: dict[str, Any]) -> None:
+        return None
+
+    writer = CheckpointWriter(SlowStore(fail_round=1), ignore)  # type: ignore[arg-type]
+    writer.submit(1, {"w": np.zeros(2, np.float32)}, {}, [])
+    with pytest.raises(OSError, match="disk full"):
+        await writer.drain()
