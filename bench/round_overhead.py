@@ -1,6 +1,6 @@
 """Per-round platform overhead and job start latency of a real federated job on loopback.
 
-``python bench/round_overhead.py [--rounds 20] [--mode script|function|both] [--checkpoint-every N]``
+``python bench/round_overhead.py [--rounds 20] [--mode script|function|both] [--checkpoint-every N] [--keep DIR]``
 
 Starts a standalone control plane as separate processes (client selector, job
 scheduler with the local platform, API server: ``nsfl_ctl.standalone.up``)
@@ -19,8 +19,10 @@ every round among them; ``--checkpoint-every 0`` for none) and prints:
   which rides on the training task); the round waits for it;
 * median overhead: per round, their difference, the platform's share;
 * submit to round 1: from the REST call to the first round's start, with the
-  task managers already registered (this includes the scheduler's admission,
-  the coordinator's start and the ``init`` task that builds the model);
+  task managers already registered and the scheduler's standby coordinator
+  ready, as on a platform that has been up a few seconds (this includes the
+  scheduler's admission, the handoff to the coordinator and the ``init`` task
+  that builds the model);
 * submit to accuracy >= 0.90: from the REST call until the first evaluation
   reaching 0.90 is known (the round it belongs to in brackets).
 
@@ -32,6 +34,7 @@ printed beside the figures, and the figures should be read with them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -104,13 +107,23 @@ def wait_until_ready(api: ApiClient, cluster: Cluster, names: list[str], state_d
             if p.name in names
         )
 
-    def standby() -> bool:
-        log = state_dir / "jobs" / ".standby.log"
-        return log.exists() and "waiting for a job" in log.read_text(errors="replace")
-
     wait_for("the clients to register", registered, 120, cluster.procs)
     wait_for("the warm workers to import torch", warm, 300, cluster.procs)
-    wait_for("the standby coordinator", standby, 120, cluster.procs)
+    wait_for_standby(state_dir, 1, cluster)
+
+
+def wait_for_standby(state_dir: Path, count: int, cluster: Cluster) -> None:
+    """Until the scheduler's ``count``-th standby coordinator has imported and waits for a job.
+
+    The scheduler starts the next standby a few seconds after handing one a job
+    (job_scheduler.local_platform); a job submitted before that would start cold.
+    """
+
+    def ready() -> bool:
+        log = state_dir / "jobs" / ".standby.log"
+        return log.exists() and log.read_text(errors="replace").count("waiting for a job") >= count
+
+    wait_for("the standby coordinator", ready, 120, cluster.procs)
 
 
 def run_job(
@@ -189,6 +202,9 @@ def main() -> None:
         type=int,
         help="the job's checkpointEvery (default: the job default, every round)",
     )
+    parser.add_argument(
+        "--keep", type=Path, help="work in this folder and keep it (the components' logs, status files)"
+    )
     args = parser.parse_args()
     modes = ["script", "function"] if args.mode == "both" else [args.mode]
     changes = {} if args.checkpoint_every is None else {"checkpointEvery": args.checkpoint_every}
@@ -196,8 +212,12 @@ def main() -> None:
         f"digits job, 3 clients, {args.rounds} rounds, {os.cpu_count()} cpus, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    with tempfile.TemporaryDirectory(prefix="nsfl-bench-") as tmp:
-        base = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            base = args.keep.resolve()
+        else:
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nsfl-bench-")))
         state_dir = base / "state"
         plane = standalone.up(state_dir, ports=Ports(api=0, selector=0, scheduler=0))
         cluster = Cluster(base)
@@ -209,7 +229,8 @@ def main() -> None:
                 f"{'mode':9} {'round':>11} {'client':>13} {'overhead':>12} {'to round 1':>12}   "
                 f"{'to accuracy >= 0.90':24} {'final':>6}"
             )
-            for mode in modes:
+            for index, mode in enumerate(modes):
+                wait_for_standby(state_dir, index + 1, cluster)
                 with LoadWatch() as load:
                     submitted, status = run_job(api, state_dir, mode, args.rounds, changes)
                 report(mode, summarise(submitted, status), load)

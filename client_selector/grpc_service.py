@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TypeAlias, cast
 
 import grpc
@@ -46,6 +47,19 @@ from libs.structured_logging import log_context
 log = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext
+
+
+MAX_OFFERS_PER_CALL = 10_000  # a round's offers; far above any clientsPerRound the job schema allows
+
+
+@dataclass(frozen=True)
+class CheckedOffer:
+    """An offer's addressing, checked before anything is pushed."""
+
+    client: ClientId
+    task: str
+    job: str
+    timeout: float
 
 
 class SelectorServicer(selector_pb2_grpc.ClientSelectorServicer):
@@ -193,14 +207,41 @@ class SelectorServicer(selector_pb2_grpc.ClientSelectorServicer):
     async def OfferTask(
         self, request: selector_pb2.OfferTaskRequest, context: Context
     ) -> selector_pb2.OfferTaskResponse:
-        client = serde.client_id(request.client_id)
-        offer = request.offer
-        task = serde.task_id(offer.task_id, "offer.task_id")
-        job = serde.job_id(offer.job_id)
-        timeout = serde.seconds(
-            request.answer_timeout_seconds, "answer_timeout_seconds", self._answer_timeout
-        )
+        offer = self._checked_offer(request)
+        return await self._offer(request, offer, context.time_remaining())
+
+    @handle_errors
+    async def OfferTasks(
+        self, request: selector_pb2.OfferTasksRequest, context: Context
+    ) -> selector_pb2.OfferTasksResponse:
+        """A round's offers at once: every one checked first, then all pushed and awaited together."""
+        if len(request.offers) > MAX_OFFERS_PER_CALL:
+            raise ValidationFailed(
+                f"{len(request.offers)} offers in one call; send at most {MAX_OFFERS_PER_CALL} per call"
+            )
+        checked = [self._checked_offer(one) for one in request.offers]
         remaining = context.time_remaining()
+        answers = await asyncio.gather(
+            *(self._offer(one, offer, remaining) for one, offer in zip(request.offers, checked, strict=True))
+        )
+        return selector_pb2.OfferTasksResponse(answers=answers)
+
+    def _checked_offer(self, request: selector_pb2.OfferTaskRequest) -> CheckedOffer:
+        return CheckedOffer(
+            client=serde.client_id(request.client_id),
+            task=serde.task_id(request.offer.task_id, "offer.task_id"),
+            job=serde.job_id(request.offer.job_id),
+            timeout=serde.seconds(
+                request.answer_timeout_seconds, "answer_timeout_seconds", self._answer_timeout
+            ),
+        )
+
+    async def _offer(
+        self, request: selector_pb2.OfferTaskRequest, checked: CheckedOffer, remaining: float | None
+    ) -> selector_pb2.OfferTaskResponse:
+        """Push one offer down its client's stream and wait for the answer (see :meth:`Selector.offer`)."""
+        client, task, job, timeout = checked.client, checked.task, checked.job, checked.timeout
+        offer = request.offer
         if remaining is not None:  # answer before the caller's own deadline, not after it
             timeout = min(timeout, max(0.0, remaining - 0.05))
         if offer.deadline_unix and offer.deadline_unix <= time.time():
@@ -216,7 +257,10 @@ class SelectorServicer(selector_pb2_grpc.ClientSelectorServicer):
             answer = await self._selector.offer(
                 client, task, selector_pb2.SelectorMessage(task_offer=offer), timeout, on_timeout=cancel
             )
-            log.info("offer %s: %s", "accepted" if answer.accepted else "not accepted", answer.reason)
+            if answer.accepted:
+                log.debug("offer accepted")
+            else:
+                log.info("offer not accepted: %s", answer.reason)
         return selector_pb2.OfferTaskResponse(accepted=answer.accepted, reason=answer.reason)
 
     @handle_errors

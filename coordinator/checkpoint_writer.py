@@ -26,6 +26,7 @@ from typing import Any
 from coordinator.checkpoints import CheckpointStore, pack
 from coordinator.growing_json import GrowingListEncoder
 from coordinator.model_state import WeightMap
+from coordinator.offload import behind_the_round
 
 
 class CheckpointWriter:
@@ -54,6 +55,7 @@ class CheckpointWriter:
         self._raise_failure()
 
     async def _write(self) -> None:
+        await behind_the_round()
         while self._pending:
             round_number, payload = self._pending.popleft()
             try:

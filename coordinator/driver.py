@@ -249,10 +249,9 @@ class Driver:
             self.history.append(record)
             if self.checkpoint_every and round_number % self.checkpoint_every == 0:
                 self._checkpoint_behind()
-            if revised is not None:  # the previous round's record, now with its evaluation
-                await self._report(round=round_number - 1, round_record=revised)
+            # With the previous round's record, now holding its evaluation: one report a round.
             await self._report(state="RUNNING", reason="", round=round_number, round_record=record,
-                               **self.step.status_fields())
+                               revised=() if revised is None else (revised,), **self.step.status_fields())
 
     async def _evaluate(self, round_number: int) -> dict[str, float]:
         book = await self.runner.run_round(round_number, "evaluate", attempt=0,

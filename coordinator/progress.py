@@ -34,11 +34,12 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from coordinator.growing_json import GrowingListEncoder, encode_object
-from coordinator.offload import run_sized
+from coordinator.offload import behind_the_round, run_sized
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
 from libs.rpc import open_channel
 
@@ -73,8 +74,13 @@ class ProgressReporter:
         self._writer: asyncio.Task[None] | None = None
 
     async def update(self, *, round_record: dict[str, Any] | None = None,
-                     checkpoint: dict[str, Any] | None = None, **fields: Any) -> None:
-        """Record the new status; the file and the scheduler get it shortly after (see the module docstring)."""
+                     checkpoint: dict[str, Any] | None = None, revised: Sequence[Mapping[str, Any]] = (),
+                     **fields: Any) -> None:
+        """Record the new status; the file and the scheduler get it shortly after (see the module docstring).
+
+        ``revised`` are records of earlier rounds (already in the history) that changed since they
+        were reported: they go to the scheduler with this report, not in reports of their own.
+        """
         self.status.update({k: list(v) if isinstance(v, list) else v for k, v in fields.items()})
         self.status["updated_unix"] = time.time()
         history = self.status["history"]
@@ -90,12 +96,14 @@ class ProgressReporter:
                 rounds=int(self.status.get("rounds", 0)),
                 round_json=json.dumps(round_record) if round_record else "",
                 checkpoint_json=json.dumps(checkpoint) if checkpoint else "",
+                revised_rounds_json=[json.dumps(record) for record in revised],
             ))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_behind(), name="progress-writer")
         self._wake.set()
 
     async def _write_behind(self) -> None:
+        await behind_the_round()  # updates arriving meanwhile are folded into this write
         while self._dirty or self._reports:
             self._wake.clear()
             if self._dirty:

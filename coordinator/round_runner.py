@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 OFFER_ANSWER_SECONDS = 10.0
 SELECTION_RETRY_SECONDS = 0.5
 RETRY_PAUSE_SECONDS = 5.0
+# A global model up to this size travels inside the offers (TaskOffer.model): its clients need no
+# DownloadModel, which on a small model is a round trip longer than the transfer.  Larger models are
+# downloaded by each executor, so the selector never carries more than this per offer.
+INLINE_MODEL_BYTES = 256 * 1024
 
 
 class StopRequested(Exception):
@@ -213,8 +217,8 @@ class RoundRunner:
                     reservation_seconds=self.plan.round_timeout + 30, seed=seed)
             chosen = [client for client, _ in selection.clients]
             if len(chosen) >= minimum:
-                for client, why in selection.clients:
-                    log.info("round %d %s: picked %s (%s)", round_number, book.kind, client, why)
+                log.info("round %d %s: picked %s", round_number, book.kind,
+                         "; ".join(f"{client} ({why})" for client, why in selection.clients))
                 self._settle_behind(round_number, [], sorted(self._held - set(chosen)))
                 self._held = set(chosen)
                 return chosen
@@ -229,6 +233,9 @@ class RoundRunner:
     async def _offer_all(self, book: RoundBook, clients: list[str], attempt: int, deadline: float,
                          evaluate_first: bool = False) -> None:
         model_sha = self.model.sha256 if self.model is not None and book.kind != "init" else ""
+        inline = b""
+        if model_sha and self.model is not None and self.model.size <= INLINE_MODEL_BYTES:
+            inline = bytes(self.model.payload)
         self.participants.update(clients)
         offers = []
         for client in clients:
@@ -240,9 +247,9 @@ class RoundRunner:
                 runtime=self.plan.runtime, endpoint=self.endpoint(), model_sha256=model_sha,
                 token=ticket.token, entry=self.plan.entry, parameters=self.plan.parameters,
                 datasets=self.plan.datasets, timeout_seconds=self.plan.task_timeout,
-                deadline_unix=deadline, mode=self.plan.mode, evaluate_first=evaluate_first))
-        answers = await asyncio.gather(*(self.selector.offer(o, answer_timeout=OFFER_ANSWER_SECONDS)
-                                         for o in offers))
+                deadline_unix=deadline, mode=self.plan.mode, evaluate_first=evaluate_first,
+                secure_aggregation=self.secure_aggregation is not None, model=inline))
+        answers = await self.selector.offer_many(offers, answer_timeout=OFFER_ANSWER_SECONDS)
         for offer, (accepted, reason) in zip(offers, answers, strict=True):
             if not accepted:
                 log.info("client %s refused round %d: %s", offer.client_id, book.round, reason)

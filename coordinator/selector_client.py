@@ -6,15 +6,17 @@ back, so it can be tested against a fake with the same four methods.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import grpc.aio
 
 from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
-from libs.rpc import call_errors, open_channel
+from libs.rpc import call_errors, error_from_rpc, open_channel
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Offer:
     deadline_unix: float
     mode: str = "script"
     evaluate_first: bool = False  # train task: evaluate the model given first (coordinator.piggyback)
+    secure_aggregation: bool = False  # the update travels over SecureAggregate (the task's plan)
+    model: bytes = b""  # the global model itself, when small enough to ride along (no download)
 
 
 class SelectorClient:
@@ -53,6 +57,7 @@ class SelectorClient:
         self._channel: grpc.aio.Channel = open_channel(target)
         self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
         self._timeout = call_timeout
+        self._one_by_one = False  # the selector has no OfferTasks (an older one)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -81,17 +86,33 @@ class SelectorClient:
                          wanted=reply.wanted, satisfied=reply.satisfied, reason=reply.reason)
 
     async def offer(self, offer: Offer, *, answer_timeout: float) -> tuple[bool, str]:
-        message = selector_pb2.TaskOffer(
-            task_id=offer.task_id, job_id=offer.job_id, namespace=offer.namespace, round=offer.round,
-            attempt=offer.attempt, kind=offer.kind, runtime=offer.runtime,
-            coordinator_endpoint=offer.endpoint, model_sha256=offer.model_sha256,
-            spec=selector_pb2.TaskSpec(entry=offer.entry, parameters_json=json.dumps(dict(offer.parameters)),
-                                       datasets=list(offer.datasets), timeout_seconds=offer.timeout_seconds,
-                                       mode=offer.mode),
-            task_token=offer.token, deadline_unix=offer.deadline_unix, evaluate_first=offer.evaluate_first,
-        )
-        request = selector_pb2.OfferTaskRequest(client_id=offer.client_id, offer=message,
-                                                answer_timeout_seconds=answer_timeout)
+        return (await self.offer_many([offer], answer_timeout=answer_timeout))[0]
+
+    async def offer_many(self, offers: Sequence[Offer], *, answer_timeout: float) -> list[tuple[bool, str]]:
+        """Offer a round's tasks in one call (``OfferTasks``); ``(accepted, reason)`` per offer, in order.
+
+        One call instead of one per client: the offers reach their clients together, and a round
+        costs the coordinator and the selector one exchange.  A selector from before ``OfferTasks``
+        answers UNIMPLEMENTED, and the offers then go one call each, as they used to.
+        """
+        requests = [selector_pb2.OfferTaskRequest(client_id=o.client_id, offer=_task_offer(o),
+                                                  answer_timeout_seconds=answer_timeout) for o in offers]
+        if not self._one_by_one:
+            try:
+                reply = await self._stub.OfferTasks(selector_pb2.OfferTasksRequest(offers=requests),
+                                                    timeout=answer_timeout + self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:  # a failed offer only drops its clients
+                    return [(False, f"offer failed: {error_from_rpc(exc)}")] * len(offers)
+                self._one_by_one = True
+            else:
+                if len(reply.answers) != len(offers):
+                    return [(False, f"offer failed: {len(reply.answers)} answers to {len(offers)} offers")] \
+                        * len(offers)
+                return [(a.accepted, a.reason) for a in reply.answers]
+        return list(await asyncio.gather(*(self._offer_one(r, answer_timeout) for r in requests)))
+
+    async def _offer_one(self, request: selector_pb2.OfferTaskRequest, answer_timeout: float) -> tuple[bool, str]:
         try:
             with call_errors():
                 reply = await self._stub.OfferTask(request, timeout=answer_timeout + self._timeout)
@@ -109,3 +130,16 @@ class SelectorClient:
             await self._stub.CancelTasks(
                 selector_pb2.CancelTasksRequest(job_id=job_id, client_ids=list(client_ids), reason=reason),
                 timeout=self._timeout)
+
+
+def _task_offer(offer: Offer) -> selector_pb2.TaskOffer:
+    return selector_pb2.TaskOffer(
+        task_id=offer.task_id, job_id=offer.job_id, namespace=offer.namespace, round=offer.round,
+        attempt=offer.attempt, kind=offer.kind, runtime=offer.runtime,
+        coordinator_endpoint=offer.endpoint, model_sha256=offer.model_sha256,
+        spec=selector_pb2.TaskSpec(entry=offer.entry, parameters_json=json.dumps(dict(offer.parameters)),
+                                   datasets=list(offer.datasets), timeout_seconds=offer.timeout_seconds,
+                                   mode=offer.mode),
+        task_token=offer.token, deadline_unix=offer.deadline_unix, evaluate_first=offer.evaluate_first,
+        secure_aggregation=offer.secure_aggregation, model=offer.model,
+    )

@@ -22,7 +22,7 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from job_scheduler.documents import (
     parse_job_id,
     state_of,
     token_digest,
+    with_checkpoint,
     with_checkpoints,
     with_round,
 )
@@ -72,6 +73,7 @@ class Report:
     rounds: int
     round_record: Mapping[str, Any] | None
     checkpoint: Mapping[str, Any] | None
+    revised_rounds: tuple[Mapping[str, Any], ...] = ()  # earlier records, now with their evaluation
 
 
 class Coordinators:
@@ -311,9 +313,11 @@ class Coordinators:
         except NsflError as exc:
             log.info("job %s: dropped a %s report in state %s", report.job_id, report.state, state.value)
             return False, exc.message
+        for revised in report.revised_rounds:
+            await self._jobs.record_round(namespace, name, int(revised["round"]), revised)
         if report.round_record is not None:
             await self._jobs.record_round(namespace, name, report.round, report.round_record)
-        checkpoints = await self._jobs.checkpoint_records(namespace, name) if report.checkpoint else None
+        checkpoint = report.checkpoint
         terminal = (
             await self._final_status(
                 namespace, name, {"round": report.round, "rounds": report.rounds}, steps[-1].event
@@ -323,9 +327,9 @@ class Coordinators:
         )
 
         def change(data: dict[str, Any]) -> dict[str, Any]:
-            data = with_round(data, report.round, report.rounds, report.round_record)
-            if checkpoints is not None:
-                data = with_checkpoints(data, checkpoints)
+            data = with_round(data, report.round, report.rounds, report.round_record, report.revised_rounds)
+            if checkpoint is not None:
+                data = with_checkpoint(data, checkpoint)
             return terminal(data) if terminal is not None else data
 
         key = job_key(namespace, name)
@@ -346,8 +350,18 @@ def parse_report(
     rounds: int,
     round_json: str,
     checkpoint_json: str,
+    revised_rounds_json: Sequence[str] = (),
 ) -> Report:
     """A :class:`Report` from the wire fields; ``ValidationFailed`` for JSON that is not an object."""
+    revised: list[dict[str, Any]] = []
+    for index, text in enumerate(revised_rounds_json):
+        record = _json_object(text, f"revised_rounds_json[{index}]") or {}
+        number = record.get("round")
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 < number <= round_number:
+            raise ValidationFailed(
+                f"revised_rounds_json[{index}] must be a round record whose round is 1..{round_number}"
+            )
+        revised.append(record)
     return Report(
         job_id=job_id,
         token=token,
@@ -357,6 +371,7 @@ def parse_report(
         rounds=rounds,
         round_record=_json_object(round_json, "round_json"),
         checkpoint=_json_object(checkpoint_json, "checkpoint_json"),
+        revised_rounds=tuple(revised),
     )
 
 

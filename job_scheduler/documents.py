@@ -9,7 +9,8 @@ written down once here::
       createdAt, updatedAt, queuedAt, startedAt, endedAt, pendingDeadline, stopRequestedAt,
       transitions: [{from, to, event, reason, at}]           (the last 100)
       status: {round, rounds, progress (percent), participants, lastMetrics, trainMetrics, privacy (DP jobs),
-               checkpoints: [{round, key, sha256}], finalModel: {key, sha256, size} | null}
+               checkpoints: [{round, key, sha256}]  (the latest 10; all of them: the checkpoints collection),
+               checkpointCount (checkpoints reported), finalModel: {key, sha256, size} | null}
       coordinator: {name, endpoint, launches, launchedAt, restarts, lastExit, tokenSha256}
       startFromScratch, deleteRequested
       resourceUid       (Kubernetes mode: the uid of the FederatedJob the job was applied as, if any)
@@ -44,6 +45,7 @@ JOBS = "jobs"
 ROUNDS = "rounds"
 CHECKPOINTS = "checkpoints"
 MAX_TRANSITIONS = 100
+MAX_LISTED_CHECKPOINTS = 10
 _KEPT_IN_HISTORY = frozenset({JobEvent.RELAUNCH})
 
 
@@ -80,6 +82,7 @@ def initial_status(spec: Mapping[str, Any]) -> dict[str, Any]:
         "lastMetrics": {},
         "trainMetrics": {},
         "checkpoints": [],
+        "checkpointCount": 0,
         "finalModel": None,
     }
 
@@ -133,11 +136,22 @@ def with_transition(job: Mapping[str, Any], transition: Transition) -> dict[str,
 
 
 def with_round(
-    job: Mapping[str, Any], round_number: int, rounds: int, record: Mapping[str, Any] | None
+    job: Mapping[str, Any],
+    round_number: int,
+    rounds: int,
+    record: Mapping[str, Any] | None,
+    revised: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """``job`` with its status at ``round_number`` of ``rounds`` (and that round's record, if any)."""
+    """``job`` with its status at ``round_number`` of ``rounds`` (and that round's record, if any).
+
+    ``revised`` are earlier rounds' records reported again with their evaluation (which rode on a
+    later round's tasks): the latest evaluation among them and ``record`` is the job's last metrics.
+    """
     data = copy.deepcopy(dict(job))
     status = data.setdefault("status", {})
+    for earlier in sorted(revised, key=lambda r: int(r.get("round") or 0)):
+        if earlier.get("evaluation"):
+            status["lastMetrics"] = dict(storable(earlier)["evaluation"])
     rounds = rounds or int(status.get("rounds") or data.get("spec", {}).get("rounds", 0))
     status["round"] = round_number
     status["rounds"] = rounds
@@ -154,12 +168,32 @@ def with_round(
 
 
 def with_checkpoints(job: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``job`` whose status lists ``records`` (rows of the ``checkpoints`` collection) in round order."""
+    """``job`` whose status lists the latest of ``records`` (all rows of the ``checkpoints`` collection)."""
     data = copy.deepcopy(dict(job))
     ordered = sorted(records, key=lambda r: int(r.get("round", 0)))
-    data.setdefault("status", {})["checkpoints"] = [
+    status = data.setdefault("status", {})
+    status["checkpoints"] = [
         {"round": r.get("round"), "key": r.get("key"), "sha256": r.get("sha256")} for r in ordered
-    ]
+    ][-MAX_LISTED_CHECKPOINTS:]
+    status["checkpointCount"] = len(ordered)
+    return data
+
+
+def with_checkpoint(job: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    """``job`` whose status lists ``record`` (a row of the ``checkpoints`` collection) among its latest.
+
+    Only the latest ``MAX_LISTED_CHECKPOINTS`` are listed, in round order, beside a count: the job
+    document is read and written on every report, and must not grow with the job's rounds (the
+    ``checkpoints`` collection has them all).  A checkpoint of a round already listed replaces it.
+    """
+    data = copy.deepcopy(dict(job))
+    status = data.setdefault("status", {})
+    listed = {int(c.get("round") or 0): c for c in status.get("checkpoints") or []}
+    number = int(record.get("round") or 0)
+    if number not in listed:
+        status["checkpointCount"] = int(status.get("checkpointCount") or len(listed)) + 1
+    listed[number] = {"round": record.get("round"), "key": record.get("key"), "sha256": record.get("sha256")}
+    status["checkpoints"] = [listed[n] for n in sorted(listed)][-MAX_LISTED_CHECKPOINTS:]
     return data
 
 

@@ -90,6 +90,7 @@ class JobControlServicer(scheduler_pb2_grpc.JobControlServicer):
             request.rounds,
             request.round_json,
             request.checkpoint_json,
+            request.revised_rounds_json,
         )
         ok, message = await self._service.report_progress(report)
         return common_pb2.Ack(ok=ok, message=message)

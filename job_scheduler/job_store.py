@@ -165,7 +165,8 @@ class JobStore:
 
     async def apply_steps(self, key: str, steps: Sequence[Step], *, change: Change | None = None) -> Document:
         """Apply several events in order (each persisted); ``change`` goes with the last one."""
-        document = await self._read(key)
+        if not steps:
+            return await self._read(key)
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
             document, _ = await self.apply(key, step.event, step.reason, change=change if last else None)

@@ -31,6 +31,9 @@ Fast start: with a ``standby_module``, one coordinator process is kept started
 and imported ahead of need, and a launch hands it the job instead of starting
 Python and its imports then (:mod:`job_scheduler.coordinator_standby`); it is
 our child like a cold one.  Without a usable standby the launch is cold.
+The next standby is started ``standby_delay_seconds`` after a handoff, not at
+once: its imports take a core for a second or two, and at once would be while
+the job just handed over runs its first rounds, which would pay for it.
 
 Processes are started with ``os.posix_spawnp`` rather than ``subprocess``:
 a ``Popen`` object for a process meant to outlive us would warn when it is
@@ -73,6 +76,7 @@ LOG_FILE = "coordinator.log"
 STATUS_FILE = "status.json"
 JOB_FILE = "job.json"
 _TAIL_BLOCK = 64 * 1024
+STANDBY_DELAY_SECONDS = 5.0
 
 
 class LocalPlatform:
@@ -88,11 +92,14 @@ class LocalPlatform:
         advertise_host: str = "127.0.0.1",
         environment: Mapping[str, str] | None = None,
         standby_module: str | None = None,
+        standby_delay_seconds: float = STANDBY_DELAY_SECONDS,
     ) -> None:
         self.jobs_dir = jobs_dir
         # "python -m <standby_module>" is kept started ahead of need (job_scheduler.coordinator_standby).
         self._standby_module = standby_module
         self._standby: Standby | None = None
+        self._standby_delay = standby_delay_seconds
+        self._standby_timer: asyncio.TimerHandle | None = None  # the next standby, started later
         self._python = python
         self._module = module
         self._listen_host = listen_host
@@ -174,6 +181,9 @@ class LocalPlatform:
 
     async def close(self) -> None:
         """Reap children that already ended; live coordinators keep running for the next scheduler."""
+        if self._standby_timer is not None:
+            self._standby_timer.cancel()
+            self._standby_timer = None
         if self._standby is not None:
             self._standby.stop()
             self._standby = None
@@ -182,6 +192,9 @@ class LocalPlatform:
 
     def start_standby(self) -> None:
         """Have a standby coordinator started and imported before the next launch needs it."""
+        if self._standby_timer is not None:
+            self._standby_timer.cancel()
+            self._standby_timer = None
         if self._standby_module is None or (self._standby is not None and self._standby.alive()):
             return
         base = os.environ if self._environment is None else self._environment
@@ -264,8 +277,18 @@ class LocalPlatform:
             return None
         self._launched(request, workdir, name, standby.pid)
         pid = standby.hand_over(args, env, *files)
-        self.start_standby()
+        self._start_standby_later()
         return pid
+
+    def _start_standby_later(self) -> None:
+        """The next standby, ``standby_delay_seconds`` from now (see the module docstring)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.start_standby()
+            return
+        if self._standby_timer is None:
+            self._standby_timer = loop.call_later(self._standby_delay, self.start_standby)
 
     def _adopt(self, workdir: Path, name: str, launch: int) -> None:
         """Make sure the pid file names the live coordinator (it may predate a crash mid-launch)."""

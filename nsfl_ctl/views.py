@@ -65,7 +65,7 @@ def job_fields(job: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("Accuracy", metric(last_metric(job, "accuracy"))),
         ("Loss", metric(last_metric(job, "loss"))),
         ("Participants", status.get("participants") or []),
-        ("Checkpoints", len(status.get("checkpoints") or [])),
+        ("Checkpoints", status.get("checkpointCount") or len(status.get("checkpoints") or [])),
         ("Final model", f"{final.get('key')} ({size(final.get('size'))})" if final.get("key") else ""),
         ("Runtime", spec.get("runtime")),
         ("Task entry", spec.get("taskEntry")),

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from libs.aggregation.attachments import Attachments
 from libs.aggregation.attachments import split as split_attachments
-from libs.errors import CATALOGUE, InvalidWeights, NsflError, UpdateRejected
+from libs.errors import CATALOGUE, ChecksumMismatch, InvalidWeights, NsflError, UpdateRejected
 from libs.structured_logging import log_context
 from libs.weights.deltas import compute_delta
 from libs.weights.tensors import WeightMap, decode, encode, sha256_hex, validate_update
@@ -87,18 +87,38 @@ def update_payload(
     return encode(delta if algorithm is None else algorithm.finish(delta))
 
 
-def _perform(spec: TaskSpec, settings: ExecutorSettings) -> Outcome:
+def offered_model(task_dir: Path, spec: TaskSpec) -> bytearray:
+    """The global model that came with the offer (``model_file``), once its SHA-256 is the task's."""
+    assert spec.model_file is not None
+    path = task_dir / spec.model_file
+    try:
+        payload = bytearray(path.read_bytes())  # writable, as a downloaded model is: small by design
+    except OSError as exc:
+        raise InvalidTask(f"cannot read the task's model {path}: {exc.strerror or exc}") from None
+    if sha256_hex(payload) != spec.model_sha256:
+        raise ChecksumMismatch(
+            f"the model that came with the task ({path.name}, {len(payload)} bytes) is not model "
+            f"{spec.model_sha256[:12]}...; the offer was corrupted on its way"
+        )
+    return payload
+
+
+def _perform(spec: TaskSpec, settings: ExecutorSettings, task_dir: Path) -> Outcome:
     check_entry(spec)
     prefetch_task_plan(spec, settings)  # answered while the model downloads and the user's code runs
     global_weights: WeightMap | None = None
     attachments: Attachments = {}
     if spec.kind != "init":
-        with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
-            payload = client.download_model(spec)
+        if spec.model_file is not None:
+            payload = offered_model(task_dir, spec)
+        else:
+            with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
+                payload = client.download_model(spec)
         # Tensors under reserved names (SCAFFOLD's c, broadcast files) travel beside the model.
         global_weights, attachments = split_attachments(decode(payload))
         log.info(
-            "downloaded model %s (%d bytes, %d tensors)",
+            "%s model %s (%d bytes, %d tensors)",
+            "downloaded" if spec.model_file is None else "got with the offer the",
             spec.model_sha256[:12],
             len(payload),
             len(global_weights),
@@ -169,7 +189,7 @@ def run_task(task_dir: Path, settings: ExecutorSettings | None = None) -> int:
         with log_context(
             job=spec.job_id, round=spec.round, client=spec.client_id, task=spec.task_id, attempt=spec.attempt
         ):
-            outcome = _perform(spec, settings or executor_settings.load())
+            outcome = _perform(spec, settings or executor_settings.load(), task_dir)
     except NsflError as exc:
         reason = f"{exc.code}: {exc.message}"
         print(f"nsfl: task failed: {reason}", file=sys.stderr, flush=True)

@@ -101,8 +101,8 @@ def _plan_request(spec: TaskSpec) -> coordinator_pb2.TaskPlanRequest:
 def prefetch_task_plan(spec: TaskSpec, settings: ExecutorSettings) -> None:
     """Send a train task's ``GetTaskPlan`` now without waiting; :func:`secure_round_required` reads it."""
     _prefetched.clear()
-    if spec.kind != "train":
-        return
+    if spec.kind != "train" or spec.secure_aggregation is not None:
+        return  # the offer carried the plan
     try:
         stub, request, timeout = (
             _STUB(channel_to(spec.coordinator_endpoint)),
@@ -116,6 +116,8 @@ def prefetch_task_plan(spec: TaskSpec, settings: ExecutorSettings) -> None:
 
 def secure_round_required(spec: TaskSpec, settings: ExecutorSettings) -> bool:
     """Whether the coordinator wants this task's update over ``SecureAggregate`` (it decides per job)."""
+    if spec.secure_aggregation is not None:
+        return spec.secure_aggregation
     pending = _prefetched.pop(spec.task_id, None)
     try:
         if pending is not None:

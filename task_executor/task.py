@@ -42,6 +42,7 @@ _KNOWN_KEYS = frozenset({
     "task_id", "job_id", "namespace", "round", "attempt", "kind", "runtime", "client_id",
     "coordinator_endpoint", "model_sha256", "task_token", "entry", "parameters", "datasets",
     "dataset_samples", "timeout_seconds", "deadline_unix", "state_dir", "evaluate_first",
+    "secure_aggregation", "model_file",
 })  # fmt: skip
 
 
@@ -89,6 +90,12 @@ class TaskSpec:
     evaluate_first: bool = False
     """A train task that first evaluates the global model it is given (the previous round's result)
     and uploads those metrics with its update (:mod:`task_executor.evaluation`)."""
+    secure_aggregation: bool | None = None
+    """Whether the update travels over ``SecureAggregate``, as the offer said; None when it did not
+    say (an older coordinator), and the executor asks ``GetTaskPlan``."""
+    model_file: str | None = None
+    """The name of a file in the task folder holding the global model, which came with the offer
+    (small models); None: the executor downloads the model from the coordinator."""
 
     @property
     def total_samples(self) -> int:
@@ -223,7 +230,16 @@ def parse_task(raw: object) -> TaskSpec:
         deadline_unix=_positive_number(raw, "deadline_unix"),
         state_dir=_state_dir(raw),
         evaluate_first=kind == "train" and _optional(raw, "evaluate_first", bool, False),
+        secure_aggregation=_optional(raw, "secure_aggregation", bool, None),
+        model_file=_model_file(raw),
     )
+
+
+def _model_file(raw: Mapping[str, Any]) -> str | None:
+    name = _optional(raw, "model_file", str, None)
+    if name is not None and (not name or "/" in name or name in (".", "..")):
+        raise InvalidTask(f"task.json: model_file must name a file in the task folder, got {name!r}")
+    return name
 
 
 def read_task(task_dir: Path) -> TaskSpec:

@@ -34,6 +34,7 @@ its process running for the job's next round, and the process's record in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -52,6 +53,7 @@ from task_manager.settings import TaskManagerSettings
 from task_manager.tasks import Offer, effective_timeout, task_document
 from task_manager.workspace import (
     LOG_FILE,
+    MODEL_FILE,
     TASK_FILE,
     Workspace,
     read_log_tail,
@@ -231,6 +233,8 @@ class Executors:
             return task.stop_reason or f"cancelled before it started: {task.cancel_reason}"
         try:
             task_dir = self.workspace.create_task_dir(offer.task_id)
+            if offer.model:  # the model came with the offer: the executor reads it instead of downloading
+                (task_dir / MODEL_FILE).write_bytes(offer.model)
             document = task_document(
                 offer,
                 client_id=self.settings.client_id,
@@ -238,6 +242,7 @@ class Executors:
                 datasets=self.settings.datasets,
                 timeout_seconds=task.timeout,
                 state_dir=self.workspace.job_state_dir(offer.job_id),
+                model_file=MODEL_FILE if offer.model else None,
             )
             (task_dir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
@@ -310,6 +315,9 @@ class Executors:
         return await self.launcher.launch(offer.runtime, task_dir)
 
     def _release(self, task: Task) -> None:
+        if task.offer.model:  # read by now; the folder is kept for its log and result, not the model
+            with contextlib.suppress(OSError):
+                (self.workspace.tasks / task.dir_name / MODEL_FILE).unlink()
         if task.process is not None and task.process.per_task:
             kill_group(task.process.record(task.offer.task_id))  # what the script left running
             self.pid_file.remove(task.offer.task_id)

@@ -102,6 +102,8 @@ def offer_from_proto(msg: selector_pb2.TaskOffer) -> Offer:
         deadline_unix=msg.deadline_unix,
         scripts_sha256=spec.scripts_sha256,
         evaluate_first=msg.evaluate_first and msg.kind == "train",
+        secure_aggregation=msg.secure_aggregation if msg.HasField("secure_aggregation") else None,
+        model=msg.model if msg.kind != "init" else b"",
     )
 
 

@@ -52,6 +52,8 @@ class Offer:
     deadline_unix: float = 0.0  # 0: none
     scripts_sha256: str = ""  # a script bundle shipped with the job (not served by this task manager)
     evaluate_first: bool = False  # a train task that first evaluates the model it is given
+    secure_aggregation: bool | None = None  # the coordinator's plan; None: the executor asks for it
+    model: bytes = field(default=b"", repr=False)  # the global model, when it came with the offer
 
     @property
     def key(self) -> TaskKey:
@@ -70,8 +72,13 @@ def task_document(
     datasets: Mapping[str, DatasetConfig],
     timeout_seconds: float,
     state_dir: Path | None = None,
+    model_file: str | None = None,
 ) -> dict[str, Any]:
-    """The ``task.json`` of an accepted offer (the policy has checked the entry and datasets exist)."""
+    """The ``task.json`` of an accepted offer (the policy has checked the entry and datasets exist).
+
+    ``model_file``: the file in the task folder holding the model that came with the offer, which
+    the executor then reads (and checks against ``model_sha256``) instead of downloading it.
+    """
     document: dict[str, Any] = {
         "task_id": offer.task_id,
         "job_id": offer.job_id,
@@ -97,6 +104,10 @@ def task_document(
     }
     if offer.evaluate_first:  # evaluation of the previous round's model rides on this train task
         document["evaluate_first"] = True
+    if offer.secure_aggregation is not None:  # saves the executor a GetTaskPlan per round
+        document["secure_aggregation"] = offer.secure_aggregation
     if state_dir is not None:  # kept per (job, client) across rounds, e.g. SCAFFOLD's control variate
         document["state_dir"] = str(state_dir)
+    if model_file is not None:
+        document["model_file"] = model_file
     return document

@@ -55,6 +55,7 @@ LOCK_FILE = ".lock"
 LOG_FILE = "executor.log"
 TASK_FILE = "task.json"
 RESULT_FILE = "result.json"
+MODEL_FILE = "model.safetensors"  # the global model when it came with the offer (TaskOffer.model)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 

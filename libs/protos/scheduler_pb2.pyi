@@ -196,6 +196,7 @@ class ProgressReport(_message.Message):
     ROUNDS_FIELD_NUMBER: _builtins.int
     ROUND_JSON_FIELD_NUMBER: _builtins.int
     CHECKPOINT_JSON_FIELD_NUMBER: _builtins.int
+    REVISED_ROUNDS_JSON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     coordinator_token: _builtins.str
     state: _builtins.str
@@ -206,6 +207,12 @@ class ProgressReport(_message.Message):
     round_json: _builtins.str
     """per-round record (metrics, participants, ...)"""
     checkpoint_json: _builtins.str
+    @_builtins.property
+    def revised_rounds_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Earlier rounds' records that changed since they were reported (an evaluation that rode on the
+        next round's tasks), sent with this report rather than in reports of their own.
+        """
+
     def __init__(
         self,
         *,
@@ -217,10 +224,11 @@ class ProgressReport(_message.Message):
         rounds: _builtins.int = ...,
         round_json: _builtins.str = ...,
         checkpoint_json: _builtins.str = ...,
+        revised_rounds_json: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json", "coordinator_token", b"coordinator_token", "job_id", b"job_id", "reason", b"reason", "round", b"round", "round_json", b"round_json", "rounds", b"rounds", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json", "coordinator_token", b"coordinator_token", "job_id", b"job_id", "reason", b"reason", "revised_rounds_json", b"revised_rounds_json", "round", b"round", "round_json", b"round_json", "rounds", b"rounds", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

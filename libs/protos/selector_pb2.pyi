@@ -213,6 +213,8 @@ class TaskOffer(_message.Message):
     TASK_TOKEN_FIELD_NUMBER: _builtins.int
     DEADLINE_UNIX_FIELD_NUMBER: _builtins.int
     EVALUATE_FIRST_FIELD_NUMBER: _builtins.int
+    SECURE_AGGREGATION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     job_id: _builtins.str
     namespace: _builtins.str
@@ -230,6 +232,15 @@ class TaskOffer(_message.Message):
     evaluate_first: _builtins.bool
     """A train task that first evaluates the global model it is given (the previous round's result)
     and reports those metrics with its update, so that evaluation needs no exchange of its own.
+    """
+    secure_aggregation: _builtins.bool
+    """The coordinator's plan for the task, known when the offer is made: whether the update travels
+    over SecureAggregate.  Unset (an older coordinator): the executor asks GetTaskPlan.
+    """
+    model: _builtins.bytes
+    """The global model itself (the safetensors bytes whose SHA-256 is model_sha256), when it is small
+    enough to ride along (coordinator.round_runner.INLINE_MODEL_BYTES): the task then needs no
+    DownloadModel.  Empty: the executor downloads it from the coordinator.
     """
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
@@ -249,12 +260,16 @@ class TaskOffer(_message.Message):
         task_token: _builtins.str = ...,
         deadline_unix: _builtins.float = ...,
         evaluate_first: _builtins.bool = ...,
+        secure_aggregation: _builtins.bool | None = ...,
+        model: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_secure_aggregation", b"_secure_aggregation", "secure_aggregation", b"secure_aggregation", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "coordinator_endpoint", b"coordinator_endpoint", "deadline_unix", b"deadline_unix", "evaluate_first", b"evaluate_first", "job_id", b"job_id", "kind", b"kind", "model_sha256", b"model_sha256", "namespace", b"namespace", "round", b"round", "runtime", b"runtime", "spec", b"spec", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_secure_aggregation", b"_secure_aggregation", "attempt", b"attempt", "coordinator_endpoint", b"coordinator_endpoint", "deadline_unix", b"deadline_unix", "evaluate_first", b"evaluate_first", "job_id", b"job_id", "kind", b"kind", "model", b"model", "model_sha256", b"model_sha256", "namespace", b"namespace", "round", b"round", "runtime", b"runtime", "secure_aggregation", b"secure_aggregation", "spec", b"spec", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__secure_aggregation: _TypeAlias = _typing.Literal["secure_aggregation"]  # noqa: Y015
+    _WhichOneofArgType__secure_aggregation: _TypeAlias = _typing.Literal["_secure_aggregation", b"_secure_aggregation"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__secure_aggregation) -> _WhichOneofReturnType__secure_aggregation | None: ...
 
 Global___TaskOffer: _TypeAlias = TaskOffer  # noqa: Y015
 
@@ -549,6 +564,48 @@ class OfferTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OfferTaskResponse: _TypeAlias = OfferTaskResponse  # noqa: Y015
+
+@_typing.final
+class OfferTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def offers(self) -> _containers.RepeatedCompositeFieldContainer[Global___OfferTaskRequest]: ...
+    def __init__(
+        self,
+        *,
+        offers: _abc.Iterable[Global___OfferTaskRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offers", b"offers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OfferTasksRequest: _TypeAlias = OfferTasksRequest  # noqa: Y015
+
+@_typing.final
+class OfferTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___OfferTaskResponse]:
+        """one per offer, in the request's order"""
+
+    def __init__(
+        self,
+        *,
+        answers: _abc.Iterable[Global___OfferTaskResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OfferTasksResponse: _TypeAlias = OfferTasksResponse  # noqa: Y015
 
 @_typing.final
 class CancelTasksRequest(_message.Message):

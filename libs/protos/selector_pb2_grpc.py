@@ -55,6 +55,11 @@ class ClientSelectorStub:
                 request_serializer=libs_dot_protos_dot_selector__pb2.OfferTaskRequest.SerializeToString,
                 response_deserializer=libs_dot_protos_dot_selector__pb2.OfferTaskResponse.FromString,
                 _registered_method=True)
+        self.OfferTasks = channel.unary_unary(
+                '/nsfl.v1.ClientSelector/OfferTasks',
+                request_serializer=libs_dot_protos_dot_selector__pb2.OfferTasksRequest.SerializeToString,
+                response_deserializer=libs_dot_protos_dot_selector__pb2.OfferTasksResponse.FromString,
+                _registered_method=True)
         self.CancelTasks = channel.unary_unary(
                 '/nsfl.v1.ClientSelector/CancelTasks',
                 request_serializer=libs_dot_protos_dot_selector__pb2.CancelTasksRequest.SerializeToString,
@@ -97,6 +102,13 @@ class ClientSelectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OfferTasks(self, request, context):
+        """A round's offers in one call: pushed to their clients at once, answered in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelTasks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -132,6 +144,11 @@ def add_ClientSelectorServicer_to_server(servicer, server):
                     servicer.OfferTask,
                     request_deserializer=libs_dot_protos_dot_selector__pb2.OfferTaskRequest.FromString,
                     response_serializer=libs_dot_protos_dot_selector__pb2.OfferTaskResponse.SerializeToString,
+            ),
+            'OfferTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.OfferTasks,
+                    request_deserializer=libs_dot_protos_dot_selector__pb2.OfferTasksRequest.FromString,
+                    response_serializer=libs_dot_protos_dot_selector__pb2.OfferTasksResponse.SerializeToString,
             ),
             'CancelTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTasks,
@@ -252,6 +269,33 @@ class ClientSelector:
             '/nsfl.v1.ClientSelector/OfferTask',
             libs_dot_protos_dot_selector__pb2.OfferTaskRequest.SerializeToString,
             libs_dot_protos_dot_selector__pb2.OfferTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OfferTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nsfl.v1.ClientSelector/OfferTasks',
+            libs_dot_protos_dot_selector__pb2.OfferTasksRequest.SerializeToString,
+            libs_dot_protos_dot_selector__pb2.OfferTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,8 @@ class ClientSelectorStub:
     """Coordinator side."""
     ReleaseClients: _grpc.UnaryUnaryMultiCallable[_selector_pb2.ReleaseRequest, _common_pb2.Ack]
     OfferTask: _grpc.UnaryUnaryMultiCallable[_selector_pb2.OfferTaskRequest, _selector_pb2.OfferTaskResponse]
+    OfferTasks: _grpc.UnaryUnaryMultiCallable[_selector_pb2.OfferTasksRequest, _selector_pb2.OfferTasksResponse]
+    """A round's offers in one call: pushed to their clients at once, answered in request order."""
     CancelTasks: _grpc.UnaryUnaryMultiCallable[_selector_pb2.CancelTasksRequest, _common_pb2.Ack]
     ListClients: _grpc.UnaryUnaryMultiCallable[_selector_pb2.ListClientsRequest, _selector_pb2.ListClientsResponse]
     """Operators and the API server."""
@@ -57,6 +59,8 @@ class ClientSelectorAsyncStub(ClientSelectorStub):
     """Coordinator side."""
     ReleaseClients: _aio.UnaryUnaryMultiCallable[_selector_pb2.ReleaseRequest, _common_pb2.Ack]  # type: ignore[assignment]
     OfferTask: _aio.UnaryUnaryMultiCallable[_selector_pb2.OfferTaskRequest, _selector_pb2.OfferTaskResponse]  # type: ignore[assignment]
+    OfferTasks: _aio.UnaryUnaryMultiCallable[_selector_pb2.OfferTasksRequest, _selector_pb2.OfferTasksResponse]  # type: ignore[assignment]
+    """A round's offers in one call: pushed to their clients at once, answered in request order."""
     CancelTasks: _aio.UnaryUnaryMultiCallable[_selector_pb2.CancelTasksRequest, _common_pb2.Ack]  # type: ignore[assignment]
     ListClients: _aio.UnaryUnaryMultiCallable[_selector_pb2.ListClientsRequest, _selector_pb2.ListClientsResponse]  # type: ignore[assignment]
     """Operators and the API server."""
@@ -93,6 +97,14 @@ class ClientSelectorServicer(metaclass=_abc_1.ABCMeta):
         request: _selector_pb2.OfferTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_selector_pb2.OfferTaskResponse, _abc.Awaitable[_selector_pb2.OfferTaskResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def OfferTasks(
+        self,
+        request: _selector_pb2.OfferTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_selector_pb2.OfferTasksResponse, _abc.Awaitable[_selector_pb2.OfferTasksResponse]]:
+        """A round's offers in one call: pushed to their clients at once, answered in request order."""
 
     @_abc_1.abstractmethod
     def CancelTasks(

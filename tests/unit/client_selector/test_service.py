@@ -114,6 +114,37 @@ async def test_a_refusal_comes_back_with_the_task_managers_reason(stub: Stub, ma
     assert not answer.accepted and answer.reason == "no free GPU"
 
 
+async def test_a_rounds_offers_go_in_one_call_and_come_back_in_order(stub: Stub, manager: MakeManager) -> None:
+    slow = manager("c1", policy="ignore")
+    fast, refusing = manager("c2", policy="accept"), manager("c3", policy="refuse")
+    for fake in (slow, fast, refusing):
+        await fake.connect()
+    offers = [offer_request(c, task=f"ns/job:1:train:{c}:0", timeout=0.5) for c in ("c1", "c2", "c3", "nobody")]
+    offers[1].offer.model = b"model bytes"
+    offers[1].offer.secure_aggregation = False
+    started = time.monotonic()
+    reply = await stub.OfferTasks(selector_pb2.OfferTasksRequest(offers=offers))
+    elapsed = time.monotonic() - started
+    assert [(a.accepted, a.reason) for a in reply.answers] == [
+        (False, "client c1 did not answer the offer within 0.5s"), (True, "accepted"), (False, "no free GPU"),
+        (False, "client nobody is not registered")]
+    assert elapsed < 1.5, "the offers were pushed and awaited together, not one after the other"
+    [offered] = fast.offers
+    assert offered.model == b"model bytes" and offered.HasField("secure_aggregation"), "passed on untouched"
+
+
+async def test_a_batch_with_one_malformed_offer_is_refused_whole_before_anything_is_pushed(
+    stub: Stub, manager: MakeManager
+) -> None:
+    fake = manager("c1", policy="accept")
+    await fake.connect()
+    offers = [offer_request("c1"), offer_request("bad id!")]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.OfferTasks(selector_pb2.OfferTasksRequest(offers=offers))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fake.offers == []
+
+
 async def test_an_offer_to_a_disconnected_client_is_refused_at_once(stub: Stub, manager: MakeManager) -> None:
     fake = manager("c1")
     await fake.connect()

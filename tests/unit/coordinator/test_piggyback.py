@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grpc
+import grpc.aio
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from coordinator.growing_json import GrowingListEncoder, encode_object
 from coordinator.piggyback import EvaluationPiggyback, take_evaluation
 from coordinator.progress import ProgressReporter
 from coordinator.rounds import Ticket
+from libs.protos import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 
 def ticket(client: str, metrics: dict[str, float]) -> Ticket:
@@ -84,6 +87,39 @@ async def test_a_progress_update_returns_at_once_and_close_writes_the_last_state
     await reporter.close()
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "FINISHED" and status["history"] == [{"round": 1, "evaluation": {"accuracy": 0.7}}]
+
+
+class Scheduler(scheduler_pb2_grpc.JobControlServicer):
+    def __init__(self) -> None:
+        self.reports: list[scheduler_pb2.ProgressReport] = []
+
+    async def ReportProgress(self, request: scheduler_pb2.ProgressReport, context: Any) -> common_pb2.Ack:
+        self.reports.append(request)
+        return common_pb2.Ack(ok=True)
+
+
+async def test_a_round_revised_with_its_evaluation_travels_in_the_next_rounds_report(tmp_path: Path) -> None:
+    scheduler = Scheduler()
+    server = grpc.aio.server()
+    scheduler_pb2_grpc.add_JobControlServicer_to_server(scheduler, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=f"127.0.0.1:{port}",
+                                    token="secret")
+        first: dict[str, Any] = {"round": 1}
+        await reporter.update(state="RUNNING", round=1, round_record=first)
+        first["evaluation"] = {"accuracy": 0.8}
+        await reporter.update(round=2, round_record={"round": 2}, revised=(first,))
+        await reporter.close()
+    finally:
+        await server.stop(None)
+    assert [(r.round, json.loads(r.round_json)["round"]) for r in scheduler.reports] == [(1, 1), (2, 2)]
+    assert [json.loads(t) for t in scheduler.reports[1].revised_rounds_json] == [
+        {"round": 1, "evaluation": {"accuracy": 0.8}}]
+    assert all(r.coordinator_token == "secret" for r in scheduler.reports)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["history"] == [{"round": 1, "evaluation": {"accuracy": 0.8}}, {"round": 2}]
 
 
 class SlowStore:

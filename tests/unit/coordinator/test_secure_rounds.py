@@ -213,6 +213,11 @@ class FakeSelector:
             self.clients[offer.client_id] = asyncio.create_task(FakeClient(self.endpoint, offer, behaviour).run())
         return True, ""
 
+    async def offer_many(self, offers: list[Offer], *, answer_timeout: float) -> list[tuple[bool, str]]:
+        for offer in offers:
+            assert offer.secure_aggregation, "a secure job's offers say so"
+        return [await self.offer(offer, answer_timeout=answer_timeout) for offer in offers]
+
     async def release(self, job_id: str, client_ids: Any = ()) -> None:
         pass
 

@@ -160,10 +160,11 @@ class Stack:
 
     async def report(self, key: str, state: str = "RUNNING", *, round_number: int = 0, rounds: int = 4,
                      record: dict[str, Any] | None = None, checkpoint: dict[str, Any] | None = None,
-                     token: str | None = None, reason: str = "") -> tuple[bool, str]:
+                     token: str | None = None, reason: str = "",
+                     revised: tuple[dict[str, Any], ...] = ()) -> tuple[bool, str]:
         report = Report(job_id=key, token=self.platform.token(key) if token is None else token, state=state,
                         reason=reason, round=round_number, rounds=rounds, round_record=record,
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint, revised_rounds=revised)
         return await self.service.report_progress(report)
 
 

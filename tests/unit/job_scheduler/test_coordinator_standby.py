@@ -18,9 +18,9 @@ from tests.unit.job_scheduler.test_local_platform import FAKE, ROOT, ended, laun
 STANDBY = "coordinator.standby"
 
 
-def platform_with_standby(tmp_path: Path) -> LocalPlatform:
+def platform_with_standby(tmp_path: Path, delay: float = 0.0) -> LocalPlatform:
     return LocalPlatform(tmp_path / "jobs", python=sys.executable, module=FAKE, standby_module=STANDBY,
-                         environment={**os.environ, "PYTHONPATH": str(ROOT)})
+                         environment={**os.environ, "PYTHONPATH": str(ROOT)}, standby_delay_seconds=delay)
 
 
 async def standby_ready(tmp_path: Path, count: int = 1) -> bool:
@@ -82,3 +82,36 @@ async def test_the_job_lock_is_held_across_the_handoff_and_a_dead_standby_means_
     assert await platform.stop("ns", "held")
     assert (await ended(platform, "held")).exit_code == 3
     await platform.close()
+
+
+async def test_the_next_standby_starts_only_after_the_delay_so_the_new_job_has_the_cpu(tmp_path: Path) -> None:
+    platform = platform_with_standby(tmp_path, delay=1.5)
+    platform.start_standby()
+    await until("the standby to import", lambda: standby_ready(tmp_path))
+    first = platform._standby
+    assert first is not None
+
+    await platform.launch(request(tmp_path, "held", holdSeconds=60))
+    assert platform._standby is None, "no standby importing beside the job just handed over"
+    await asyncio.sleep(0.5)
+    assert platform._standby is None
+    await until("the next standby", lambda: standby_ready(tmp_path, 2))
+    second = platform._standby
+    assert second is not None and second.pid != first.pid
+
+    assert await platform.stop("ns", "held")
+    assert (await ended(platform, "held")).exit_code == 3
+    await platform.close()
+    assert gone(second.pid)
+
+
+async def test_a_platform_closed_before_the_delay_starts_no_standby(tmp_path: Path) -> None:
+    platform = platform_with_standby(tmp_path, delay=0.5)
+    platform.start_standby()
+    await until("the standby to import", lambda: standby_ready(tmp_path))
+    await platform.launch(request(tmp_path, "quick", exit=0))
+    assert (await ended(platform, "quick")).exit_code == 0
+    await platform.close()
+    await asyncio.sleep(1.0)
+    assert platform._standby is None
+    assert (tmp_path / "jobs" / STANDBY_LOG).read_text().count("waiting for a job") == 1

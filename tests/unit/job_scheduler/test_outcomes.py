@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from job_scheduler.documents import new_job, storable, with_round, with_transition
+from job_scheduler.coordinators import parse_report
+from job_scheduler.documents import (
+    MAX_LISTED_CHECKPOINTS,
+    new_job,
+    storable,
+    with_checkpoint,
+    with_checkpoints,
+    with_round,
+    with_transition,
+)
 from job_scheduler.outcomes import ExitDecision, Step, decide_exit, decide_report, describe_exit
 from job_scheduler.states import JobEvent, JobState, next_state
 from libs.errors import ValidationFailed
@@ -97,7 +106,7 @@ def test_a_new_job_is_queued_with_the_documented_shape() -> None:
     job = new_job(spec(), 5.0)
     assert job["state"] == "QUEUED" and job["priority"] == 3 and job["coordinator"]["name"] == "coord-ns-j"
     assert job["status"] == {"round": 0, "rounds": 4, "progress": 0.0, "participants": [], "lastMetrics": {},
-                             "trainMetrics": {}, "checkpoints": [], "finalModel": None}
+                             "trainMetrics": {}, "checkpoints": [], "checkpointCount": 0, "finalModel": None}
     assert job["transitions"] == [{"from": None, "to": "QUEUED", "event": "SUBMIT", "reason": "submitted",
                                    "at": 5.0}]
 
@@ -140,3 +149,47 @@ def test_a_dp_round_shows_the_privacy_spent_in_the_job_status() -> None:
     privacy = {"mode": "central", "epsilon": 1.5, "delta": 1e-5, "noiseMultiplier": 1.1, "clipNorm": 1.0}
     job = with_round(new_job(spec(), 0.0), 1, 4, {"round": 1, "accepted": ["c1"], "privacy": privacy})
     assert job["status"]["privacy"] == privacy
+
+
+def checkpoint(number: int) -> dict[str, object]:
+    return {"round": number, "key": f"ns/j/checkpoints/{number:06d}", "sha256": f"{number:064d}", "size": 10}
+
+
+def test_the_job_lists_its_latest_checkpoints_and_counts_them_all_without_growing() -> None:
+    job = new_job(spec(), 5.0)
+    for number in range(1, 26):
+        job = with_checkpoint(job, checkpoint(number))
+    status = job["status"]
+    assert status["checkpointCount"] == 25
+    assert [c["round"] for c in status["checkpoints"]] == list(range(26 - MAX_LISTED_CHECKPOINTS, 26))
+    assert status["checkpoints"][-1] == {"round": 25, "key": "ns/j/checkpoints/000025", "sha256": f"{25:064d}"}
+    again = with_checkpoint(job, {**checkpoint(25), "sha256": "f" * 64})
+    assert again["status"]["checkpointCount"] == 25, "a round checkpointed again is not counted twice"
+    assert again["status"]["checkpoints"][-1]["sha256"] == "f" * 64
+    assert job["status"]["checkpoints"][-1]["sha256"] == f"{25:064d}", "the input is left alone"
+    final = with_checkpoints(job, [checkpoint(n) for n in range(30, 0, -1)])
+    assert final["status"]["checkpointCount"] == 30 and final["status"]["checkpoints"][0]["round"] == 21
+
+
+def test_a_revised_earlier_round_brings_the_jobs_last_metrics() -> None:
+    job = new_job(spec(), 5.0)
+    job = with_round(job, 3, 4, {"round": 3, "accepted": ["c1"], "trainMetrics": {"loss": 0.3}},
+                     [{"round": 2, "evaluation": {"accuracy": 0.91}}])
+    assert job["status"]["lastMetrics"] == {"accuracy": 0.91} and job["status"]["round"] == 3
+    job = with_round(job, 4, 4, {"round": 4, "evaluation": {"accuracy": 0.95}},
+                     [{"round": 3, "evaluation": {"accuracy": 0.93}}])
+    assert job["status"]["lastMetrics"] == {"accuracy": 0.95}, "the round's own evaluation is the latest"
+
+
+@pytest.mark.parametrize(("revised", "problem"), [
+    (['{"round": 5}'], "whose round is 1..4"), (['{"round": 0}'], "whose round is 1..4"),
+    (['{"evaluation": {}}'], "whose round is 1..4"), (["[1]"], "must be a JSON object"),
+    (["{"], "not valid JSON")])
+def test_a_report_with_a_bad_revised_round_is_refused(revised: list[str], problem: str) -> None:
+    with pytest.raises(ValidationFailed, match=problem):
+        parse_report("ns/j", "t", "RUNNING", "", 4, 10, "", "", revised)
+
+
+def test_a_report_carries_its_revised_rounds() -> None:
+    report = parse_report("ns/j", "t", "RUNNING", "", 4, 10, '{"round": 4}', "", ['{"round": 3, "x": 1}'])
+    assert report.revised_rounds == ({"round": 3, "x": 1},) and report.round_record == {"round": 4}

@@ -71,11 +71,29 @@ async def test_admission_launches_a_coordinator_and_reports_move_the_job_along(t
         assert await s.report(A1, round_number=1, record=record) == (True, "")
         job = await s.job(A1)
         assert job["state"] == "RUNNING"
-        assert job["status"] | {"checkpoints": []} == {
+        assert job["status"] == {
             "round": 1, "rounds": 4, "progress": 25.0, "participants": ["c1", "c2"],
-            "lastMetrics": {"accuracy": 0.8}, "trainMetrics": {"loss": 0.4}, "checkpoints": [], "finalModel": None}
+            "lastMetrics": {"accuracy": 0.8}, "trainMetrics": {"loss": 0.4}, "checkpoints": [],
+            "checkpointCount": 0, "finalModel": None}
         stored = await s.documents.get(ROUNDS, "team-a/one#000001")
         assert stored.data == {**record, "namespace": "team-a", "job": "one", "round": 1}
+
+
+async def test_one_report_stores_the_round_and_the_earlier_round_revised_with_its_evaluation(
+    tmp_path: Path,
+) -> None:
+    async with stack(tmp_path) as s:
+        await running(s, "one")
+        first = {"round": 1, "accepted": ["c1"], "trainMetrics": {"loss": 0.4}}
+        assert await s.report(A1, round_number=1, record=first) == (True, "")
+        second = {"round": 2, "accepted": ["c1"], "trainMetrics": {"loss": 0.3}}
+        revised = {**first, "evaluation": {"accuracy": 0.9}}
+        assert await s.report(A1, round_number=2, record=second, revised=(revised,)) == (True, "")
+        job = await s.job(A1)
+        assert job["status"]["round"] == 2 and job["status"]["lastMetrics"] == {"accuracy": 0.9}
+        stored = await s.documents.get(ROUNDS, "team-a/one#000001")
+        assert stored.data["evaluation"] == {"accuracy": 0.9}
+        assert (await s.documents.get(ROUNDS, "team-a/one#000002")).data["trainMetrics"] == {"loss": 0.3}
 
 
 async def test_a_report_with_a_wrong_token_is_refused(tmp_path: Path) -> None:
@@ -242,12 +260,10 @@ async def test_a_coordinator_that_does_not_stop_in_time_is_killed(tmp_path: Path
 async def write_progress(s: Stack, namespace: str, name: str) -> None:
     await s.objects.put(checkpoint_key(namespace, name, 1), b"checkpoint")
     await s.objects.put(round_key(namespace, name, 1, "global.safetensors"), b"global")
-    await s.documents.upsert("checkpoints", f"{namespace}/{name}#000001",
-                             {"jobId": f"{namespace}/{name}", "namespace": namespace, "job": name, "round": 1,
-                              "key": checkpoint_key(namespace, name, 1), "sha256": "0" * 64, "size": 10,
-                              "createdAt": 1.0})
-    await s.report(f"{namespace}/{name}", round_number=1, record={"round": 1},
-                   checkpoint={"round": 1, "key": checkpoint_key(namespace, name, 1)})
+    record = {"jobId": f"{namespace}/{name}", "namespace": namespace, "job": name, "round": 1,
+              "key": checkpoint_key(namespace, name, 1), "sha256": "0" * 64, "size": 10, "createdAt": 1.0}
+    await s.documents.upsert("checkpoints", f"{namespace}/{name}#000001", record)
+    await s.report(f"{namespace}/{name}", round_number=1, record={"round": 1}, checkpoint=record)
 
 
 async def test_delete_removes_the_job_its_records_and_its_objects(tmp_path: Path) -> None:

@@ -40,12 +40,18 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     models: dict[str, bytes] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
     downloads: list[coordinator_pb2.DownloadRequest] = field(default_factory=list)
+    plans: list[coordinator_pb2.TaskPlanRequest] = field(default_factory=list)  # GetTaskPlan calls
     corrupt: bool = False  # serve bytes that do not match the announced SHA-256
     break_after: int | None = None  # end the next stream with an error after this many payload bytes
     verdict: tuple[bool, str] = (True, "")
     chunk_size: int = 64
     endpoint: str = ""  # set by FakeServer
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def GetTaskPlan(self, request: coordinator_pb2.TaskPlanRequest, context: Any) -> coordinator_pb2.TaskPlan:
+        with self._lock:
+            self.plans.append(request)
+        return coordinator_pb2.TaskPlan(secure_aggregation=False)
 
     def publish(self, weights: WeightMap) -> str:
         payload = encode(weights)

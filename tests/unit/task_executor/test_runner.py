@@ -235,6 +235,50 @@ def test_a_corrupted_download_fails_with_checksum_mismatch(
     assert coordinator.uploads == []
 
 
+def test_a_model_that_came_with_the_offer_is_used_without_a_download_or_a_plan_request(
+    tmp_path: Path, coordinator: FakeCoordinator
+) -> None:
+    sha = coordinator.publish(linear_weights())
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "model.safetensors").write_bytes(coordinator.models[sha])
+
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_sha256=sha, model_file="model.safetensors",
+                        secure_aggregation=False)
+
+    assert code == 0, result
+    assert coordinator.downloads == [] and coordinator.plans == []
+    [upload] = coordinator.uploads
+    np.testing.assert_allclose(upload.weights()["weight"], np.full((2, 4), 0.5, np.float32), atol=1e-6)
+
+
+def test_without_a_plan_in_the_offer_the_executor_asks_for_it(tmp_path: Path, coordinator: FakeCoordinator) -> None:
+    sha = coordinator.publish(linear_weights())
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_sha256=sha)
+    assert code == 0, result
+    assert len(coordinator.plans) == 1 and len(coordinator.downloads) == 1
+
+
+def test_a_model_file_that_is_not_the_tasks_model_fails_with_checksum_mismatch(
+    tmp_path: Path, coordinator: FakeCoordinator
+) -> None:
+    sha = coordinator.publish(linear_weights())
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "model.safetensors").write_bytes(coordinator.models[sha][:-1] + b"x")
+
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_sha256=sha, model_file="model.safetensors")
+
+    assert code == 7 and str(result["reason"]).startswith("ChecksumMismatch: the model that came with the task")
+    assert coordinator.uploads == [] and coordinator.downloads == []
+
+
+@pytest.mark.parametrize("name", ["", "../model.safetensors", "..", "a/b"])
+def test_a_model_file_outside_the_task_folder_is_an_invalid_task(
+    tmp_path: Path, coordinator: FakeCoordinator, name: str
+) -> None:
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_sha256="a" * 64, model_file=name)
+    assert code != 0 and "model_file must name a file in the task folder" in str(result["reason"])
+
+
 def test_a_broken_download_resumes_from_the_received_offset(
     tmp_path: Path, coordinator: FakeCoordinator
 ) -> None:

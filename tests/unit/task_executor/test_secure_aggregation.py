@@ -63,6 +63,9 @@ class Selector:
         self.offers.put(offer)
         return True, ""
 
+    async def offer_many(self, offers: list[Offer], *, answer_timeout: float) -> list[tuple[bool, str]]:
+        return [await self.offer(offer, answer_timeout=answer_timeout) for offer in offers]
+
     async def release(self, job_id: str, client_ids: Any = ()) -> None:
         pass
 

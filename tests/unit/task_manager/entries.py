@@ -45,6 +45,14 @@ def succeed(task_dir: Path) -> int:
     return 0
 
 
+def keep_model(task_dir: Path) -> int:
+    """Copy the model that came with the offer (task.json's ``model_file``) to ``seen-model``."""
+    _entered(task_dir)
+    task = json.loads((task_dir / "task.json").read_text())
+    (task_dir / "seen-model").write_bytes((task_dir / task["model_file"]).read_bytes())
+    return 0
+
+
 def fail(task_dir: Path) -> int:
     _entered(task_dir)
     for line in range(1, 31):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,6 +97,22 @@ async def test_an_executor_past_its_timeout_is_killed_and_reported_with_its_log_
         assert gone(pid)
         await eventually(lambda: executors.running_tasks() == 0)
         assert json.loads(settings.workspace.joinpath("executors.json").read_text()) == []
+
+
+async def test_a_model_that_came_with_the_offer_is_a_file_beside_task_json_until_the_task_ends(
+    make_settings: MakeSettings, coordinator: FakeCoordinator
+) -> None:
+    async with running_executors(make_settings("keep_model")) as executors:
+        task = dataclasses.replace(offer(endpoint=coordinator.endpoint), model=b"safetensors bytes",
+                                   secure_aggregation=False)
+        start(executors, task)
+        task_dir = executors.task_dir(task.task_id)
+        await eventually(lambda: (task_dir / "seen-model").exists() and executors.running_tasks() == 0)
+        document = json.loads((task_dir / "task.json").read_text())
+        assert (task_dir / "seen-model").read_bytes() == b"safetensors bytes"
+        assert document["model_file"] == "model.safetensors" and document["secure_aggregation"] is False
+        await eventually(lambda: not (task_dir / "model.safetensors").exists())
+        assert coordinator.reports.empty()
 
 
 async def test_a_failing_executor_is_reported_with_its_exit_code_and_the_end_of_its_log(

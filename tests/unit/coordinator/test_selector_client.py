@@ -1,0 +1,102 @@
+"""The coordinator's selector client: a round's offers in one call, and one call each to an older selector."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from coordinator.selector_client import Offer, SelectorClient
+from libs.protos import selector_pb2, selector_pb2_grpc
+
+
+@dataclass
+class OldSelector(selector_pb2_grpc.ClientSelectorServicer):
+    """A selector from before OfferTasks: the generated base answers it UNIMPLEMENTED."""
+
+    single: list[selector_pb2.OfferTaskRequest] = field(default_factory=list)
+
+    async def OfferTask(self, request: selector_pb2.OfferTaskRequest, context: Any) -> Any:
+        self.single.append(request)
+        return selector_pb2.OfferTaskResponse(accepted=request.client_id != "c2", reason=f"one {request.client_id}")
+
+
+@dataclass
+class NewSelector(OldSelector):
+    batches: list[selector_pb2.OfferTasksRequest] = field(default_factory=list)
+    fail_with: grpc.StatusCode | None = None
+
+    async def OfferTasks(self, request: selector_pb2.OfferTasksRequest, context: Any) -> Any:
+        if self.fail_with is not None:
+            await context.abort(self.fail_with, "selector trouble")
+        self.batches.append(request)
+        return selector_pb2.OfferTasksResponse(answers=[
+            selector_pb2.OfferTaskResponse(accepted=o.client_id != "c2", reason=f"batch {o.client_id}")
+            for o in request.offers])
+
+
+async def serve(servicer: OldSelector) -> AsyncIterator[SelectorClient]:
+    server = grpc.aio.server()
+    selector_pb2_grpc.add_ClientSelectorServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = SelectorClient(f"127.0.0.1:{port}", call_timeout=5.0)
+    try:
+        yield client
+    finally:
+        await client.close()
+        await server.stop(None)
+
+
+def offer(client: str, **changes: Any) -> Offer:
+    values: dict[str, Any] = dict(
+        client_id=client, task_id=f"ns/j:1:train:{client}:0", job_id="ns/j", namespace="ns", round=1, attempt=0,
+        kind="train", runtime="pytorch", endpoint="127.0.0.1:1", model_sha256="a" * 64, token=f"t-{client}",
+        entry="digits", parameters={"lr": 0.1}, datasets=["digits"], timeout_seconds=30.0, deadline_unix=0.0)
+    return Offer(**(values | changes))
+
+
+@pytest.fixture
+async def new() -> AsyncIterator[tuple[NewSelector, SelectorClient]]:
+    servicer = NewSelector()
+    async for client in serve(servicer):
+        yield servicer, client
+
+
+async def test_a_rounds_offers_go_in_one_call_with_the_plan_and_the_small_model(
+    new: tuple[NewSelector, SelectorClient],
+) -> None:
+    servicer, client = new
+    offers = [offer("c1", model=b"weights", secure_aggregation=True), offer("c2"), offer("c3")]
+    answers = await client.offer_many(offers, answer_timeout=1.0)
+    assert answers == [(True, "batch c1"), (False, "batch c2"), (True, "batch c3")]
+    [batch] = servicer.batches
+    assert servicer.single == []
+    first = batch.offers[0]
+    assert first.client_id == "c1" and first.answer_timeout_seconds == 1.0
+    assert first.offer.model == b"weights" and first.offer.secure_aggregation is True
+    assert first.offer.HasField("secure_aggregation") and batch.offers[1].offer.HasField("secure_aggregation")
+    assert batch.offers[1].offer.model == b""
+
+
+async def test_an_older_selector_gets_one_call_per_offer_and_is_remembered() -> None:
+    servicer = OldSelector()
+    async for client in serve(servicer):
+        answers = await client.offer_many([offer("c1"), offer("c2")], answer_timeout=1.0)
+        assert answers == [(True, "one c1"), (False, "one c2")]
+        assert await client.offer(offer("c3"), answer_timeout=1.0) == (True, "one c3")
+        assert [r.client_id for r in servicer.single] == ["c1", "c2", "c3"]
+        assert client._one_by_one, "OfferTasks is not asked again"
+
+
+async def test_a_failed_batch_drops_its_clients_with_the_reason(new: tuple[NewSelector, SelectorClient]) -> None:
+    servicer, client = new
+    servicer.fail_with = grpc.StatusCode.INTERNAL
+    answers = await client.offer_many([offer("c1"), offer("c2")], answer_timeout=1.0)
+    assert [accepted for accepted, _ in answers] == [False, False]
+    assert all(reason.startswith("offer failed:") and "selector trouble" in reason for _, reason in answers)
+    assert servicer.single == [], "an error that is not UNIMPLEMENTED is not a reason to retry one by one"
