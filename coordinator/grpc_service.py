@@ -11,7 +11,7 @@ global model, and folded into the round's running sum by the driver.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import grpc.aio
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/vnd.nsfl.safetensors"
 HEADER_SLACK = 64 * 1024
+SUBMIT_MAX_BYTES = 1 << 20  # SubmitUpdate's limit; the executor sends larger updates over UploadUpdate
 
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
@@ -55,7 +56,30 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("header"):
             raise ValidationFailed("an upload must start with an UpdateHeader frame")
-        header = first.header
+
+        async def receive(receiver: BlobReceiver) -> None:
+            async for frame in request_iterator:
+                if not frame.HasField("chunk"):
+                    raise ValidationFailed("only chunk frames may follow the header")
+                receiver.write(frame.chunk.offset, frame.chunk.data)
+
+        return await self._take_update(first.header, receive)
+
+    @handle_errors
+    async def SubmitUpdate(self, request: coordinator_pb2.UpdateSubmission,
+                           context: grpc.aio.ServicerContext) -> coordinator_pb2.UploadResult:
+        if len(request.payload) > SUBMIT_MAX_BYTES:
+            raise ValidationFailed(f"SubmitUpdate carries at most {SUBMIT_MAX_BYTES} bytes, got "
+                                   f"{len(request.payload)}; send a larger update with UploadUpdate")
+
+        async def receive(receiver: BlobReceiver) -> None:
+            receiver.write(0, request.payload)
+
+        return await self._take_update(request.header, receive)
+
+    async def _take_update(self, header: coordinator_pb2.UpdateHeader,
+                           receive: Callable[[BlobReceiver], Awaitable[None]]) -> coordinator_pb2.UploadResult:
+        """Check an update's header, receive its payload (``receive``), hand it to the round."""
         try:
             ticket, model = self.driver.begin_upload(header)
         except ValueError as exc:
@@ -66,10 +90,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             if header.blob.total_size > 0:
                 limit = (model.size if model is not None else self.driver.max_init_size) + HEADER_SLACK
                 receiver = BlobReceiver(header.blob.total_size, header.blob.sha256, max_size=limit)
-                async for frame in request_iterator:
-                    if not frame.HasField("chunk"):
-                        raise ValidationFailed("only chunk frames may follow the header")
-                    receiver.write(frame.chunk.offset, frame.chunk.data)
+                await receive(receiver)
                 payload = receiver.finish()
             accepted, reason = await self.driver.finish_upload(ticket, header, payload)
         except NsflError as exc:

@@ -15,7 +15,8 @@ once more, from the offset already received: a task has a deadline, and a
 second failure means the round is better served by another client.
 
 Upload: an ``UpdateHeader`` frame, then the payload in chunks of
-``chunk_bytes``.  It is not retried: a retry after an upload the coordinator
+``chunk_bytes``; an update of at most 1 MiB goes in one ``SubmitUpdate``
+message instead.  It is not retried: a retry after an upload the coordinator
 did accept would be refused as a duplicate, and the task manager reports the
 failure either way.
 """
@@ -32,7 +33,7 @@ import grpc
 
 from libs.errors import ChecksumMismatch, CorruptPayload, DeadlineExceeded, Unavailable
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
-from libs.rpc import call_errors
+from libs.rpc import call_errors, error_from_rpc
 from libs.weights.streaming import BlobReceiver, TransferInterrupted, iter_chunks
 from libs.weights.tensors import MEDIA_TYPE, Buffer
 from task_executor.channels import channel_to
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 # The generated *_pb2_grpc modules have no type stubs; naming the stub class
 # through a typed variable keeps the calls below type-checked where it matters.
 _STUB: Callable[[grpc.Channel], Any] = coordinator_pb2_grpc.CoordinatorStub
+
+SUBMIT_MAX_BYTES = 1 << 20  # the coordinator's limit for SubmitUpdate (coordinator.grpc_service)
+_NO_SUBMIT: set[str] = set()  # endpoints of coordinators without SubmitUpdate (older ones)
 
 
 def receive_model(
@@ -132,6 +136,7 @@ class CoordinatorClient:
     """
 
     def __init__(self, endpoint: str, settings: ExecutorSettings, deadline_unix: float | None = None) -> None:
+        self._endpoint = endpoint
         self._channel = channel_to(endpoint)
         self._stub = _STUB(self._channel)
         self._settings = settings
@@ -188,7 +193,20 @@ class CoordinatorClient:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def upload(self, header: coordinator_pb2.UpdateHeader, payload: Buffer) -> coordinator_pb2.UploadResult:
-        """Send the header then ``payload`` in chunks; the coordinator's verdict."""
+        """Send the header then ``payload`` in chunks; the coordinator's verdict.
+
+        An update of at most ``SUBMIT_MAX_BYTES`` goes in one ``SubmitUpdate`` message instead (no
+        stream to set up); a coordinator from before that call is sent streams from then on.
+        """
+        if len(memoryview(payload)) <= SUBMIT_MAX_BYTES and self._endpoint not in _NO_SUBMIT:
+            submission = coordinator_pb2.UpdateSubmission(header=header, payload=bytes(payload))
+            try:
+                result: coordinator_pb2.UploadResult = self._stub.SubmitUpdate(submission, timeout=self._timeout())
+                return result
+            except grpc.RpcError as exc:
+                if not (isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNIMPLEMENTED):
+                    raise error_from_rpc(exc) from None
+                _NO_SUBMIT.add(self._endpoint)
         chunk_bytes = self._settings.chunk_bytes
 
         def frames() -> Iterator[coordinator_pb2.UploadFrame]:
@@ -200,5 +218,5 @@ class CoordinatorClient:
                 yield frame
 
         with call_errors():
-            result: coordinator_pb2.UploadResult = self._stub.UploadUpdate(frames(), timeout=self._timeout())
-        return result
+            streamed: coordinator_pb2.UploadResult = self._stub.UploadUpdate(frames(), timeout=self._timeout())
+        return streamed

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from libs.protos import common_pb2 as libs_dot_protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlibs/protos/coordinator.proto\x12\x07nsfl.v1\x1a\x18libs/protos/common.proto\"d\n\x0f\x44ownloadRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x12\n\ntask_token\x18\x05 \x01(\t\"\xb6\x02\n\x0cUpdateHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x13\n\x0bnum_samples\x18\x08 \x01(\x03\x12\x33\n\x07metrics\x18\t \x03(\x0b\x32\".nsfl.v1.UpdateHeader.MetricsEntry\x12!\n\x04\x62lob\x18\n \x01(\x0b\x32\x13.nsfl.v1.BlobHeader\x12\x13\n\x0b\x62\x61se_sha256\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"d\n\x0bUploadFrame\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.nsfl.v1.UpdateHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.BlobChunkH\x00\x42\x07\n\x05\x66rame\"B\n\x0cUploadResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08received\x18\x03 \x01(\x03\":\n\x13UploadOffsetRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ntask_token\x18\x02 \x01(\t\"&\n\x14UploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x0f\n\rStatusRequest\"f\n\x11\x43oordinatorStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x0e\n\x06rounds\x18\x04 \x01(\x05\x12\x13\n\x0bstatus_json\x18\x05 \x01(\t\"1\n\x0bStopRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\x08\"U\n\x0fTaskPlanRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x12\n\ntask_token\x18\x04 \x01(\t\"&\n\x08TaskPlan\x12\x1a\n\x12secure_aggregation\x18\x01 \x01(\x08\"\xec\x01\n\nSecAggJoin\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x61se_sha256\x18\x07 \x01(\t\x12\x31\n\x07metrics\x18\x08 \x03(\x0b\x32 .nsfl.v1.SecAggJoin.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"N\n\x0bSecAggPiece\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"h\n\x11SecAggClientFrame\x12#\n\x04join\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggJoinH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x42\x07\n\x05\x66rame\"\xa5\x01\n\nSecAggPlan\x12\x13\n\x0bround_setup\x18\x01 \x01(\x0c\x12\x19\n\x11weight_by_samples\x18\x02 \x01(\x08\x12\x14\n\x0c\x64p_clip_norm\x18\x03 \x01(\x01\x12\x1b\n\x13\x64p_noise_multiplier\x18\x04 \x01(\x01\x12\x1d\n\x15\x64p_noise_contributors\x18\x05 \x01(\x05\x12\x15\n\rstage_seconds\x18\x06 \x01(\x01\"1\n\rSecAggOutcome\x12\x10\n\x08included\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x01\n\x11SecAggServerFrame\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggPlanH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x12)\n\x07outcome\x18\x03 \x01(\x0b\x32\x16.nsfl.v1.SecAggOutcomeH\x00\x42\x07\n\x05\x66rame2\x90\x04\n\x0b\x43oordinator\x12\x43\n\rDownloadModel\x12\x18.nsfl.v1.DownloadRequest\x1a\x16.nsfl.v1.TransferFrame0\x01\x12=\n\x0cUploadUpdate\x12\x14.nsfl.v1.UploadFrame\x1a\x15.nsfl.v1.UploadResult(\x01\x12N\n\x0fGetUploadOffset\x12\x1c.nsfl.v1.UploadOffsetRequest\x1a\x1d.nsfl.v1.UploadOffsetResponse\x12\x35\n\x10ReportTaskStatus\x12\x13.nsfl.v1.TaskStatus\x1a\x0c.nsfl.v1.Ack\x12?\n\tGetStatus\x12\x16.nsfl.v1.StatusRequest\x1a\x1a.nsfl.v1.CoordinatorStatus\x12*\n\x04Stop\x12\x14.nsfl.v1.StopRequest\x1a\x0c.nsfl.v1.Ack\x12:\n\x0bGetTaskPlan\x12\x18.nsfl.v1.TaskPlanRequest\x1a\x11.nsfl.v1.TaskPlan\x12M\n\x0fSecureAggregate\x12\x1a.nsfl.v1.SecAggClientFrame\x1a\x1a.nsfl.v1.SecAggServerFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlibs/protos/coordinator.proto\x12\x07nsfl.v1\x1a\x18libs/protos/common.proto\"d\n\x0f\x44ownloadRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x12\n\ntask_token\x18\x05 \x01(\t\"\xb6\x02\n\x0cUpdateHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x13\n\x0bnum_samples\x18\x08 \x01(\x03\x12\x33\n\x07metrics\x18\t \x03(\x0b\x32\".nsfl.v1.UpdateHeader.MetricsEntry\x12!\n\x04\x62lob\x18\n \x01(\x0b\x32\x13.nsfl.v1.BlobHeader\x12\x13\n\x0b\x62\x61se_sha256\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"d\n\x0bUploadFrame\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.nsfl.v1.UpdateHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.BlobChunkH\x00\x42\x07\n\x05\x66rame\"J\n\x10UpdateSubmission\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.nsfl.v1.UpdateHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"B\n\x0cUploadResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08received\x18\x03 \x01(\x03\":\n\x13UploadOffsetRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ntask_token\x18\x02 \x01(\t\"&\n\x14UploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x0f\n\rStatusRequest\"f\n\x11\x43oordinatorStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x0e\n\x06rounds\x18\x04 \x01(\x05\x12\x13\n\x0bstatus_json\x18\x05 \x01(\t\"1\n\x0bStopRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\x08\"U\n\x0fTaskPlanRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x12\n\ntask_token\x18\x04 \x01(\t\"&\n\x08TaskPlan\x12\x1a\n\x12secure_aggregation\x18\x01 \x01(\x08\"\xec\x01\n\nSecAggJoin\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x61se_sha256\x18\x07 \x01(\t\x12\x31\n\x07metrics\x18\x08 \x03(\x0b\x32 .nsfl.v1.SecAggJoin.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"N\n\x0bSecAggPiece\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"h\n\x11SecAggClientFrame\x12#\n\x04join\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggJoinH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x42\x07\n\x05\x66rame\"\xa5\x01\n\nSecAggPlan\x12\x13\n\x0bround_setup\x18\x01 \x01(\x0c\x12\x19\n\x11weight_by_samples\x18\x02 \x01(\x08\x12\x14\n\x0c\x64p_clip_norm\x18\x03 \x01(\x01\x12\x1b\n\x13\x64p_noise_multiplier\x18\x04 \x01(\x01\x12\x1d\n\x15\x64p_noise_contributors\x18\x05 \x01(\x05\x12\x15\n\rstage_seconds\x18\x06 \x01(\x01\"1\n\rSecAggOutcome\x12\x10\n\x08included\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x01\n\x11SecAggServerFrame\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggPlanH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x12)\n\x07outcome\x18\x03 \x01(\x0b\x32\x16.nsfl.v1.SecAggOutcomeH\x00\x42\x07\n\x05\x66rame2\xd2\x04\n\x0b\x43oordinator\x12\x43\n\rDownloadModel\x12\x18.nsfl.v1.DownloadRequest\x1a\x16.nsfl.v1.TransferFrame0\x01\x12=\n\x0cUploadUpdate\x12\x14.nsfl.v1.UploadFrame\x1a\x15.nsfl.v1.UploadResult(\x01\x12@\n\x0cSubmitUpdate\x12\x19.nsfl.v1.UpdateSubmission\x1a\x15.nsfl.v1.UploadResult\x12N\n\x0fGetUploadOffset\x12\x1c.nsfl.v1.UploadOffsetRequest\x1a\x1d.nsfl.v1.UploadOffsetResponse\x12\x35\n\x10ReportTaskStatus\x12\x13.nsfl.v1.TaskStatus\x1a\x0c.nsfl.v1.Ack\x12?\n\tGetStatus\x12\x16.nsfl.v1.StatusRequest\x1a\x1a.nsfl.v1.CoordinatorStatus\x12*\n\x04Stop\x12\x14.nsfl.v1.StopRequest\x1a\x0c.nsfl.v1.Ack\x12:\n\x0bGetTaskPlan\x12\x18.nsfl.v1.TaskPlanRequest\x1a\x11.nsfl.v1.TaskPlan\x12M\n\x0fSecureAggregate\x12\x1a.nsfl.v1.SecAggClientFrame\x1a\x1a.nsfl.v1.SecAggServerFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,36 +44,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=481
   _globals['_UPLOADFRAME']._serialized_start=483
   _globals['_UPLOADFRAME']._serialized_end=583
-  _globals['_UPLOADRESULT']._serialized_start=585
-  _globals['_UPLOADRESULT']._serialized_end=651
-  _globals['_UPLOADOFFSETREQUEST']._serialized_start=653
-  _globals['_UPLOADOFFSETREQUEST']._serialized_end=711
-  _globals['_UPLOADOFFSETRESPONSE']._serialized_start=713
-  _globals['_UPLOADOFFSETRESPONSE']._serialized_end=751
-  _globals['_STATUSREQUEST']._serialized_start=753
-  _globals['_STATUSREQUEST']._serialized_end=768
-  _globals['_COORDINATORSTATUS']._serialized_start=770
-  _globals['_COORDINATORSTATUS']._serialized_end=872
-  _globals['_STOPREQUEST']._serialized_start=874
-  _globals['_STOPREQUEST']._serialized_end=923
-  _globals['_TASKPLANREQUEST']._serialized_start=925
-  _globals['_TASKPLANREQUEST']._serialized_end=1010
-  _globals['_TASKPLAN']._serialized_start=1012
-  _globals['_TASKPLAN']._serialized_end=1050
-  _globals['_SECAGGJOIN']._serialized_start=1053
-  _globals['_SECAGGJOIN']._serialized_end=1289
+  _globals['_UPDATESUBMISSION']._serialized_start=585
+  _globals['_UPDATESUBMISSION']._serialized_end=659
+  _globals['_UPLOADRESULT']._serialized_start=661
+  _globals['_UPLOADRESULT']._serialized_end=727
+  _globals['_UPLOADOFFSETREQUEST']._serialized_start=729
+  _globals['_UPLOADOFFSETREQUEST']._serialized_end=787
+  _globals['_UPLOADOFFSETRESPONSE']._serialized_start=789
+  _globals['_UPLOADOFFSETRESPONSE']._serialized_end=827
+  _globals['_STATUSREQUEST']._serialized_start=829
+  _globals['_STATUSREQUEST']._serialized_end=844
+  _globals['_COORDINATORSTATUS']._serialized_start=846
+  _globals['_COORDINATORSTATUS']._serialized_end=948
+  _globals['_STOPREQUEST']._serialized_start=950
+  _globals['_STOPREQUEST']._serialized_end=999
+  _globals['_TASKPLANREQUEST']._serialized_start=1001
+  _globals['_TASKPLANREQUEST']._serialized_end=1086
+  _globals['_TASKPLAN']._serialized_start=1088
+  _globals['_TASKPLAN']._serialized_end=1126
+  _globals['_SECAGGJOIN']._serialized_start=1129
+  _globals['_SECAGGJOIN']._serialized_end=1365
   _globals['_SECAGGJOIN_METRICSENTRY']._serialized_start=435
   _globals['_SECAGGJOIN_METRICSENTRY']._serialized_end=481
-  _globals['_SECAGGPIECE']._serialized_start=1291
-  _globals['_SECAGGPIECE']._serialized_end=1369
-  _globals['_SECAGGCLIENTFRAME']._serialized_start=1371
-  _globals['_SECAGGCLIENTFRAME']._serialized_end=1475
-  _globals['_SECAGGPLAN']._serialized_start=1478
-  _globals['_SECAGGPLAN']._serialized_end=1643
-  _globals['_SECAGGOUTCOME']._serialized_start=1645
-  _globals['_SECAGGOUTCOME']._serialized_end=1694
-  _globals['_SECAGGSERVERFRAME']._serialized_start=1697
-  _globals['_SECAGGSERVERFRAME']._serialized_end=1844
-  _globals['_COORDINATOR']._serialized_start=1847
-  _globals['_COORDINATOR']._serialized_end=2375
+  _globals['_SECAGGPIECE']._serialized_start=1367
+  _globals['_SECAGGPIECE']._serialized_end=1445
+  _globals['_SECAGGCLIENTFRAME']._serialized_start=1447
+  _globals['_SECAGGCLIENTFRAME']._serialized_end=1551
+  _globals['_SECAGGPLAN']._serialized_start=1554
+  _globals['_SECAGGPLAN']._serialized_end=1719
+  _globals['_SECAGGOUTCOME']._serialized_start=1721
+  _globals['_SECAGGOUTCOME']._serialized_end=1770
+  _globals['_SECAGGSERVERFRAME']._serialized_start=1773
+  _globals['_SECAGGSERVERFRAME']._serialized_end=1920
+  _globals['_COORDINATOR']._serialized_start=1923
+  _globals['_COORDINATOR']._serialized_end=2517
 # @@protoc_insertion_point(module_scope)

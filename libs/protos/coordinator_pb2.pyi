@@ -156,6 +156,31 @@ class UploadFrame(_message.Message):
 Global___UploadFrame: _TypeAlias = UploadFrame  # noqa: Y015
 
 @_typing.final
+class UpdateSubmission(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___UpdateHeader:
+        """blob.total_size and blob.sha256 describe payload"""
+
+    def __init__(
+        self,
+        *,
+        header: Global___UpdateHeader | None = ...,
+        payload: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSubmission: _TypeAlias = UpdateSubmission  # noqa: Y015
+
+@_typing.final
 class UploadResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -45,6 +45,11 @@ class CoordinatorStub:
                 request_serializer=libs_dot_protos_dot_coordinator__pb2.UploadFrame.SerializeToString,
                 response_deserializer=libs_dot_protos_dot_coordinator__pb2.UploadResult.FromString,
                 _registered_method=True)
+        self.SubmitUpdate = channel.unary_unary(
+                '/nsfl.v1.Coordinator/SubmitUpdate',
+                request_serializer=libs_dot_protos_dot_coordinator__pb2.UpdateSubmission.SerializeToString,
+                response_deserializer=libs_dot_protos_dot_coordinator__pb2.UploadResult.FromString,
+                _registered_method=True)
         self.GetUploadOffset = channel.unary_unary(
                 '/nsfl.v1.Coordinator/GetUploadOffset',
                 request_serializer=libs_dot_protos_dot_coordinator__pb2.UploadOffsetRequest.SerializeToString,
@@ -88,6 +93,14 @@ class CoordinatorServicer:
 
     def UploadUpdate(self, request_iterator, context):
         """First frame carries an UpdateHeader, then blob chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitUpdate(self, request, context):
+        """A small update (up to 1 MiB) in one message: the same checks and answer as UploadUpdate, without
+        a stream (on a small model the stream's setup costs more than the bytes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +156,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'UploadUpdate': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadUpdate,
                     request_deserializer=libs_dot_protos_dot_coordinator__pb2.UploadFrame.FromString,
+                    response_serializer=libs_dot_protos_dot_coordinator__pb2.UploadResult.SerializeToString,
+            ),
+            'SubmitUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitUpdate,
+                    request_deserializer=libs_dot_protos_dot_coordinator__pb2.UpdateSubmission.FromString,
                     response_serializer=libs_dot_protos_dot_coordinator__pb2.UploadResult.SerializeToString,
             ),
             'GetUploadOffset': grpc.unary_unary_rpc_method_handler(
@@ -229,6 +247,33 @@ class Coordinator:
             target,
             '/nsfl.v1.Coordinator/UploadUpdate',
             libs_dot_protos_dot_coordinator__pb2.UploadFrame.SerializeToString,
+            libs_dot_protos_dot_coordinator__pb2.UploadResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nsfl.v1.Coordinator/SubmitUpdate',
+            libs_dot_protos_dot_coordinator__pb2.UpdateSubmission.SerializeToString,
             libs_dot_protos_dot_coordinator__pb2.UploadResult.FromString,
             options,
             channel_credentials,

@@ -37,6 +37,10 @@ class CoordinatorStub:
     DownloadModel: _grpc.UnaryStreamMultiCallable[_coordinator_pb2.DownloadRequest, _common_pb2.TransferFrame]
     UploadUpdate: _grpc.StreamUnaryMultiCallable[_coordinator_pb2.UploadFrame, _coordinator_pb2.UploadResult]
     """First frame carries an UpdateHeader, then blob chunks."""
+    SubmitUpdate: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.UpdateSubmission, _coordinator_pb2.UploadResult]
+    """A small update (up to 1 MiB) in one message: the same checks and answer as UploadUpdate, without
+    a stream (on a small model the stream's setup costs more than the bytes).
+    """
     GetUploadOffset: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.UploadOffsetRequest, _coordinator_pb2.UploadOffsetResponse]
     ReportTaskStatus: _grpc.UnaryUnaryMultiCallable[_common_pb2.TaskStatus, _common_pb2.Ack]
     GetStatus: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.StatusRequest, _coordinator_pb2.CoordinatorStatus]
@@ -54,6 +58,10 @@ class CoordinatorAsyncStub(CoordinatorStub):
     DownloadModel: _aio.UnaryStreamMultiCallable[_coordinator_pb2.DownloadRequest, _common_pb2.TransferFrame]  # type: ignore[assignment]
     UploadUpdate: _aio.StreamUnaryMultiCallable[_coordinator_pb2.UploadFrame, _coordinator_pb2.UploadResult]  # type: ignore[assignment]
     """First frame carries an UpdateHeader, then blob chunks."""
+    SubmitUpdate: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.UpdateSubmission, _coordinator_pb2.UploadResult]  # type: ignore[assignment]
+    """A small update (up to 1 MiB) in one message: the same checks and answer as UploadUpdate, without
+    a stream (on a small model the stream's setup costs more than the bytes).
+    """
     GetUploadOffset: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.UploadOffsetRequest, _coordinator_pb2.UploadOffsetResponse]  # type: ignore[assignment]
     ReportTaskStatus: _aio.UnaryUnaryMultiCallable[_common_pb2.TaskStatus, _common_pb2.Ack]  # type: ignore[assignment]
     GetStatus: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.StatusRequest, _coordinator_pb2.CoordinatorStatus]  # type: ignore[assignment]
@@ -80,6 +88,16 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.UploadResult, _abc.Awaitable[_coordinator_pb2.UploadResult]]:
         """First frame carries an UpdateHeader, then blob chunks."""
+
+    @_abc_1.abstractmethod
+    def SubmitUpdate(
+        self,
+        request: _coordinator_pb2.UpdateSubmission,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.UploadResult, _abc.Awaitable[_coordinator_pb2.UploadResult]]:
+        """A small update (up to 1 MiB) in one message: the same checks and answer as UploadUpdate, without
+        a stream (on a small model the stream's setup costs more than the bytes).
+        """
 
     @_abc_1.abstractmethod
     def GetUploadOffset(

@@ -28,6 +28,7 @@ from libs.weights.tensors import WeightMap, decode, encode, sha256_hex
 class Upload:
     header: coordinator_pb2.UpdateHeader
     payload: bytes
+    via: str = "stream"  # "stream": UploadUpdate; "submit": SubmitUpdate
 
     def weights(self) -> WeightMap:
         return decode(self.payload, copy=True)
@@ -44,6 +45,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     corrupt: bool = False  # serve bytes that do not match the announced SHA-256
     break_after: int | None = None  # end the next stream with an error after this many payload bytes
     verdict: tuple[bool, str] = (True, "")
+    submit: bool = True  # False: SubmitUpdate answers UNIMPLEMENTED, as an older coordinator does
     chunk_size: int = 64
     endpoint: str = ""  # set by FakeServer
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,7 +94,18 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         assert len(payload) == header.blob.total_size
         assert not payload or sha256_hex(payload) == header.blob.sha256
         with self._lock:
-            self.uploads.append(Upload(header, payload))
+            self.uploads.append(Upload(header, payload, via="stream"))
+        accepted, reason = self.verdict
+        return coordinator_pb2.UploadResult(accepted=accepted, reason=reason, received=len(payload))
+
+    def SubmitUpdate(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not self.submit:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "a coordinator from before SubmitUpdate")
+        header, payload = request.header, request.payload
+        assert len(payload) == header.blob.total_size
+        assert not payload or sha256_hex(payload) == header.blob.sha256
+        with self._lock:
+            self.uploads.append(Upload(header, payload, via="submit"))
         accepted, reason = self.verdict
         return coordinator_pb2.UploadResult(accepted=accepted, reason=reason, received=len(payload))
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from libs.weights.tensors import WeightMap
+from task_executor import coordinator_client
 from task_executor.runner import run_task
 from task_executor.settings import ExecutorSettings
 from tests.unit.task_executor.fake_coordinator import FakeCoordinator, FakeServer
@@ -277,6 +278,32 @@ def test_a_model_file_outside_the_task_folder_is_an_invalid_task(
 ) -> None:
     code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_sha256="a" * 64, model_file=name)
     assert code != 0 and "model_file must name a file in the task folder" in str(result["reason"])
+
+
+def test_a_small_update_goes_in_one_message_and_an_older_coordinator_gets_a_stream(
+    tmp_path: Path, coordinator: FakeCoordinator
+) -> None:
+    sha = coordinator.publish(linear_weights())
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_sha256=sha)
+    assert code == 0, result
+    coordinator.submit = False
+    (tmp_path / "again").mkdir()
+    code, result = _run(tmp_path / "again", coordinator, TRAIN_SCRIPT, model_sha256=sha)
+    assert code == 0, result
+    assert [u.via for u in coordinator.uploads] == ["submit", "stream"]
+    assert coordinator.uploads[0].payload == coordinator.uploads[1].payload
+    assert coordinator.endpoint in coordinator_client._NO_SUBMIT
+    coordinator_client._NO_SUBMIT.discard(coordinator.endpoint)
+
+
+def test_an_update_above_the_submit_limit_is_streamed(
+    tmp_path: Path, coordinator: FakeCoordinator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator_client, "SUBMIT_MAX_BYTES", 16)
+    sha = coordinator.publish(linear_weights())
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_sha256=sha)
+    assert code == 0, result
+    assert [u.via for u in coordinator.uploads] == ["stream"]
 
 
 def test_a_broken_download_resumes_from_the_received_offset(
