@@ -219,7 +219,8 @@ class Driver:
                     piggyback = {"evaluate_first": True} if self.piggyback.wanted(round_number, self.history) else {}
                     book = await self.runner.run_round(
                         round_number, "train", attempt=attempt, target=self.plan.clients_per_round,
-                        minimum=self.plan.min_clients, aggregator=aggregator, **piggyback)
+                        minimum=self.plan.min_clients, aggregator=aggregator,
+                        next_round=round_number < self.rounds, **piggyback)
                     if book.succeeded:
                         new_weights = await run_sized(
                             self._work_size(base), self.step.apply, base.weights, aggregator.result())

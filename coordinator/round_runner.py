@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from coordinator.aggregating import RoundAggregator
 from coordinator.model_state import GlobalModel, WeightMap
 from coordinator.offload import run_sized
-from coordinator.rounds import RoundBook, Ticket
-from coordinator.selector_client import Offer, SelectorClient
+from coordinator.rounds import RoundBook, TaskOutcome, Ticket
+from coordinator.selector_client import Offer, Selection, SelectorClient
 from libs.aggregation.attachments import split as split_attachments
 from libs.errors import UpdateRejected
 from libs.protos import common_pb2, coordinator_pb2
@@ -41,6 +41,9 @@ RETRY_PAUSE_SECONDS = 5.0
 # DownloadModel, which on a small model is a round trip longer than the transfer.  Larger models are
 # downloaded by each executor, so the selector never carries more than this per offer.
 INLINE_MODEL_BYTES = 256 * 1024
+# Short rounds select their clients ahead (see RoundRunner._prefetch_next); a selection older than
+# this is not used, and rounds that last longer do not select ahead.
+PREFETCH_MAX_AGE_SECONDS = 2.0
 
 
 class StopRequested(Exception):
@@ -76,6 +79,16 @@ def _finite_metrics(metrics: Any) -> dict[str, float]:
     return values
 
 
+@dataclass
+class Prefetched:
+    """The next train round's selection, asked for while this round's clients train."""
+
+    round: int
+    target: int
+    asked_at: float
+    task: asyncio.Task[Selection]
+
+
 class RoundRunner:
     def __init__(self, plan: JobPlan, selector: SelectorClient, endpoint: Callable[[], str], *,
                  stop_event: asyncio.Event, clock: Callable[[], float] = time.time,
@@ -98,6 +111,9 @@ class RoundRunner:
         self._uploading: set[str] = set()
         self._changed = asyncio.Event()
         self._fold_lock = asyncio.Lock()
+        self._prefetched: Prefetched | None = None
+        self._last_round_seconds: float | None = None  # the last train round, offers to close
+        self._last_round_clean = False  # every client of the last round delivered
 
     # -- called by the servicer ----------------------------------------------
     def token_known(self, token: str) -> bool:
@@ -172,8 +188,11 @@ class RoundRunner:
 
     # -- called by the driver -------------------------------------------------
     async def run_round(self, round_number: int, kind: str, *, attempt: int, target: int, minimum: int,
-                        aggregator: RoundAggregator | None = None, evaluate_first: bool = False) -> RoundBook:
-        deadline = self.clock() + self.plan.round_timeout
+                        aggregator: RoundAggregator | None = None, evaluate_first: bool = False,
+                        next_round: bool = False) -> RoundBook:
+        """Run one round to its close; ``next_round``: another train round follows this one."""
+        started = self.clock()
+        deadline = started + self.plan.round_timeout
         book = RoundBook(job_id=self.plan.job_id, round_number=round_number, kind=kind, target=target,
                          minimum=minimum, deadline=deadline)
         self.aggregator = aggregator
@@ -187,6 +206,8 @@ class RoundRunner:
             clients = await self._select(round_number, target, minimum, deadline, book)
             if clients:
                 await self._offer_all(book, clients, attempt, deadline, evaluate_first)
+                if next_round and kind == "train":
+                    self._prefetch_next(round_number + 1, target)
                 if secure is not None and aggregator is not None:
                     await secure.run(aggregator, self.stop_event)
                 else:
@@ -197,17 +218,23 @@ class RoundRunner:
                 secure.close(book.close_reason)
             book.close(book.close_reason or "round ended")
             await self._finish(book)
+            if kind == "train":
+                self._last_round_seconds = self.clock() - started
+                self._last_round_clean = bool(book.tickets) and all(
+                    t.outcome is TaskOutcome.ACCEPTED for t in book.tickets.values())
 
     async def _select(self, round_number: int, target: int, minimum: int, deadline: float,
                       book: RoundBook) -> list[str]:
         redundancy = self.plan.redundancy if book.kind == "train" else 1.0
         seed = zlib.crc32(f"{self.plan.job_id}:{round_number}:{book.kind}".encode())
+        prefetched = await self._take_prefetched(round_number, book.kind, target)
         while True:
-            selection = await self.selector.select(
+            selection = prefetched or await self.selector.select(
                 job_id=self.plan.job_id, round_number=round_number, count=target, redundancy=redundancy,
                 requirement=self.plan.requirement, random=self.plan.random,
                 untrained_first=self.plan.untrained_first and book.kind == "train",
                 reservation_seconds=self.plan.round_timeout + 30, seed=seed)
+            prefetched = None
             if not selection.satisfied and minimum <= selection.matched < target:
                 # The selector never hands out a partial set; ask for what is there.
                 selection = await self.selector.select(
@@ -229,6 +256,43 @@ class RoundRunner:
                 return []
             if await self._stopped_within(SELECTION_RETRY_SECONDS):
                 raise StopRequested
+
+    def _prefetch_next(self, round_number: int, target: int) -> None:
+        """Ask for round ``round_number``'s clients now, while this round's clients train.
+
+        Only when rounds are short (the last one took under ``PREFETCH_MAX_AGE_SECONDS``): then the
+        selection's round trip to the selector is most of what stands between two rounds, and a
+        selection made a moment earlier is as good as one made at the next round's start.  The
+        next round uses it only if it is still that fresh and every client of this round
+        delivered (:meth:`_take_prefetched`); otherwise it selects anew.  The selection is
+        asked for exactly as the next round would ask for it (same seed, same reservation).
+        """
+        if self._last_round_seconds is None or self._last_round_seconds >= PREFETCH_MAX_AGE_SECONDS:
+            return
+        if self._prefetched is not None:
+            return  # one at a time; the next round takes or discards it
+        seed = zlib.crc32(f"{self.plan.job_id}:{round_number}:train".encode())
+        task = asyncio.create_task(self.selector.select(
+            job_id=self.plan.job_id, round_number=round_number, count=target, redundancy=self.plan.redundancy,
+            requirement=self.plan.requirement, random=self.plan.random,
+            untrained_first=self.plan.untrained_first, reservation_seconds=self.plan.round_timeout + 30,
+            seed=seed), name=f"select-round-{round_number}")
+        self._prefetched = Prefetched(round_number, target, self.clock(), task)
+
+    async def _take_prefetched(self, round_number: int, kind: str, target: int) -> Selection | None:
+        """The selection asked for ahead, if it is for this round and may be used (see above)."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is None:
+            return None
+        try:  # awaited even when unused: its reservations must land before any release
+            selection = await prefetched.task
+        except Exception as exc:
+            log.info("the selection asked for ahead of round %d failed (%s); selecting now", round_number, exc)
+            return None
+        usable = (prefetched.round == round_number and kind == "train" and prefetched.target == target
+                  and self.clock() - prefetched.asked_at <= PREFETCH_MAX_AGE_SECONDS and self._last_round_clean
+                  and selection.satisfied)
+        return selection if usable else None
 
     async def _offer_all(self, book: RoundBook, clients: list[str], attempt: int, deadline: float,
                          evaluate_first: bool = False) -> None:
@@ -294,6 +358,7 @@ class RoundRunner:
 
     async def release_all(self) -> None:
         """The job is over: release every client it holds (after what is still being settled)."""
+        await self._take_prefetched(-1, "", 0)  # its reservations land first, then go with the rest
         await self.settled()
         try:
             await self.selector.release(self.plan.job_id)

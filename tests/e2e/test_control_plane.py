@@ -126,23 +126,23 @@ def test_create_watch_finish_while_a_job_without_enough_clients_fails_within_its
 
 
 def test_stop_mid_run_then_start_again_finishes_with_the_right_number_of_rounds(plane: Plane) -> None:
-    # Enough rounds that the stop lands mid-run even when rounds take well under a second.
-    path = write_job(plane, "resumable", rounds=20, evaluateEvery=20)
+    # Enough rounds that the stop lands mid-run even when rounds take some 50 ms (long-lived executors).
+    path = write_job(plane, "resumable", rounds=100, evaluateEvery=100)
     assert plane.ctl("create", "job", "-f", str(path)).returncode == 0
     wait_for("round 2 of the job", lambda: plane.job("resumable")["status"].get("round", 0) >= 2, 240,
-             plane.cluster.procs, interval=0.5)
+             plane.cluster.procs, interval=0.1)
     stopped = plane.ctl("stop", "job", "resumable")
     assert stopped.returncode == 0, stopped.stderr
     job = plane.wait_state("resumable", {"STOPPED"}, 120)
     assert job["status"]["checkpoints"], job
     stopped_at = job["status"]["round"]
-    assert stopped_at < 20
+    assert stopped_at < 100
     assert plane.ctl("start", "job", "resumable").returncode == 0
     assert plane.ctl("get", "job", "resumable", "-w", "--timeout", "300", timeout=320).returncode == 0
     status, metrics = plane.rest("GET", "/api/v1/namespaces/default/jobs/resumable/metrics")
     assert status == 200
     rounds = sorted(record["round"] for record in metrics["rounds"])
-    assert rounds == list(range(1, 21))
+    assert rounds == list(range(1, 101))
     logs = plane.ctl("logs", "job", "resumable", "--tail", "200")
     assert f"resuming after round {stopped_at}" in logs.stdout
 
