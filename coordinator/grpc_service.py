@@ -19,7 +19,7 @@ import grpc.aio
 from libs.errors import InvalidState, NotFound, NsflError, PermissionDenied, ValidationFailed
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.rpc import handle_errors
-from libs.weights.streaming import BlobReceiver, frames_for
+from libs.weights.streaming import SUBMIT_MAX_BYTES, BlobReceiver, frames_for
 
 if TYPE_CHECKING:
     from coordinator.driver import Driver
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/vnd.nsfl.safetensors"
 HEADER_SLACK = 64 * 1024
-SUBMIT_MAX_BYTES = 1 << 20  # SubmitUpdate's limit; the executor sends larger updates over UploadUpdate
 
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):

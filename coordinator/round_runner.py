@@ -225,23 +225,13 @@ class RoundRunner:
 
     async def _select(self, round_number: int, target: int, minimum: int, deadline: float,
                       book: RoundBook) -> list[str]:
-        redundancy = self.plan.redundancy if book.kind == "train" else 1.0
-        seed = zlib.crc32(f"{self.plan.job_id}:{round_number}:{book.kind}".encode())
         prefetched = await self._take_prefetched(round_number, book.kind, target)
         while True:
-            selection = prefetched or await self.selector.select(
-                job_id=self.plan.job_id, round_number=round_number, count=target, redundancy=redundancy,
-                requirement=self.plan.requirement, random=self.plan.random,
-                untrained_first=self.plan.untrained_first and book.kind == "train",
-                reservation_seconds=self.plan.round_timeout + 30, seed=seed)
+            selection = prefetched or await self._ask_selector(round_number, book.kind, target)
             prefetched = None
             if not selection.satisfied and minimum <= selection.matched < target:
                 # The selector never hands out a partial set; ask for what is there.
-                selection = await self.selector.select(
-                    job_id=self.plan.job_id, round_number=round_number, count=selection.matched,
-                    redundancy=1.0, requirement=self.plan.requirement, random=self.plan.random,
-                    untrained_first=self.plan.untrained_first and book.kind == "train",
-                    reservation_seconds=self.plan.round_timeout + 30, seed=seed)
+                selection = await self._ask_selector(round_number, book.kind, selection.matched, redundancy=1.0)
             chosen = [client for client, _ in selection.clients]
             if len(chosen) >= minimum:
                 log.info("round %d %s: picked %s", round_number, book.kind,
@@ -257,6 +247,18 @@ class RoundRunner:
             if await self._stopped_within(SELECTION_RETRY_SECONDS):
                 raise StopRequested
 
+    async def _ask_selector(self, round_number: int, kind: str, count: int,
+                            redundancy: float | None = None) -> Selection:
+        """Select and reserve ``count`` clients for a round (seeded by the job, round and kind)."""
+        if redundancy is None:
+            redundancy = self.plan.redundancy if kind == "train" else 1.0
+        return await self.selector.select(
+            job_id=self.plan.job_id, round_number=round_number, count=count, redundancy=redundancy,
+            requirement=self.plan.requirement, random=self.plan.random,
+            untrained_first=self.plan.untrained_first and kind == "train",
+            reservation_seconds=self.plan.round_timeout + 30,
+            seed=zlib.crc32(f"{self.plan.job_id}:{round_number}:{kind}".encode()))
+
     def _prefetch_next(self, round_number: int, target: int) -> None:
         """Ask for round ``round_number``'s clients now, while this round's clients train.
 
@@ -271,24 +273,30 @@ class RoundRunner:
             return
         if self._prefetched is not None:
             return  # one at a time; the next round takes or discards it
-        seed = zlib.crc32(f"{self.plan.job_id}:{round_number}:train".encode())
-        task = asyncio.create_task(self.selector.select(
-            job_id=self.plan.job_id, round_number=round_number, count=target, redundancy=self.plan.redundancy,
-            requirement=self.plan.requirement, random=self.plan.random,
-            untrained_first=self.plan.untrained_first, reservation_seconds=self.plan.round_timeout + 30,
-            seed=seed), name=f"select-round-{round_number}")
+        task = asyncio.create_task(self._ask_selector(round_number, "train", target),
+                                   name=f"select-round-{round_number}")
         self._prefetched = Prefetched(round_number, target, self.clock(), task)
 
-    async def _take_prefetched(self, round_number: int, kind: str, target: int) -> Selection | None:
-        """The selection asked for ahead, if it is for this round and may be used (see above)."""
+    async def _collect_prefetched(self) -> tuple[Prefetched, Selection] | None:
+        """The selection asked for ahead, once its answer is in (None if there is none or it failed).
+
+        Always awaited, used or not: its reservations must land before the job releases its clients.
+        """
         prefetched, self._prefetched = self._prefetched, None
         if prefetched is None:
             return None
-        try:  # awaited even when unused: its reservations must land before any release
-            selection = await prefetched.task
+        try:
+            return prefetched, await prefetched.task
         except Exception as exc:
-            log.info("the selection asked for ahead of round %d failed (%s); selecting now", round_number, exc)
+            log.info("the selection asked for ahead of round %d failed: %s", prefetched.round, exc)
             return None
+
+    async def _take_prefetched(self, round_number: int, kind: str, target: int) -> Selection | None:
+        """The selection asked for ahead, if it is for this round and may be used (see above)."""
+        collected = await self._collect_prefetched()
+        if collected is None:
+            return None
+        prefetched, selection = collected
         usable = (prefetched.round == round_number and kind == "train" and prefetched.target == target
                   and self.clock() - prefetched.asked_at <= PREFETCH_MAX_AGE_SECONDS and self._last_round_clean
                   and selection.satisfied)
@@ -358,7 +366,7 @@ class RoundRunner:
 
     async def release_all(self) -> None:
         """The job is over: release every client it holds (after what is still being settled)."""
-        await self._take_prefetched(-1, "", 0)  # its reservations land first, then go with the rest
+        await self._collect_prefetched()  # its reservations land first, then go with the rest
         await self.settled()
         try:
             await self.selector.release(self.plan.job_id)

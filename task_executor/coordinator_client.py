@@ -34,7 +34,7 @@ import grpc
 from libs.errors import ChecksumMismatch, CorruptPayload, DeadlineExceeded, Unavailable
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.rpc import call_errors, error_from_rpc
-from libs.weights.streaming import BlobReceiver, TransferInterrupted, iter_chunks
+from libs.weights.streaming import SUBMIT_MAX_BYTES, BlobReceiver, TransferInterrupted, iter_chunks
 from libs.weights.tensors import MEDIA_TYPE, Buffer
 from task_executor.channels import channel_to
 from task_executor.settings import ExecutorSettings
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 # through a typed variable keeps the calls below type-checked where it matters.
 _STUB: Callable[[grpc.Channel], Any] = coordinator_pb2_grpc.CoordinatorStub
 
-SUBMIT_MAX_BYTES = 1 << 20  # the coordinator's limit for SubmitUpdate (coordinator.grpc_service)
 _NO_SUBMIT: set[str] = set()  # endpoints of coordinators without SubmitUpdate (older ones)
 
 

@@ -55,6 +55,8 @@ from libs.weights.framing import chunk_in_place, encode_chunk, parse_frame
 from libs.weights.tensors import MEDIA_TYPE, Buffer
 
 DEFAULT_CHUNK = 2 * 1024 * 1024
+# An update up to this size travels in one Coordinator.SubmitUpdate message, not an UploadUpdate stream.
+SUBMIT_MAX_BYTES = 1 << 20
 _BACKGROUND_HASH_MIN = 8 * 1024 * 1024  # smaller payloads hash inline: a thread is not worth it
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
