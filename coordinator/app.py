@@ -21,7 +21,8 @@ from coordinator.driver import Driver, plan_from_spec
 from coordinator.grpc_service import CoordinatorService
 from coordinator.progress import ProgressReporter
 from coordinator.round_runner import RoundRunner
-from coordinator.secure_rounds import SecureRounds, config_from_spec
+from coordinator.secure_encoding import config_from_spec
+from coordinator.secure_rounds import SecureRounds
 from coordinator.selector_client import SelectorClient
 from coordinator.settings import CoordinatorSettings
 from libs.jobspec import parse_spec_text, validate_spec

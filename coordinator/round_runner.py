@@ -71,7 +71,8 @@ class JobPlan:
     untrained_first: bool
 
 
-def _finite_metrics(metrics: Any) -> dict[str, float]:
+def finite_metrics(metrics: Any) -> dict[str, float]:
+    """A client's metrics as floats; ``UpdateRejected`` naming any that is not finite."""
     values = {str(k): float(v) for k, v in dict(metrics).items()}
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
@@ -153,7 +154,7 @@ class RoundRunner:
         book = self.book
         if book is None or book.closed or ticket.task_id not in book.tickets:
             return False, f"late update: round {header.round} closed before the upload completed"
-        metrics = _finite_metrics(header.metrics)
+        metrics = finite_metrics(header.metrics)
         if book.kind == "train":
             if payload is None:
                 raise UpdateRejected("a training update must carry a delta")

@@ -31,10 +31,10 @@ masked vector (uniform in the ring), and at the end shares that unmask the
 is: it is masked inside the vector (FedAvg weighting), and only ``Σ w_i``
 reaches the history, as the round's ``samples``.
 
-Encoding: the floating-point tensors (all the aggregators take) are masked
+Encoding (:mod:`coordinator.secure_encoding`): the floating-point tensors (all the aggregators take) are masked
 as one vector in the canonical layout; elements are clipped to ``clip_range``
-(:data:`DEFAULT_CLIP_RANGE`, or the DP clip norm plus noise headroom) and the
-sample weight is capped at ``max_weight`` (:func:`weight_cap`), which is how a
+(:data:`~coordinator.secure_encoding.DEFAULT_CLIP_RANGE`, or the DP clip norm plus noise headroom) and the
+sample weight is capped at ``max_weight`` (:func:`~coordinator.secure_encoding.weight_cap`), which is how a
 fixed-point sum of ``n`` clients stays inside the ``bits``-bit ring.  With
 central ``privacy.dp`` each client clips to ``clipNorm``, weighs 1, and adds
 its share of the Gaussian noise (:class:`~libs.privacy.DistributedNoise`,
@@ -48,20 +48,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from coordinator.aggregating import RoundAggregator
-from coordinator.model_state import GlobalModel, WeightMap
-from coordinator.round_runner import StopRequested
+from coordinator.model_state import GlobalModel
+from coordinator.round_runner import StopRequested, finite_metrics
 from coordinator.rounds import RoundBook, TaskOutcome, Ticket
-from libs.errors import NsflError, UpdateRejected, ValidationFailed
+from coordinator.secure_encoding import (
+    SecureAggregationConfig,
+    floating_layout,
+    mean_delta,
+    resolve_threshold,
+)
+from libs.errors import NsflError, ValidationFailed
 from libs.protos import coordinator_pb2
 from libs.rpc import MAX_CHUNK
 from libs.secagg import (
@@ -69,7 +72,6 @@ from libs.secagg import (
     KeyAdvertisement,
     MaskedInput,
     Mode,
-    ParameterLayout,
     RoundAborted,
     RoundSetup,
     SecAggServer,
@@ -85,95 +87,7 @@ ADVERTISE, SHARE, MASK, UNMASK = "advertise-keys", "share-keys", "masked-input",
 KEY_DIRECTORY, SHARE_DELIVERY, UNMASK_REQUEST = "key-directory", "share-delivery", "unmask-request"
 _PARSERS: dict[str, Any] = {ADVERTISE: KeyAdvertisement, SHARE: ShareKeys, MASK: MaskedInput, UNMASK: UnmaskResponse}
 
-DEFAULT_CLIP_RANGE = 4.0  # per element of a delta; a larger delta element is clipped (the client logs how many)
-DP_NOISE_HEADROOM = 8.0  # noise standard deviations kept inside the clip range
-STAGE_SHARE = 0.08  # of the round timeout, per stage, within [2 s, 60 s]
 _SMALL_MESSAGE = 64 * 1024  # bound of a non-vector message, plus 1 KiB per participant
-
-
-def weight_cap(bits: int) -> float:
-    """The largest sample weight: 2^16 in a 32-bit ring, less in smaller rings (1 at 16 bits)."""
-    return float(2 ** min(max(bits - 16, 0), 24))
-
-
-@dataclass(frozen=True)
-class SecureAggregationConfig:
-    """``privacy.secureAggregation`` (and ``privacy.dp``) of a job, read once."""
-
-    mode: Mode
-    threshold: float  # a fraction (< 1) of the participants, or a count
-    bits: int
-    stage_seconds: float
-    dp_clip_norm: float = 0.0  # 0: no differential privacy
-    dp_noise_multiplier: float = 0.0
-    dp_local: bool = False
-
-    @property
-    def stages(self) -> int:
-        return 4 if self.mode is Mode.DOUBLE_MASK else 2
-
-    @property
-    def clients_add_noise(self) -> bool:
-        """Central DP through secure aggregation: each client adds its share of the noise.
-
-        (Local DP noises the delta in the client's algorithm, before masking, at full strength.)"""
-        return bool(self.dp_clip_norm) and not self.dp_local
-
-    def clip_range(self, threshold: int) -> float:
-        if not self.dp_clip_norm:
-            return DEFAULT_CLIP_RANGE
-        contributors = threshold if self.clients_add_noise else 1
-        std = self.dp_noise_multiplier * self.dp_clip_norm / math.sqrt(contributors)
-        return max(DEFAULT_CLIP_RANGE, self.dp_clip_norm + DP_NOISE_HEADROOM * std)
-
-    def max_weight(self) -> float:
-        return 1.0 if self.clients_add_noise else weight_cap(self.bits)
-
-
-def config_from_spec(spec: Mapping[str, Any]) -> SecureAggregationConfig | None:
-    privacy = spec.get("privacy") or {}
-    secure = privacy.get("secureAggregation")
-    if secure is None:
-        return None
-    dp = privacy.get("dp") or {}
-    round_timeout = float(spec.get("roundTimeoutSeconds", 300))
-    return SecureAggregationConfig(
-        mode=Mode(secure.get("mode", Mode.DOUBLE_MASK.value)), threshold=float(secure.get("threshold", 0.7)),
-        bits=int(secure.get("bits", 32)), stage_seconds=min(max(round_timeout * STAGE_SHARE, 2.0), 60.0),
-        dp_clip_norm=float(dp.get("clipNorm", 0.0)), dp_noise_multiplier=float(dp.get("noiseMultiplier", 0.0)),
-        dp_local=dp.get("mode") == "local")
-
-
-def resolve_threshold(threshold: float, participants: int, mode: Mode) -> int:
-    """``t`` for ``participants`` clients: a fraction rounds up, and t > n/2 always (see validate_threshold)."""
-    if mode is Mode.ONE_MASK:
-        return participants
-    count = math.ceil(threshold * participants - 1e-9) if threshold < 1 else int(threshold)
-    if count > participants:
-        raise UpdateRejected(f"threshold {count} exceeds the {participants} clients that joined")
-    return max(count, participants // 2 + 1)
-
-
-def floating_layout(weights: Mapping[str, np.ndarray]) -> ParameterLayout:
-    """The masked part of a model: its floating-point tensors, names sorted."""
-    return ParameterLayout.of({name: array for name, array in weights.items() if array.dtype.kind == "f"})
-
-
-def mean_delta(result: AggregateResult, setup: RoundSetup, layout: ParameterLayout,
-               reference: Mapping[str, np.ndarray]) -> tuple[WeightMap, float]:
-    """The decoded sum as the weighted mean delta (zero for unmasked tensors) and ``Σ w_i``."""
-    decoded = result.decode(setup)
-    delta = layout.unflatten(decoded.mean())
-    for name, array in reference.items():
-        delta.setdefault(name, np.zeros_like(array))
-    return delta, decoded.total_weight
-
-
-def _finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    values = {str(k): float(v) for k, v in metrics.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        raise UpdateRejected("metrics must be finite numbers")
-    return values
 
 
 def pieces(stage: str, data: bytes) -> list[coordinator_pb2.SecAggPiece]:
@@ -260,7 +174,7 @@ class SecureRound:
             raise ValueError(f"duplicate join for task {ticket.task_id!r}")
         if sum(link.alive for link in self.links.values()) >= self.book.target:
             raise ValueError(f"late: {self.book.target} clients already joined round {self.book.round}")
-        link = ClientLink(ticket, _finite_metrics(join.metrics))
+        link = ClientLink(ticket, finite_metrics(join.metrics))
         self.links[ticket.client_id] = link
         self.changed.set()
         return link

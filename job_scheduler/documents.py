@@ -167,14 +167,17 @@ def with_round(
     return data
 
 
+def _listed(record: Mapping[str, Any]) -> dict[str, Any]:
+    """How a row of the ``checkpoints`` collection is listed in a job's status."""
+    return {"round": record.get("round"), "key": record.get("key"), "sha256": record.get("sha256")}
+
+
 def with_checkpoints(job: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``job`` whose status lists the latest of ``records`` (all rows of the ``checkpoints`` collection)."""
     data = copy.deepcopy(dict(job))
     ordered = sorted(records, key=lambda r: int(r.get("round", 0)))
     status = data.setdefault("status", {})
-    status["checkpoints"] = [
-        {"round": r.get("round"), "key": r.get("key"), "sha256": r.get("sha256")} for r in ordered
-    ][-MAX_LISTED_CHECKPOINTS:]
+    status["checkpoints"] = [_listed(r) for r in ordered][-MAX_LISTED_CHECKPOINTS:]
     status["checkpointCount"] = len(ordered)
     return data
 
@@ -192,7 +195,7 @@ def with_checkpoint(job: Mapping[str, Any], record: Mapping[str, Any]) -> dict[s
     number = int(record.get("round") or 0)
     if number not in listed:
         status["checkpointCount"] = int(status.get("checkpointCount") or len(listed)) + 1
-    listed[number] = {"round": record.get("round"), "key": record.get("key"), "sha256": record.get("sha256")}
+    listed[number] = _listed(record)
     status["checkpoints"] = [listed[n] for n in sorted(listed)][-MAX_LISTED_CHECKPOINTS:]
     return data
 

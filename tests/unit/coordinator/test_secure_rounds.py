@@ -24,6 +24,12 @@ from coordinator.aggregating import StreamingMean
 from coordinator.grpc_service import CoordinatorService
 from coordinator.model_state import GlobalModel
 from coordinator.round_runner import JobPlan, RoundRunner
+from coordinator.secure_encoding import (
+    SecureAggregationConfig,
+    config_from_spec,
+    floating_layout,
+    resolve_threshold,
+)
 from coordinator.secure_rounds import (
     ADVERTISE,
     KEY_DIRECTORY,
@@ -32,12 +38,8 @@ from coordinator.secure_rounds import (
     SHARE_DELIVERY,
     UNMASK,
     UNMASK_REQUEST,
-    SecureAggregationConfig,
     SecureRounds,
-    config_from_spec,
-    floating_layout,
     pieces,
-    resolve_threshold,
 )
 from coordinator.selector_client import Offer, Selection
 from libs.errors import UpdateRejected

@@ -29,7 +29,8 @@ from coordinator.grpc_service import CoordinatorService
 from coordinator.model_state import GlobalModel
 from coordinator.round_runner import JobPlan, RoundRunner
 from coordinator.rounds import RoundBook
-from coordinator.secure_rounds import SecureAggregationConfig, SecureRounds
+from coordinator.secure_encoding import SecureAggregationConfig
+from coordinator.secure_rounds import SecureRounds
 from coordinator.selector_client import Offer, Selection
 from libs.errors import InvalidWeights, NsflError, UpdateRejected
 from libs.protos import coordinator_pb2, coordinator_pb2_grpc
