@@ -18,6 +18,18 @@ never dropped nor reordered, and :meth:`ProgressReporter.close` delivers
 everything still pending, so the final state is on disk and with the
 scheduler before the process exits.
 
+While the job runs, the sinks are paced: after a write, the next one waits
+until :data:`PACE_SECONDS` have passed, and what arrives meanwhile is folded
+into it (:class:`PendingReport`: the newest round, every round record and
+checkpoint in between).  With short rounds (a few dozen milliseconds on a
+small model) that is one file write and one scheduler report for several
+rounds instead of one each: on a small host a report per round cost the
+scheduler about 5 ms of CPU (a store read and three writes) and the
+coordinator about 2 ms, taken from the clients training beside them.  A
+change of state (started, finished, failed, stopped) is not paced, and
+:meth:`ProgressReporter.flush` and :meth:`ProgressReporter.close` deliver
+everything pending at once.
+
 The history grows by one record per round: its records are encoded once
 (:mod:`coordinator.growing_json`).  A record reported a second time (with its
 evaluation, :mod:`coordinator.piggyback`) replaces nothing in the history: it
@@ -29,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -56,6 +69,52 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
     os.replace(tmp, path)
 
 
+PACE_SECONDS = 0.25
+
+
+class PendingReport:
+    """What the scheduler has not been told yet, folded into one ``ProgressReport``.
+
+    Updates in the same state fold together: the newest state fields win, the newest round record
+    goes as ``round_json`` and the other records (earlier rounds, and rounds revised since they were
+    reported) as ``revised_rounds_json``, one per round, the newest version of each; checkpoints are
+    kept in order, the newest as ``checkpoint_json`` and those before it as
+    ``earlier_checkpoints_json``.  Nothing is dropped.
+    """
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+        self.fields: dict[str, Any] = {}
+        self.round_record: dict[str, Any] | None = None
+        self.records: dict[int, Mapping[str, Any]] = {}
+        self.checkpoints: list[dict[str, Any]] = []
+
+    def fold(self, fields: Mapping[str, Any], round_record: dict[str, Any] | None,
+             revised: Sequence[Mapping[str, Any]], checkpoint: dict[str, Any] | None) -> None:
+        self.fields.update(fields)
+        for record in revised:
+            self.records[int(record.get("round", 0))] = record
+        if round_record is not None:
+            if self.round_record is not None and self.round_record is not round_record:
+                self.records[int(self.round_record.get("round", 0))] = self.round_record
+            self.round_record = round_record
+            self.records.pop(int(round_record.get("round", 0)), None)
+        if checkpoint is not None:
+            self.checkpoints.append(checkpoint)
+
+    def message(self, job_id: str, token: str) -> scheduler_pb2.ProgressReport:
+        fields = self.fields
+        checkpoints = [json.dumps(c) for c in self.checkpoints]
+        return scheduler_pb2.ProgressReport(
+            job_id=job_id, coordinator_token=token, state=self.state, reason=str(fields.get("reason", "")),
+            round=int(fields.get("round", 0)), rounds=int(fields.get("rounds", 0)),
+            round_json=json.dumps(self.round_record) if self.round_record is not None else "",
+            checkpoint_json=checkpoints[-1] if checkpoints else "",
+            earlier_checkpoints_json=checkpoints[:-1],
+            revised_rounds_json=[json.dumps(self.records[n]) for n in sorted(self.records)],
+        )
+
+
 class ProgressReporter:
     def __init__(self, status_file: Path, *, job_id: str, scheduler: str | None = None,
                  token: str = "") -> None:
@@ -68,9 +127,10 @@ class ProgressReporter:
         self._stub = scheduler_pb2_grpc.JobControlStub(self._channel) if self._channel else None
         self._lists = {"history": GrowingListEncoder(unsettled=2), "checkpoints": GrowingListEncoder(unsettled=0)}
         self._written_state = ""
-        self._reports: collections.deque[scheduler_pb2.ProgressReport] = collections.deque()
+        self._reports: collections.deque[PendingReport] = collections.deque()
         self._dirty = False
-        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # a state change, a flush: write without waiting for the pace
+        self._paced_until = 0.0  # the event loop's time before which a RUNNING write waits
         self._writer: asyncio.Task[None] | None = None
 
     async def update(self, *, round_record: dict[str, Any] | None = None,
@@ -89,23 +149,26 @@ class ProgressReporter:
         if checkpoint is not None:
             self.status["checkpoints"].append(checkpoint)
         self._dirty = True
+        state = str(self.status["state"])
+        if state != "RUNNING":
+            self._urgent.set()
         if self._stub is not None:
-            self._reports.append(scheduler_pb2.ProgressReport(
-                job_id=self.job_id, coordinator_token=self._token, state=str(self.status["state"]),
-                reason=str(self.status.get("reason", "")), round=int(self.status.get("round", 0)),
-                rounds=int(self.status.get("rounds", 0)),
-                round_json=json.dumps(round_record) if round_record else "",
-                checkpoint_json=json.dumps(checkpoint) if checkpoint else "",
-                revised_rounds_json=[json.dumps(record) for record in revised],
-            ))
+            if not self._reports or self._reports[-1].state != state:
+                self._reports.append(PendingReport(state))
+            self._reports[-1].fold({key: self.status.get(key) for key in ("reason", "round", "rounds")},
+                                   round_record, revised, checkpoint)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_behind(), name="progress-writer")
-        self._wake.set()
 
     async def _write_behind(self) -> None:
         await behind_the_round()  # updates arriving meanwhile are folded into this write
+        loop = asyncio.get_running_loop()
         while self._dirty or self._reports:
-            self._wake.clear()
+            if not self._urgent.is_set() and (pause := self._paced_until - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):  # until the pace allows, or something urgent
+                    await asyncio.wait_for(self._urgent.wait(), pause)
+            self._urgent.clear()
+            self._paced_until = loop.time() + PACE_SECONDS
             if self._dirty:
                 self._dirty = False
                 text = encode_object(self.status, self._lists)
@@ -119,8 +182,9 @@ class ProgressReporter:
                     await run_sized(size, write_text_atomic, self.status_file, text, durable=durable)
                 except OSError as exc:
                     log.error("could not write %s: %s", self.status_file, exc)
-            while self._reports:
-                await self._send(self._reports.popleft())
+            batches, self._reports = self._reports, collections.deque()  # what comes meanwhile waits
+            for batch in batches:
+                await self._send(batch.message(self.job_id, self._token))
 
     async def _send(self, report: scheduler_pb2.ProgressReport) -> None:
         assert self._stub is not None
@@ -131,6 +195,7 @@ class ProgressReporter:
 
     async def flush(self) -> None:
         """Wait until everything updated so far is written and reported."""
+        self._urgent.set()
         while self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
 

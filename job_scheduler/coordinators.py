@@ -74,6 +74,7 @@ class Report:
     round_record: Mapping[str, Any] | None
     checkpoint: Mapping[str, Any] | None
     revised_rounds: tuple[Mapping[str, Any], ...] = ()  # earlier records, now with their evaluation
+    earlier_checkpoints: tuple[Mapping[str, Any], ...] = ()  # stored before ``checkpoint``, oldest first
 
 
 class Coordinators:
@@ -328,8 +329,8 @@ class Coordinators:
 
         def change(data: dict[str, Any]) -> dict[str, Any]:
             data = with_round(data, report.round, report.rounds, report.round_record, report.revised_rounds)
-            if checkpoint is not None:
-                data = with_checkpoint(data, checkpoint)
+            for stored in (*report.earlier_checkpoints, *([checkpoint] if checkpoint is not None else [])):
+                data = with_checkpoint(data, stored)
             return terminal(data) if terminal is not None else data
 
         key = job_key(namespace, name)
@@ -351,6 +352,7 @@ def parse_report(
     round_json: str,
     checkpoint_json: str,
     revised_rounds_json: Sequence[str] = (),
+    earlier_checkpoints_json: Sequence[str] = (),
 ) -> Report:
     """A :class:`Report` from the wire fields; ``ValidationFailed`` for JSON that is not an object."""
     revised: list[dict[str, Any]] = []
@@ -362,6 +364,12 @@ def parse_report(
                 f"revised_rounds_json[{index}] must be a round record whose round is 1..{round_number}"
             )
         revised.append(record)
+    earlier = [
+        _json_object(text, f"earlier_checkpoints_json[{index}]") or {}
+        for index, text in enumerate(earlier_checkpoints_json)
+    ]
+    if earlier and not checkpoint_json:
+        raise ValidationFailed("earlier_checkpoints_json needs checkpoint_json (the newest checkpoint)")
     return Report(
         job_id=job_id,
         token=token,
@@ -372,6 +380,7 @@ def parse_report(
         round_record=_json_object(round_json, "round_json"),
         checkpoint=_json_object(checkpoint_json, "checkpoint_json"),
         revised_rounds=tuple(revised),
+        earlier_checkpoints=tuple(earlier),
     )
 
 

@@ -91,6 +91,7 @@ class JobControlServicer(scheduler_pb2_grpc.JobControlServicer):
             request.round_json,
             request.checkpoint_json,
             request.revised_rounds_json,
+            request.earlier_checkpoints_json,
         )
         ok, message = await self._service.report_progress(report)
         return common_pb2.Ack(ok=ok, message=message)

@@ -197,6 +197,7 @@ class ProgressReport(_message.Message):
     ROUND_JSON_FIELD_NUMBER: _builtins.int
     CHECKPOINT_JSON_FIELD_NUMBER: _builtins.int
     REVISED_ROUNDS_JSON_FIELD_NUMBER: _builtins.int
+    EARLIER_CHECKPOINTS_JSON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     coordinator_token: _builtins.str
     state: _builtins.str
@@ -213,6 +214,12 @@ class ProgressReport(_message.Message):
         next round's tasks), sent with this report rather than in reports of their own.
         """
 
+    @_builtins.property
+    def earlier_checkpoints_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Checkpoints stored before the one in checkpoint_json since the last report, oldest first: while
+        a job runs, its coordinator folds several rounds into one report (coordinator.progress).
+        """
+
     def __init__(
         self,
         *,
@@ -225,10 +232,11 @@ class ProgressReport(_message.Message):
         round_json: _builtins.str = ...,
         checkpoint_json: _builtins.str = ...,
         revised_rounds_json: _abc.Iterable[_builtins.str] | None = ...,
+        earlier_checkpoints_json: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json", "coordinator_token", b"coordinator_token", "job_id", b"job_id", "reason", b"reason", "revised_rounds_json", b"revised_rounds_json", "round", b"round", "round_json", b"round_json", "rounds", b"rounds", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json", "coordinator_token", b"coordinator_token", "earlier_checkpoints_json", b"earlier_checkpoints_json", "job_id", b"job_id", "reason", b"reason", "revised_rounds_json", b"revised_rounds_json", "round", b"round", "round_json", b"round_json", "rounds", b"rounds", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

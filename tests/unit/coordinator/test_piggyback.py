@@ -12,6 +12,7 @@ import grpc.aio
 import numpy as np
 import pytest
 
+from coordinator import progress
 from coordinator.checkpoint_writer import CheckpointWriter
 from coordinator.checkpoints import unpack
 from coordinator.growing_json import GrowingListEncoder, encode_object
@@ -92,10 +93,18 @@ async def test_a_progress_update_returns_at_once_and_close_writes_the_last_state
 class Scheduler(scheduler_pb2_grpc.JobControlServicer):
     def __init__(self) -> None:
         self.reports: list[scheduler_pb2.ProgressReport] = []
+        self.arrived = asyncio.Event()
 
     async def ReportProgress(self, request: scheduler_pb2.ProgressReport, context: Any) -> common_pb2.Ack:
         self.reports.append(request)
+        self.arrived.set()
         return common_pb2.Ack(ok=True)
+
+    async def received(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.reports) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
 
 
 async def test_a_round_revised_with_its_evaluation_travels_in_the_next_rounds_report(tmp_path: Path) -> None:
@@ -109,6 +118,7 @@ async def test_a_round_revised_with_its_evaluation_travels_in_the_next_rounds_re
                                     token="secret")
         first: dict[str, Any] = {"round": 1}
         await reporter.update(state="RUNNING", round=1, round_record=first)
+        await reporter.flush()  # reported before round 2 ends (otherwise both fold into one report)
         first["evaluation"] = {"accuracy": 0.8}
         await reporter.update(round=2, round_record={"round": 2}, revised=(first,))
         await reporter.close()
@@ -120,6 +130,67 @@ async def test_a_round_revised_with_its_evaluation_travels_in_the_next_rounds_re
     assert all(r.coordinator_token == "secret" for r in scheduler.reports)
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["history"] == [{"round": 1, "evaluation": {"accuracy": 0.8}}, {"round": 2}]
+
+
+async def serving(scheduler: Scheduler) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    scheduler_pb2_grpc.add_JobControlServicer_to_server(scheduler, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def test_rounds_reported_while_the_pace_holds_fold_into_one_report_that_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(progress, "PACE_SECONDS", 60.0)  # nothing after the first report goes unless urgent
+    scheduler = Scheduler()
+    server, address = await serving(scheduler)
+    try:
+        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=address, token="t")
+        records: list[dict[str, Any]] = [{"round": n} for n in range(1, 5)]
+        await reporter.update(state="RUNNING", round=1, round_record=records[0])
+        await scheduler.received(1)
+        for number in (2, 3, 4):
+            revised = records[number - 2]
+            revised["evaluation"] = {"accuracy": number / 10}  # the previous round, revised
+            await reporter.update(round=number, round_record=records[number - 1], revised=(revised,))
+            await reporter.update(checkpoint={"round": number, "key": f"ckpt-{number}"})
+        await asyncio.sleep(0.1)
+        assert len(scheduler.reports) == 1, "paced: rounds 2-4 wait for the next report"
+        await reporter.update(state="FINISHED", reason="done", round=4)
+        await scheduler.received(3)  # a state change is not paced
+        await reporter.close()
+    finally:
+        await server.stop(None)
+    folded, finished = scheduler.reports[1], scheduler.reports[2]
+    assert (folded.state, folded.round, json.loads(folded.round_json)) == ("RUNNING", 4, {"round": 4})
+    assert [json.loads(t) for t in folded.revised_rounds_json] == [
+        {"round": 1, "evaluation": {"accuracy": 0.2}}, {"round": 2, "evaluation": {"accuracy": 0.3}},
+        {"round": 3, "evaluation": {"accuracy": 0.4}}], "every round once, in its newest version"
+    assert json.loads(folded.checkpoint_json) == {"round": 4, "key": "ckpt-4"}
+    assert [json.loads(t)["round"] for t in folded.earlier_checkpoints_json] == [2, 3]
+    assert (finished.state, finished.reason, finished.round_json) == ("FINISHED", "done", "")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "FINISHED" and [r["round"] for r in status["history"]] == [1, 2, 3, 4]
+    assert [c["round"] for c in status["checkpoints"]] == [2, 3, 4]
+
+
+async def test_flush_delivers_what_the_pace_holds_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress, "PACE_SECONDS", 60.0)
+    scheduler = Scheduler()
+    server, address = await serving(scheduler)
+    try:
+        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=address)
+        await reporter.update(state="RUNNING", round=1, round_record={"round": 1})
+        await reporter.flush()
+        await reporter.update(round=2, round_record={"round": 2})
+        await asyncio.wait_for(reporter.flush(), 10)
+        assert [r.round for r in scheduler.reports] == [1, 2]
+        assert json.loads((tmp_path / "status.json").read_text())["round"] == 2
+        await reporter.close()
+    finally:
+        await server.stop(None)
 
 
 class SlowStore:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from job_scheduler.coordinators import parse_report
 from job_scheduler.documents import ROUNDS
 from job_scheduler.job_store import JobStore
 from job_scheduler.states import JobEvent
@@ -94,6 +95,21 @@ async def test_one_report_stores_the_round_and_the_earlier_round_revised_with_it
         stored = await s.documents.get(ROUNDS, "team-a/one#000001")
         assert stored.data["evaluation"] == {"accuracy": 0.9}
         assert (await s.documents.get(ROUNDS, "team-a/one#000002")).data["trainMetrics"] == {"loss": 0.3}
+
+
+async def test_a_report_folding_several_rounds_lists_every_checkpoint_it_carries(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        await running(s, "one")
+        report = parse_report(A1, s.platform.token(A1), "RUNNING", "", 3, 4, json.dumps({"round": 3}),
+                              json.dumps({"round": 3, "key": "c3"}), [json.dumps({"round": 2})],
+                              [json.dumps({"round": 1, "key": "c1"}), json.dumps({"round": 2, "key": "c2"})])
+        assert await s.service.report_progress(report) == (True, "")
+        status = (await s.job(A1))["status"]
+        assert status["round"] == 3 and status["checkpointCount"] == 3
+        assert [c["round"] for c in status["checkpoints"]] == [1, 2, 3]
+        assert (await s.documents.get(ROUNDS, "team-a/one#000002")).data["round"] == 2
+    with pytest.raises(ValidationFailed, match="needs checkpoint_json"):
+        parse_report(A1, "t", "RUNNING", "", 3, 4, "", "", [], [json.dumps({"round": 1})])
 
 
 async def test_a_report_with_a_wrong_token_is_refused(tmp_path: Path) -> None:
