@@ -26,6 +26,7 @@ from task_manager.launcher import Launcher, thread_environment
 from task_manager.process_groups import PidFile, sweep_orphans
 from task_manager.reporting import CoordinatorReporter
 from task_manager.settings import TaskManagerSettings
+from task_manager.warm_worker import NICE_VARIABLE
 from task_manager.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class TaskManagerApp:
                 env={
                     "NSFL_LOG_LEVEL": settings.log_level,
                     "NSFL_LOG_JSON": "1" if settings.log_json else "0",
+                    NICE_VARIABLE: str(settings.executor_nice),
                     **thread_environment(
                         settings.threads_per_executor, os.environ, explicit=bool(settings.executor_threads)
                     ),

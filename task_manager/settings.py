@@ -33,6 +33,7 @@ from typing import Any
 from libs.errors import InvalidSetting, NsflError, PathOutsideRoot
 from libs.rpc import TlsFiles
 from libs.settings import load_settings
+from task_manager.warm_worker import MAX_NICE
 
 PREFIX = "NSFL_TM_"
 RUNTIMES = ("pytorch", "tensorflow")
@@ -141,6 +142,10 @@ class TaskManagerSettings:
     # Threads each executor's framework may use (torch intra-op, OpenMP, BLAS); 0: the host's cpus
     # (resources.cpus, else all) shared among max_parallel_tasks, at least 1.
     executor_threads: int = 0
+    # How far below the task manager's the executors' CPU priority is (a nice increment, 0-19; 0:
+    # the same).  User code that takes every core must not starve the daemon beside it, nor the
+    # executor that is being handed its next task (task_manager.warm_worker.lower_priority).
+    executor_nice: int = 10
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -253,6 +258,11 @@ class TaskManagerSettings:
         if self.executor_threads < 0:
             raise InvalidSetting(
                 f"setting 'executor_threads' must not be negative, got {self.executor_threads}"
+            )
+        if not 0 <= self.executor_nice <= MAX_NICE:
+            raise InvalidSetting(
+                f"setting 'executor_nice' must be within 0-{MAX_NICE} (0: the task manager's own priority), "
+                f"got {self.executor_nice}"
             )
         if self.workspace_quota_mb < 1:
             raise InvalidSetting(

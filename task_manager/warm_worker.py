@@ -41,6 +41,7 @@ process: the task manager's cold path when no warm worker is available.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -59,6 +60,9 @@ from typing import Any, NoReturn
 from task_manager import job_executor_loop
 
 PR_SET_PDEATHSIG = 1
+# How many nice levels below the task manager executors run (TaskManagerSettings.executor_nice).
+NICE_VARIABLE = "NSFL_NICE_INCREMENT"
+MAX_NICE = 19
 PR_SET_NAME = 15
 LOG_FILE = "executor.log"
 EntryFunction = Callable[[Path], int]
@@ -139,6 +143,26 @@ def _configure_child_logging() -> None:
     )
 
 
+def lower_priority(increment: str) -> None:
+    """Run ``increment`` nice levels below the task manager (``executor_nice``; empty or 0: as it).
+
+    Twice, because Linux ranks processes in two places: the nice value counts among the processes of
+    one scheduling group (a systemd service's cgroup: the task manager and its executors), and with
+    autogroup scheduling (sessions outside such cgroups) a new session, as ``setsid`` just made, is a
+    group of its own that competes with the others as a whole, at its autogroup's nice.  Lowering
+    either is allowed without privileges.
+    """
+    try:
+        nice = max(0, min(MAX_NICE, int(increment or 0)))
+    except ValueError:
+        nice = 0
+    if not nice:
+        return
+    os.nice(nice)
+    with contextlib.suppress(OSError):  # no autogroup scheduling on this kernel
+        Path("/proc/self/autogroup").write_text(str(nice))
+
+
 def run_child(
     entry: EntryFunction,
     task_dir: Path,
@@ -154,6 +178,7 @@ def run_child(
         except PermissionError:
             pass  # already a session leader (the cold path starts us in a new session)
         set_parent_death_signal(parent)
+        lower_priority(os.environ.get(NICE_VARIABLE, ""))
         set_process_name("nsfl-executor" if serve is None else "nsfl-job-exec")
         _reset_signals()
         for fd in close_fds:

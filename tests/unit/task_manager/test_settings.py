@@ -108,6 +108,7 @@ def test_a_symlink_out_of_the_allowed_roots_is_caught(config: Path, tmp_path: Pa
         (("max_parallel_tasks: 2", "runtimes: [tensorflow]"), "not in 'runtimes'"),
         (("max_parallel_tasks: 2", "executor_entry: no-colon"), "executor_entry"),
         (("max_parallel_tasks: 2", "tls_ca: ca.pem"), "go together"),
+        (("max_parallel_tasks: 2", "executor_nice: 20"), "'executor_nice' must be within 0-19"),
         (("scripts/train.py", "scripts/missing.py"), "is not a file"),
     ],
 )

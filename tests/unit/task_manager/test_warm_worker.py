@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -133,3 +135,23 @@ async def test_the_cold_path_runs_the_configured_entry_in_a_fresh_process(tmp_pa
     assert facts["sid"] == facts["pid"] == process.pid
     assert facts["pdeathsig"] == signal.SIGKILL
     assert "hello from the executor" in (folder / "executor.log").read_text()
+
+
+@pytest.mark.parametrize(("increment", "expected"), [("7", 7), ("", 0), ("0", 0), ("x", 0), ("50", 19)])
+def test_an_executor_in_its_own_session_lowers_its_priority_as_a_process_and_as_an_autogroup(
+    increment: str, expected: int
+) -> None:
+    probe = (
+        "import os\n"
+        "from task_manager.warm_worker import lower_priority\n"
+        "os.setsid()\n"
+        f"lower_priority({increment!r})\n"
+        "print(os.nice(0))\n"
+        "print(open('/proc/self/autogroup').read() if os.path.exists('/proc/self/autogroup') else '')\n"
+    )
+    nice, autogroup = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()[:2]
+    assert int(nice) == expected
+    if autogroup:
+        assert autogroup.endswith(f"nice {expected}"), autogroup
