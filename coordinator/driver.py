@@ -31,11 +31,12 @@ from coordinator.algorithms import JobAlgorithm
 from coordinator.checkpoint_writer import CheckpointWriter
 from coordinator.checkpoints import CheckpointStore
 from coordinator.errors import RoundFailed
+from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.offload import run_sized
 from coordinator.piggyback import EvaluationPiggyback
 from coordinator.progress import ProgressReporter
-from coordinator.round_runner import JobPlan, RoundRunner, StopRequested
+from coordinator.round_runner import RoundRunner, StopRequested
 from coordinator.rounds import weighted_metrics
 from libs.errors import NotFound, NsflError, ValidationFailed
 from libs.objects.protocol import ObjectStore
@@ -220,7 +221,9 @@ class Driver:
                     book = await self.runner.run_round(
                         round_number, "train", attempt=attempt, target=self.plan.clients_per_round,
                         minimum=self.plan.min_clients, aggregator=aggregator,
-                        next_round=round_number < self.rounds, **piggyback)
+                        next_round=round_number < self.rounds,
+                        offer_next=round_number < self.rounds and not self._evaluates_apart(round_number),
+                        next_evaluate_first=self.piggyback.defers(round_number), **piggyback)
                     if book.succeeded:
                         new_weights = await run_sized(
                             self._work_size(base), self.step.apply, base.weights, aggregator.result())
@@ -244,8 +247,7 @@ class Driver:
             if self.runner.secure_aggregation is not None:  # stage counts; samples = the decoded Σ w_i
                 record.update(self.runner.secure_aggregation.record_fields())
             record.update(self.step.round_report())  # privacy spent, screening, extender metrics
-            if (self.evaluate_every and round_number % self.evaluate_every == 0
-                    and not self.piggyback.defers(round_number)):
+            if self._evaluates_apart(round_number):
                 record["evaluation"] = await self._evaluate(round_number)
             self.history.append(record)
             if self.checkpoint_every and round_number % self.checkpoint_every == 0:
@@ -253,6 +255,11 @@ class Driver:
             # With the previous round's record, now holding its evaluation: one report a round.
             await self._report(state="RUNNING", reason="", round=round_number, round_record=record,
                                revised=() if revised is None else (revised,), **self.step.status_fields())
+
+    def _evaluates_apart(self, round_number: int) -> bool:
+        """Whether an evaluation round of its own follows train round ``round_number``."""
+        return bool(self.evaluate_every and round_number % self.evaluate_every == 0
+                    and not self.piggyback.defers(round_number))
 
     async def _evaluate(self, round_number: int) -> dict[str, float]:
         book = await self.runner.run_round(round_number, "evaluate", attempt=0,

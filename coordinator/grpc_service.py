@@ -11,6 +11,7 @@ global model, and folded into the round's running sum by the driver.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -122,6 +123,15 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         if not self.driver.token_known(request.task_token):
             raise PermissionDenied("unknown task token: a task plan needs the token of an offered task")
         return coordinator_pb2.TaskPlan(secure_aggregation=self.driver.secure_aggregation is not None)
+
+    @handle_errors
+    async def AwaitModel(self, request: coordinator_pb2.AwaitModelRequest,
+                         context: grpc.aio.ServicerContext) -> coordinator_pb2.AwaitModelReply:
+        if request.job_id != self.driver.job_id:
+            raise NotFound(f"this coordinator runs job {self.driver.job_id}, not {request.job_id!r}")
+        remaining = context.time_remaining()  # answered before the caller gives up, not after
+        timeout = math.inf if remaining is None else max(0.0, remaining - 0.05)
+        return await self.driver.runner.await_model(request.task_id, request.task_token, request.round, timeout)
 
     @handle_errors
     async def SecureAggregate(self, request_iterator: AsyncIterator[coordinator_pb2.SecAggClientFrame],

@@ -11,18 +11,19 @@ reason, so a silent client can never hang a job.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import math
 import time
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from coordinator.aggregating import RoundAggregator
+from coordinator.job_plan import JobPlan
+from coordinator.lookahead import PREFETCH_MAX_AGE_SECONDS, Lookahead, Taken
 from coordinator.model_state import GlobalModel, WeightMap
 from coordinator.offload import run_sized
-from coordinator.rounds import RoundBook, TaskOutcome, Ticket
+from coordinator.rounds import RoundBook, TaskOutcome, Ticket, finite_metrics
 from coordinator.selector_client import Offer, Selection, SelectorClient
 from libs.aggregation.attachments import split as split_attachments
 from libs.errors import UpdateRejected
@@ -41,53 +42,10 @@ RETRY_PAUSE_SECONDS = 5.0
 # DownloadModel, which on a small model is a round trip longer than the transfer.  Larger models are
 # downloaded by each executor, so the selector never carries more than this per offer.
 INLINE_MODEL_BYTES = 256 * 1024
-# Short rounds select their clients ahead (see RoundRunner._prefetch_next); a selection older than
-# this is not used, and rounds that last longer do not select ahead.
-PREFETCH_MAX_AGE_SECONDS = 2.0
 
 
 class StopRequested(Exception):
     """The job was asked to stop; the round in progress was abandoned."""
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    """What the runner needs from the job spec (read once, validated upstream)."""
-
-    job_id: str
-    namespace: str
-    runtime: str
-    entry: str
-    mode: str
-    parameters: dict[str, Any]
-    datasets: list[str]
-    clients_per_round: int
-    min_clients: int
-    round_timeout: float
-    task_timeout: float
-    redundancy: float
-    requirement: dict[str, Any]
-    random: bool
-    untrained_first: bool
-
-
-def finite_metrics(metrics: Any) -> dict[str, float]:
-    """A client's metrics as floats; ``UpdateRejected`` naming any that is not finite."""
-    values = {str(k): float(v) for k, v in dict(metrics).items()}
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if bad:
-        raise UpdateRejected(f"metrics {bad} are not finite numbers")
-    return values
-
-
-@dataclass
-class Prefetched:
-    """The next train round's selection, asked for while this round's clients train."""
-
-    round: int
-    target: int
-    asked_at: float
-    task: asyncio.Task[Selection]
 
 
 class RoundRunner:
@@ -112,9 +70,14 @@ class RoundRunner:
         self._uploading: set[str] = set()
         self._changed = asyncio.Event()
         self._fold_lock = asyncio.Lock()
-        self._prefetched: Prefetched | None = None
+        # The next train round, selected and offered while this one runs (coordinator.lookahead).
+        self.lookahead = Lookahead(select=lambda number, count, redundancy: self._ask_selector(
+                                       number, "train", count, redundancy),
+                                   offer=self._offer_ahead, new_book=self._ahead_book, forget=self._forget,
+                                   clock=self.clock)
         self._last_round_seconds: float | None = None  # the last train round, offers to close
         self._last_round_clean = False  # every client of the last round delivered
+        self._evaluate_first = False  # whether the round in progress asks to evaluate first
 
     # -- called by the servicer ----------------------------------------------
     def token_known(self, token: str) -> bool:
@@ -180,35 +143,77 @@ class RoundRunner:
 
     def report_task(self, status: common_pb2.TaskStatus) -> None:
         ticket = self._tokens.get(status.task_token)
-        if ticket is None or ticket.task_id != status.task_id or self.book is None:
+        if ticket is None or ticket.task_id != status.task_id:
+            return
+        book = self.book if self.book is not None and ticket.task_id in self.book.tickets else None
+        book = book or self.lookahead.book_of(ticket.task_id)  # a task offered ahead may fail early
+        if book is None:
             return
         if status.state in (common_pb2.TASK_FAILED, common_pb2.TASK_CANCELLED, common_pb2.TASK_REFUSED):
             log.info("client %s dropped from round %d: %s", ticket.client_id, ticket.round, status.reason)
-            self.book.drop(status.task_id, status.reason or "task failed")
+            book.drop(status.task_id, status.reason or "task failed")
             self._changed.set()
+
+    async def await_model(self, task_id: str, token: str, round_number: int,
+                          wait_seconds: float) -> coordinator_pb2.AwaitModelReply:
+        """For a task offered ahead: its round's model once the round starts, or why it will not come."""
+        ticket = self._tokens.get(token)
+        if ticket is None or ticket.task_id != task_id or ticket.round != round_number:
+            return coordinator_pb2.AwaitModelReply(
+                ready=False, reason=f"task {task_id[:200]} is not waiting for a model here (withdrawn or unknown)")
+        waiting = self.lookahead.waiting_for(task_id, round_number)
+        if waiting is not None:
+            wait_seconds = min(wait_seconds, PREFETCH_MAX_AGE_SECONDS + self.plan.round_timeout)
+            try:
+                withdrawn = await asyncio.wait_for(asyncio.shield(waiting), wait_seconds)
+            except TimeoutError:
+                return coordinator_pb2.AwaitModelReply(
+                    ready=False, reason=f"round {round_number} did not start within {wait_seconds:.0f}s")
+            if withdrawn is not None:
+                return coordinator_pb2.AwaitModelReply(ready=False, reason=withdrawn)
+        book, model = self.book, self.model
+        if book is None or book.round != round_number or task_id not in book.tickets or model is None:
+            return coordinator_pb2.AwaitModelReply(
+                ready=False, reason=f"round {round_number} is not in progress (task {task_id[:200]})")
+        if ticket.outcome is TaskOutcome.DROPPED:  # e.g. withdrawn when the round started
+            return coordinator_pb2.AwaitModelReply(ready=False, reason=ticket.reason)
+        return coordinator_pb2.AwaitModelReply(
+            ready=True, model_sha256=model.sha256,
+            model=bytes(model.payload) if model.size <= INLINE_MODEL_BYTES else b"",
+            parameters_json=json.dumps(self.plan.parameters), evaluate_first=self._evaluate_first)
 
     # -- called by the driver -------------------------------------------------
     async def run_round(self, round_number: int, kind: str, *, attempt: int, target: int, minimum: int,
                         aggregator: RoundAggregator | None = None, evaluate_first: bool = False,
-                        next_round: bool = False) -> RoundBook:
-        """Run one round to its close; ``next_round``: another train round follows this one."""
+                        next_round: bool = False, offer_next: bool = False,
+                        next_evaluate_first: bool = False) -> RoundBook:
+        """Run one round to its close.
+
+        ``next_round``: another train round follows this one (its clients are selected while this
+        one runs); ``offer_next``: it follows directly, and its tasks may be offered ahead, asking
+        to evaluate first if ``next_evaluate_first`` (coordinator.lookahead).
+        """
         started = self.clock()
         deadline = started + self.plan.round_timeout
-        book = RoundBook(job_id=self.plan.job_id, round_number=round_number, kind=kind, target=target,
-                         minimum=minimum, deadline=deadline)
+        await self.settled()
+        taken = await self.lookahead.take(round_number, kind, target, clean=self._last_round_clean)
+        book = taken.book or RoundBook(job_id=self.plan.job_id, round_number=round_number, kind=kind,
+                                       target=target, minimum=minimum, deadline=deadline)
+        book.deadline = deadline
         self.aggregator = aggregator
         self.book = book
+        self._evaluate_first = evaluate_first
         secure = self.secure_aggregation if kind == "train" else None
         if secure is not None:  # opened before the offers: a fast client may join at once
             assert self.model is not None
             secure.open(book, self.model, self._changed)
         try:
-            await self.settled()
-            clients = await self._select(round_number, target, minimum, deadline, book)
+            clients = await self._start_round(book, taken, attempt, deadline, evaluate_first)
             if clients:
-                await self._offer_all(book, clients, attempt, deadline, evaluate_first)
                 if next_round and kind == "train":
-                    self._prefetch_next(round_number + 1, target)
+                    self._prepare_next(round_number + 1, target, minimum,
+                                       offer_ahead=offer_next and secure is None,
+                                       evaluate_first=next_evaluate_first)
                 if secure is not None and aggregator is not None:
                     await secure.run(aggregator, self.stop_event)
                 else:
@@ -224,9 +229,28 @@ class RoundRunner:
                 self._last_round_clean = bool(book.tickets) and all(
                     t.outcome is TaskOutcome.ACCEPTED for t in book.tickets.values())
 
+    async def _start_round(self, book: RoundBook, taken: Taken, attempt: int, deadline: float,
+                           evaluate_first: bool) -> list[str]:
+        """The round's clients, offered their tasks: ahead (the model goes out now) or here."""
+        if taken.book is not None:
+            if taken.revalidate:
+                await self.lookahead.revalidate(book)
+            chosen = [t.client_id for t in book.tickets.values() if t.outcome is not TaskOutcome.DROPPED]
+            self._picked(book, chosen, "offered ahead")
+            self.lookahead.publish(taken)
+            return chosen
+        clients = await self._select(book.round, book.target, book.minimum, deadline, book, taken.selection)
+        if clients:
+            await self._offer_all(book, clients, attempt, deadline, evaluate_first)
+        return clients
+
+    def _picked(self, book: RoundBook, chosen: list[str], how: str) -> None:
+        log.info("round %d %s: picked %s", book.round, book.kind, how)
+        self._settle_behind(book.round, [], sorted(self._held - set(chosen)))
+        self._held = set(chosen)
+
     async def _select(self, round_number: int, target: int, minimum: int, deadline: float,
-                      book: RoundBook) -> list[str]:
-        prefetched = await self._take_prefetched(round_number, book.kind, target)
+                      book: RoundBook, prefetched: Selection | None) -> list[str]:
         while True:
             selection = prefetched or await self._ask_selector(round_number, book.kind, target)
             prefetched = None
@@ -235,10 +259,7 @@ class RoundRunner:
                 selection = await self._ask_selector(round_number, book.kind, selection.matched, redundancy=1.0)
             chosen = [client for client, _ in selection.clients]
             if len(chosen) >= minimum:
-                log.info("round %d %s: picked %s", round_number, book.kind,
-                         "; ".join(f"{client} ({why})" for client, why in selection.clients))
-                self._settle_behind(round_number, [], sorted(self._held - set(chosen)))
-                self._held = set(chosen)
+                self._picked(book, chosen, "; ".join(f"{client} ({why})" for client, why in selection.clients))
                 return chosen
             if chosen:
                 await self.selector.release(self.plan.job_id, chosen)
@@ -260,54 +281,45 @@ class RoundRunner:
             reservation_seconds=self.plan.round_timeout + 30,
             seed=zlib.crc32(f"{self.plan.job_id}:{round_number}:{kind}".encode()))
 
-    def _prefetch_next(self, round_number: int, target: int) -> None:
-        """Ask for round ``round_number``'s clients now, while this round's clients train.
+    def _prepare_next(self, round_number: int, target: int, minimum: int, *, offer_ahead: bool,
+                      evaluate_first: bool) -> None:
+        """Select (and offer, ``offer_ahead``) round ``round_number`` while this round's clients train.
 
-        Only when rounds are short (the last one took under ``PREFETCH_MAX_AGE_SECONDS``): then the
-        selection's round trip to the selector is most of what stands between two rounds, and a
-        selection made a moment earlier is as good as one made at the next round's start.  The
-        next round uses it only if it is still that fresh and every client of this round
-        delivered (:meth:`_take_prefetched`); otherwise it selects anew.  The selection is
-        asked for exactly as the next round would ask for it (same seed, same reservation).
+        Only when rounds are short (the last one took under ``PREFETCH_MAX_AGE_SECONDS``): then
+        dispatch is most of what stands between two rounds (coordinator.lookahead).
         """
         if self._last_round_seconds is None or self._last_round_seconds >= PREFETCH_MAX_AGE_SECONDS:
             return
-        if self._prefetched is not None:
-            return  # one at a time; the next round takes or discards it
-        task = asyncio.create_task(self._ask_selector(round_number, "train", target),
-                                   name=f"select-round-{round_number}")
-        self._prefetched = Prefetched(round_number, target, self.clock(), task)
+        self.lookahead.start(round_number, target, minimum, offer_ahead=offer_ahead,
+                             evaluate_first=evaluate_first, parameters=self.plan.parameters)
 
-    async def _collect_prefetched(self) -> tuple[Prefetched, Selection] | None:
-        """The selection asked for ahead, once its answer is in (None if there is none or it failed).
+    def _ahead_book(self, round_number: int, target: int, minimum: int) -> RoundBook:
+        deadline = self.clock() + PREFETCH_MAX_AGE_SECONDS + self.plan.round_timeout  # reset when it starts
+        return RoundBook(job_id=self.plan.job_id, round_number=round_number, kind="train", target=target,
+                         minimum=minimum, deadline=deadline)
 
-        Always awaited, used or not: its reservations must land before the job releases its clients.
-        """
-        prefetched, self._prefetched = self._prefetched, None
-        if prefetched is None:
-            return None
-        try:
-            return prefetched, await prefetched.task
-        except Exception as exc:
-            log.info("the selection asked for ahead of round %d failed: %s", prefetched.round, exc)
-            return None
+    def _forget(self, book: RoundBook) -> None:
+        for ticket in book.tickets.values():
+            self._tokens.pop(ticket.token, None)
 
-    async def _take_prefetched(self, round_number: int, kind: str, target: int) -> Selection | None:
-        """The selection asked for ahead, if it is for this round and may be used (see above)."""
-        collected = await self._collect_prefetched()
-        if collected is None:
-            return None
-        prefetched, selection = collected
-        usable = (prefetched.round == round_number and kind == "train" and prefetched.target == target
-                  and self.clock() - prefetched.asked_at <= PREFETCH_MAX_AGE_SECONDS and self._last_round_clean
-                  and selection.satisfied)
-        return selection if usable else None
+    async def _offer_ahead(self, book: RoundBook, clients: list[str], evaluate_first: bool,
+                           parameters: Mapping[str, Any]) -> None:
+        await self._offer(book, clients, attempt=0, deadline=book.deadline, evaluate_first=evaluate_first,
+                          parameters=parameters, model_follows=True)
 
     async def _offer_all(self, book: RoundBook, clients: list[str], attempt: int, deadline: float,
                          evaluate_first: bool = False) -> None:
+        await self._offer(book, clients, attempt=attempt, deadline=deadline, evaluate_first=evaluate_first,
+                          parameters=self.plan.parameters, model_follows=False)
+
+    async def _offer(self, book: RoundBook, clients: list[str], *, attempt: int, deadline: float,
+                     evaluate_first: bool, parameters: Mapping[str, Any], model_follows: bool) -> None:
+        """Issue the clients' tickets and offer their tasks; refusals drop them from the round."""
         model_sha = self.model.sha256 if self.model is not None and book.kind != "init" else ""
         inline = b""
-        if model_sha and self.model is not None and self.model.size <= INLINE_MODEL_BYTES:
+        if model_follows:
+            model_sha = ""  # the executor asks AwaitModel once the round starts
+        elif model_sha and self.model is not None and self.model.size <= INLINE_MODEL_BYTES:
             inline = bytes(self.model.payload)
         self.participants.update(clients)
         offers = []
@@ -318,10 +330,11 @@ class RoundRunner:
                 client_id=client, task_id=ticket.task_id, job_id=self.plan.job_id,
                 namespace=self.plan.namespace, round=book.round, attempt=attempt, kind=book.kind,
                 runtime=self.plan.runtime, endpoint=self.endpoint(), model_sha256=model_sha,
-                token=ticket.token, entry=self.plan.entry, parameters=self.plan.parameters,
+                token=ticket.token, entry=self.plan.entry, parameters=parameters,
                 datasets=self.plan.datasets, timeout_seconds=self.plan.task_timeout,
                 deadline_unix=deadline, mode=self.plan.mode, evaluate_first=evaluate_first,
-                secure_aggregation=self.secure_aggregation is not None, model=inline))
+                secure_aggregation=self.secure_aggregation is not None, model=inline,
+                model_follows=model_follows))
         answers = await self.selector.offer_many(offers, answer_timeout=OFFER_ANSWER_SECONDS)
         for offer, (accepted, reason) in zip(offers, answers, strict=True):
             if not accepted:
@@ -367,7 +380,7 @@ class RoundRunner:
 
     async def release_all(self) -> None:
         """The job is over: release every client it holds (after what is still being settled)."""
-        await self._collect_prefetched()  # its reservations land first, then go with the rest
+        await self.lookahead.withdraw("the job is ending")  # its reservations land first, then go
         await self.settled()
         try:
             await self.selector.release(self.plan.job_id)

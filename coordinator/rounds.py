@@ -15,8 +15,12 @@ at least ``minimum`` updates were accepted by then.
 from __future__ import annotations
 
 import enum
+import math
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
+
+from libs.errors import UpdateRejected
 
 # The executor reports the time spent in the user's code under this metric name.
 SCRIPT_SECONDS = "nsfl.script_seconds"
@@ -167,3 +171,12 @@ def weighted_metrics(tickets: list[Ticket]) -> dict[str, float]:
             sums[name] = sums.get(name, 0.0) + weight * value
             weights[name] = weights.get(name, 0.0) + weight
     return {name: sums[name] / weights[name] for name in sorted(sums)}
+
+
+def finite_metrics(metrics: Any) -> dict[str, float]:
+    """A client's metrics as floats; ``UpdateRejected`` naming any that is not finite."""
+    values = {str(k): float(v) for k, v in dict(metrics).items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise UpdateRejected(f"metrics {bad} are not finite numbers")
+    return values

@@ -56,8 +56,8 @@ from typing import Any
 
 from coordinator.aggregating import RoundAggregator
 from coordinator.model_state import GlobalModel
-from coordinator.round_runner import StopRequested, finite_metrics
-from coordinator.rounds import RoundBook, TaskOutcome, Ticket
+from coordinator.round_runner import StopRequested
+from coordinator.rounds import RoundBook, TaskOutcome, Ticket, finite_metrics
 from coordinator.secure_encoding import (
     SecureAggregationConfig,
     floating_layout,

@@ -50,6 +50,7 @@ class Offer:
     evaluate_first: bool = False  # train task: evaluate the model given first (coordinator.piggyback)
     secure_aggregation: bool = False  # the update travels over SecureAggregate (the task's plan)
     model: bytes = b""  # the global model itself, when small enough to ride along (no download)
+    model_follows: bool = False  # offered ahead: the executor asks AwaitModel (coordinator.lookahead)
 
 
 class SelectorClient:
@@ -141,5 +142,5 @@ def _task_offer(offer: Offer) -> selector_pb2.TaskOffer:
                                    datasets=list(offer.datasets), timeout_seconds=offer.timeout_seconds,
                                    mode=offer.mode),
         task_token=offer.token, deadline_unix=offer.deadline_unix, evaluate_first=offer.evaluate_first,
-        secure_aggregation=offer.secure_aggregation, model=offer.model,
+        secure_aggregation=offer.secure_aggregation, model=offer.model, model_follows=offer.model_follows,
     )

@@ -191,6 +191,15 @@ class CoordinatorClient:
                 call.cancel()
         raise AssertionError("unreachable: the second attempt returns or raises")
 
+    def await_model(self, spec: TaskSpec) -> coordinator_pb2.AwaitModelReply:
+        """For a task offered ahead: wait until its round starts; the model, or why it will not come."""
+        request = coordinator_pb2.AwaitModelRequest(
+            job_id=spec.job_id, task_id=spec.task_id, task_token=spec.task_token, round=spec.round
+        )
+        with call_errors():
+            reply: coordinator_pb2.AwaitModelReply = self._stub.AwaitModel(request, timeout=self._timeout())
+        return reply
+
     def upload(self, header: coordinator_pb2.UpdateHeader, payload: Buffer) -> coordinator_pb2.UploadResult:
         """Send the header then ``payload`` in chunks; the coordinator's verdict.
 

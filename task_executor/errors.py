@@ -34,5 +34,10 @@ class NoActiveTask(SdkError):
     """An SDK call outside a task (the runner activates one around the user code)."""
 
 
+class TaskWithdrawn(Exception):
+    """A task offered ahead whose round did not come (``AwaitModel`` said so): it ends without an
+    upload and without failing (the coordinator withdrew it, nobody waits for it)."""
+
+
 class ScriptFailed(TaskFailed):
     """The user code raised, exited non-zero, or finished without its commits."""

@@ -26,7 +26,10 @@ delta, and a secure round sends it masked instead.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import re
 import sys
 import time
 import traceback
@@ -34,14 +37,14 @@ from pathlib import Path
 
 from libs.aggregation.attachments import Attachments
 from libs.aggregation.attachments import split as split_attachments
-from libs.errors import CATALOGUE, ChecksumMismatch, InvalidWeights, NsflError, UpdateRejected
+from libs.errors import CATALOGUE, ChecksumMismatch, CorruptPayload, InvalidWeights, NsflError, UpdateRejected
 from libs.structured_logging import log_context
 from libs.weights.deltas import compute_delta
 from libs.weights.tensors import WeightMap, decode, encode, sha256_hex, validate_update
 from task_executor import settings as executor_settings
 from task_executor.client_algorithms import ClientRound
 from task_executor.coordinator_client import CoordinatorClient, update_header
-from task_executor.errors import InvalidTask
+from task_executor.errors import InvalidTask, TaskWithdrawn
 from task_executor.evaluation import evaluate_first
 from task_executor.execution import execute
 from task_executor.secure_aggregation import contribute, prefetch_task_plan, secure_round_required
@@ -103,13 +106,43 @@ def offered_model(task_dir: Path, spec: TaskSpec) -> bytearray:
     return payload
 
 
+def awaited_model(spec: TaskSpec, settings: ExecutorSettings) -> tuple[TaskSpec, bytearray | None]:
+    """For a task offered ahead: wait for its round; the task as the round offers it, and the model
+    if it came in the answer (None: it is downloaded).  :class:`TaskWithdrawn` if the round did not come.
+    """
+    with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
+        reply = client.await_model(spec)
+    if not reply.ready:
+        raise TaskWithdrawn(reply.reason or "the coordinator withdrew the task")
+    try:
+        parameters = json.loads(reply.parameters_json) if reply.parameters_json else dict(spec.parameters)
+    except ValueError:
+        raise CorruptPayload("the coordinator's AwaitModel answer has parameters that are not JSON") from None
+    if not isinstance(parameters, dict) or not re.fullmatch(r"[0-9a-f]{64}", reply.model_sha256):
+        raise CorruptPayload("the coordinator's AwaitModel answer has no valid model SHA-256 or parameters")
+    spec = dataclasses.replace(
+        spec, model_sha256=reply.model_sha256, parameters=parameters, evaluate_first=reply.evaluate_first
+    )
+    if not reply.model:
+        return spec, None
+    payload = bytearray(reply.model)
+    if sha256_hex(payload) != spec.model_sha256:
+        raise ChecksumMismatch(f"the model in the AwaitModel answer is not model {spec.model_sha256[:12]}...")
+    return spec, payload
+
+
 def _perform(spec: TaskSpec, settings: ExecutorSettings, task_dir: Path) -> Outcome:
     check_entry(spec)
+    awaited: bytearray | None = None
+    if spec.model_follows:  # offered ahead: the round's model (and final parameters) come now
+        spec, awaited = awaited_model(spec, settings)
     prefetch_task_plan(spec, settings)  # answered while the model downloads and the user's code runs
     global_weights: WeightMap | None = None
     attachments: Attachments = {}
     if spec.kind != "init":
-        if spec.model_file is not None:
+        if awaited is not None:
+            payload = awaited
+        elif spec.model_file is not None:
             payload = offered_model(task_dir, spec)
         else:
             with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
@@ -118,7 +151,7 @@ def _perform(spec: TaskSpec, settings: ExecutorSettings, task_dir: Path) -> Outc
         global_weights, attachments = split_attachments(decode(payload))
         log.info(
             "%s model %s (%d bytes, %d tensors)",
-            "downloaded" if spec.model_file is None else "got with the offer the",
+            "downloaded" if spec.model_file is None and awaited is None else "got with the task the",
             spec.model_sha256[:12],
             len(payload),
             len(global_weights),
@@ -190,6 +223,10 @@ def run_task(task_dir: Path, settings: ExecutorSettings | None = None) -> int:
             job=spec.job_id, round=spec.round, client=spec.client_id, task=spec.task_id, attempt=spec.attempt
         ):
             outcome = _perform(spec, settings or executor_settings.load(), task_dir)
+    except TaskWithdrawn as exc:
+        print(f"nsfl: task withdrawn, nothing to do: {exc}", file=sys.stderr, flush=True)
+        _record(task_dir, {"state": "withdrawn", "reason": str(exc), "num_samples": 0, "metrics": {}})
+        return 0
     except NsflError as exc:
         reason = f"{exc.code}: {exc.message}"
         print(f"nsfl: task failed: {reason}", file=sys.stderr, flush=True)

@@ -42,14 +42,14 @@ _KNOWN_KEYS = frozenset({
     "task_id", "job_id", "namespace", "round", "attempt", "kind", "runtime", "client_id",
     "coordinator_endpoint", "model_sha256", "task_token", "entry", "parameters", "datasets",
     "dataset_samples", "timeout_seconds", "deadline_unix", "state_dir", "evaluate_first",
-    "secure_aggregation", "model_file",
+    "secure_aggregation", "model_file", "model_follows",
 })  # fmt: skip
 
 
 class ResultJson(TypedDict):
     """The wire shape of ``result.json``."""
 
-    state: Literal["succeeded", "failed"]
+    state: Literal["succeeded", "failed", "withdrawn"]
     reason: str
     num_samples: int
     metrics: dict[str, float]
@@ -96,6 +96,9 @@ class TaskSpec:
     model_file: str | None = None
     """The name of a file in the task folder holding the global model, which came with the offer
     (small models); None: the executor downloads the model from the coordinator."""
+    model_follows: bool = False
+    """A train task offered ahead (coordinator.lookahead): ``model_sha256`` is empty, and the
+    executor asks ``AwaitModel`` for the round's model (and the task's final parameters)."""
 
     @property
     def total_samples(self) -> int:
@@ -201,9 +204,11 @@ def parse_task(raw: object) -> TaskSpec:
     if round_number < 0 or attempt < 0:
         raise InvalidTask("task.json: round and attempt must not be negative")
     model_sha256 = _optional(raw, "model_sha256", str, "")
-    if kind != "init" and not _SHA256.match(model_sha256):
+    model_follows = kind == "train" and _optional(raw, "model_follows", bool, False)
+    if kind != "init" and not _SHA256.match(model_sha256) and not (model_follows and not model_sha256):
         raise InvalidTask(
-            f"task.json: a {kind} task needs model_sha256 (64 lower-case hex digits), got {model_sha256!r}"
+            f"task.json: {'an' if kind[0] in 'aeiou' else 'a'} {kind} task needs model_sha256 "
+            f"(64 lower-case hex digits), got {model_sha256!r}"
         )
     samples = _string_map(raw, "dataset_samples", int)
     if any(count < 0 for count in samples.values()):
@@ -232,6 +237,7 @@ def parse_task(raw: object) -> TaskSpec:
         evaluate_first=kind == "train" and _optional(raw, "evaluate_first", bool, False),
         secure_aggregation=_optional(raw, "secure_aggregation", bool, None),
         model_file=_model_file(raw),
+        model_follows=model_follows,
     )
 
 

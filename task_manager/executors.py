@@ -64,6 +64,8 @@ from task_manager.workspace import (
 log = logging.getLogger(__name__)
 
 KILL_WAIT_SECONDS = 10.0
+# A task queued in a job executor that died before it began is launched again, this many times at most.
+MAX_RELAUNCHES = 2
 SHUTDOWN_WAIT_SECONDS = 15.0
 LOG_TAIL_LINES = 20
 CLEANUP_INTERVAL_SECONDS = 5.0
@@ -137,6 +139,7 @@ class Executors:
             max_parallel_tasks=settings.max_parallel_tasks,
             now=self.clock(),
             active={task_id: task.offer.key for task_id, task in self._active.items()},
+            can_queue=self.job_executors is not None,
         )
 
     def consider(self, offer: Offer) -> Decision:
@@ -262,6 +265,12 @@ class Executors:
                 if task.cancel_reason or task.stop_reason:
                     self._kill(task)
                 status = await task.process.wait()
+                for _ in range(MAX_RELAUNCHES):
+                    if not status.unstarted or task.cancel_reason or task.stop_reason:
+                        break
+                    log.info("task %s never began (%s); launching it again", offer.task_id, status.note)
+                    task.process = await self._launch(offer, task_dir)
+                    status = await task.process.wait()
         except LaunchFailed as exc:
             return f"the task manager could not start an executor: {exc.message}"
         except TimeoutError:

@@ -16,6 +16,10 @@ The channel (newline-delimited JSON, one object per line; docs/contracts.md)::
     executor -> manager   {"finished": "<task dir>", "code": <n>} its exit code
     manager -> executor   {"stop": true}                          leave (so does EOF)
 
+The manager may send a task's ``run`` while another runs (a task offered
+ahead, queued behind the job's current one): it waits in the socket and is
+read as soon as the running task has said ``finished``.
+
 A task runs exactly as in a one-task executor: the configured entry
 (``task_executor.runner:run_task``) is called with the task directory, which
 is the working directory meanwhile, and the task's ``executor.log`` receives

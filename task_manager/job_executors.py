@@ -32,7 +32,17 @@ When a job executor is busy (another task of the same job still runs: the
 previous round's, about to say ``finished``, or a straggler around cancels
 and retries), the task waits for it up to ``BUSY_WAIT_SECONDS``; when it stays
 busy, or no warm worker is up, the task runs in a one-task executor as
-before: :meth:`JobExecutors.run` returns None.
+before: :meth:`JobExecutors.run` returns None.  A task offered ahead
+(``model_follows``, coordinator.lookahead) was accepted to queue behind the
+job's running task, and it does, in the executor itself: its ``run`` is sent
+at once, while the running task still runs, and the executor reads it the
+moment it has said ``finished`` (no round trip through the task manager
+between the two, which is on the way of the round's last client).  One task
+queues so at a time; if the process dies first (the running task crashed or
+was killed), the queued task, which never began, is launched again in a new
+executor (``ExitStatus.unstarted``).  Otherwise
+such a task waits for the job's executor as long as its timeout allows, and
+never takes a process of its own for that.
 
 Teardown.  A job executor ends when:
 
@@ -59,6 +69,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -110,6 +121,7 @@ class JobExecutor:
     process: ExecutorProcess | None = None
     writer: asyncio.StreamWriter | None = None
     running: Run | None = None
+    queued: Run | None = None  # sent while ``running`` runs: the executor reads it next
     starting: bool = True
     gone: bool = False
     idle_since: float = 0.0
@@ -186,7 +198,9 @@ class JobExecutors:
         """Hand the task to its job's executor (started if needed); None if it must run on its own."""
         if self._closed:
             return None
-        executor = await self._free_executor(offer)
+        if offer.model_follows and (queued := self._queue(offer, task_dir)) is not None:
+            return queued
+        executor = await self._free_executor(offer, math.inf if offer.model_follows else BUSY_WAIT_SECONDS)
         if executor is None:
             return None
         run = Run(str(task_dir), asyncio.get_running_loop().create_future())
@@ -197,17 +211,35 @@ class JobExecutors:
         executor.free.clear()
         return JobTask(executor, run)
 
-    async def _free_executor(self, offer: Offer) -> JobExecutor | None:
+    def _queue(self, offer: Offer, task_dir: Path) -> JobTask | None:
+        """Send a task offered ahead to its job's executor while that runs the job's current task."""
+        executor = self._executors.get(offer.job_id)
+        if (
+            executor is None
+            or executor.gone
+            or executor.starting
+            or executor.running is None
+            or executor.queued is not None
+            or executor.signature != signature_of(offer)
+        ):
+            return None
+        run = Run(str(task_dir), asyncio.get_running_loop().create_future())
+        if not executor.send({"run": run.task_dir}):
+            return None
+        executor.queued = run
+        return JobTask(executor, run)
+
+    async def _free_executor(self, offer: Offer, busy_wait: float) -> JobExecutor | None:
         """The job's executor once it is free (started if there is none); None if it stays busy.
 
         Why wait: the previous round's task has usually uploaded already, and its executor is only
         about to say ``finished`` when the next round's offer arrives (on a busy host the coordinator
         can be that quick); a process of its own for the new task would pay everything a long-lived
         executor saves.  A task that is really still running (a straggler) keeps it busy past
-        ``BUSY_WAIT_SECONDS``, or is killed by the cancel that closed its round.
+        ``busy_wait``, or is killed by the cancel that closed its round.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + BUSY_WAIT_SECONDS
+        deadline = loop.time() + busy_wait
         while True:
             executor = self._executors.get(offer.job_id)
             if executor is not None and (executor.gone or executor.signature != signature_of(offer)):
@@ -228,7 +260,7 @@ class JobExecutors:
                 )
                 return None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(executor.free.wait(), remaining)
+                await asyncio.wait_for(executor.free.wait(), None if math.isinf(remaining) else remaining)
 
     def retire(self, job_id: str, reason: str, *, kill: bool = False) -> bool:
         """End the job's executor: asked to stop when idle, killed when busy or ``kill``."""
@@ -378,9 +410,10 @@ class JobExecutors:
                 run = executor.running
                 if run is None or run.task_dir != task_dir:
                     continue
-                executor.running = None
-                executor.idle_since = self.clock()
-                executor.free.set()
+                executor.running, executor.queued = executor.queued, None  # it reads the queued one now
+                if executor.running is None:
+                    executor.idle_since = self.clock()
+                    executor.free.set()
                 if not run.ended.done():
                     run.ended.set_result(ExitStatus(exit_code=code))
 
@@ -393,6 +426,11 @@ class JobExecutors:
         if not executor.connected.done():
             executor.connected.set_exception(ConnectionError(f"the job executor ended ({status.describe()})"))
         run, executor.running = executor.running, None
+        queued, executor.queued = executor.queued, None
+        if queued is not None and not queued.ended.done():  # it never began: its runner launches it anew
+            queued.ended.set_result(
+                ExitStatus(note=f"its job executor ended first ({status.describe()})", unstarted=True)
+            )
         if run is not None and not run.ended.done():
             run.ended.set_result(status)
             log.warning(

@@ -66,6 +66,8 @@ class ExitStatus:
     exit_code: int | None = None
     signal: int | None = None
     note: str = ""
+    # The task never began: it was queued in a job executor that ended first, and may be launched again.
+    unstarted: bool = False
 
     @property
     def succeeded(self) -> bool:

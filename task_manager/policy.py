@@ -16,6 +16,13 @@ because that is how a coordinator retries a round that failed (a new attempt
 needs the clients that did succeed too) and how a restarted coordinator
 re-runs the round it was in (possibly with the very same task id).  The
 coordinator itself rejects a second upload for one task.
+
+A train task offered ahead (``model_follows``: its job's coordinator offers
+round N+1 while round N still runs, coordinator.lookahead) takes no slot of
+its own when its job already runs a task here: it queues behind that task,
+in the job's long-lived executor, and waits there for its model.  One such
+task per job; a host without job executors cannot queue one, so it needs a
+free slot like any task.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class PolicyState:
     max_parallel_tasks: int
     now: float
     active: Mapping[str, TaskKey] = field(default_factory=dict)  # accepted or running, by task id
+    can_queue: bool = False  # job executors run here: a task offered ahead can wait for one
 
 
 def _listing(names: frozenset[str] | Mapping[str, str]) -> str:
@@ -93,6 +101,14 @@ def _duplicate(offer: Offer, state: PolicyState) -> str | None:
     return None
 
 
+def _queues_behind(offer: Offer, state: PolicyState) -> bool:
+    """Whether ``offer`` (offered ahead) may wait behind its job's running task instead of a slot."""
+    if not (offer.model_follows and state.can_queue):
+        return False
+    # Exactly one: the job's running task, with nothing queued behind it yet.
+    return sum(1 for key in state.active.values() if key.job_id == offer.job_id) == 1
+
+
 def decide(offer: Offer, state: PolicyState) -> Decision:
     if offer.deadline_unix and offer.deadline_unix <= state.now:
         return Refuse(
@@ -101,7 +117,7 @@ def decide(offer: Offer, state: PolicyState) -> Decision:
     reason = _cannot_run(offer, state) or _duplicate(offer, state)
     if reason is not None:
         return Refuse(reason)
-    if len(state.active) >= state.max_parallel_tasks:
+    if len(state.active) >= state.max_parallel_tasks and not _queues_behind(offer, state):
         return Refuse(
             f"no free task slot ({len(state.active)} of {state.max_parallel_tasks} tasks accepted or running)"
         )

@@ -103,7 +103,8 @@ def offer_from_proto(msg: selector_pb2.TaskOffer) -> Offer:
         scripts_sha256=spec.scripts_sha256,
         evaluate_first=msg.evaluate_first and msg.kind == "train",
         secure_aggregation=msg.secure_aggregation if msg.HasField("secure_aggregation") else None,
-        model=msg.model if msg.kind != "init" else b"",
+        model=msg.model if msg.kind != "init" and not msg.model_follows else b"",
+        model_follows=msg.model_follows and msg.kind == "train",
     )
 
 

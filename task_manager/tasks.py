@@ -54,6 +54,7 @@ class Offer:
     evaluate_first: bool = False  # a train task that first evaluates the model it is given
     secure_aggregation: bool | None = None  # the coordinator's plan; None: the executor asks for it
     model: bytes = field(default=b"", repr=False)  # the global model, when it came with the offer
+    model_follows: bool = False  # offered ahead: the executor asks the coordinator's AwaitModel
 
     @property
     def key(self) -> TaskKey:
@@ -110,4 +111,6 @@ def task_document(
         document["state_dir"] = str(state_dir)
     if model_file is not None:
         document["model_file"] = model_file
+    if offer.model_follows:  # offered ahead: the model comes from AwaitModel once the round starts
+        document["model_follows"] = True
     return document

@@ -22,6 +22,73 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class AwaitModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_TOKEN_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    task_id: _builtins.str
+    task_token: _builtins.str
+    round: _builtins.int
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        task_token: _builtins.str = ...,
+        round: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "round", b"round", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwaitModelRequest: _TypeAlias = AwaitModelRequest  # noqa: Y015
+
+@_typing.final
+class AwaitModelReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MODEL_SHA256_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
+    EVALUATE_FIRST_FIELD_NUMBER: _builtins.int
+    ready: _builtins.bool
+    """false: the task was withdrawn (reason says why); nothing to upload"""
+    reason: _builtins.str
+    model_sha256: _builtins.str
+    model: _builtins.bytes
+    """The model itself when small enough (coordinator.round_runner.INLINE_MODEL_BYTES); empty: the
+    executor downloads model_sha256 with DownloadModel.
+    """
+    parameters_json: _builtins.str
+    """The task as the round offers it, which may differ from the offer made ahead."""
+    evaluate_first: _builtins.bool
+    def __init__(
+        self,
+        *,
+        ready: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        model_sha256: _builtins.str = ...,
+        model: _builtins.bytes = ...,
+        parameters_json: _builtins.str = ...,
+        evaluate_first: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluate_first", b"evaluate_first", "model", b"model", "model_sha256", b"model_sha256", "parameters_json", b"parameters_json", "ready", b"ready", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwaitModelReply: _TypeAlias = AwaitModelReply  # noqa: Y015
+
+@_typing.final
 class DownloadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -80,6 +80,11 @@ class CoordinatorStub:
                 request_serializer=libs_dot_protos_dot_coordinator__pb2.SecAggClientFrame.SerializeToString,
                 response_deserializer=libs_dot_protos_dot_coordinator__pb2.SecAggServerFrame.FromString,
                 _registered_method=True)
+        self.AwaitModel = channel.unary_unary(
+                '/nsfl.v1.Coordinator/AwaitModel',
+                request_serializer=libs_dot_protos_dot_coordinator__pb2.AwaitModelRequest.SerializeToString,
+                response_deserializer=libs_dot_protos_dot_coordinator__pb2.AwaitModelReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -145,6 +150,14 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AwaitModel(self, request, context):
+        """A task offered ahead (TaskOffer.model_follows) waits here until its round starts: the answer
+        carries the round's model, or says the task was withdrawn (it then ends without an upload).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +205,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.SecureAggregate,
                     request_deserializer=libs_dot_protos_dot_coordinator__pb2.SecAggClientFrame.FromString,
                     response_serializer=libs_dot_protos_dot_coordinator__pb2.SecAggServerFrame.SerializeToString,
+            ),
+            'AwaitModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitModel,
+                    request_deserializer=libs_dot_protos_dot_coordinator__pb2.AwaitModelRequest.FromString,
+                    response_serializer=libs_dot_protos_dot_coordinator__pb2.AwaitModelReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -437,6 +455,33 @@ class Coordinator:
             '/nsfl.v1.Coordinator/SecureAggregate',
             libs_dot_protos_dot_coordinator__pb2.SecAggClientFrame.SerializeToString,
             libs_dot_protos_dot_coordinator__pb2.SecAggServerFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwaitModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nsfl.v1.Coordinator/AwaitModel',
+            libs_dot_protos_dot_coordinator__pb2.AwaitModelRequest.SerializeToString,
+            libs_dot_protos_dot_coordinator__pb2.AwaitModelReply.FromString,
             options,
             channel_credentials,
             insecure,

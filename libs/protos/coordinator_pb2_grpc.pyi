@@ -51,6 +51,10 @@ class CoordinatorStub:
     messages of the round over one stream instead of calling UploadUpdate.
     """
     SecureAggregate: _grpc.StreamStreamMultiCallable[_coordinator_pb2.SecAggClientFrame, _coordinator_pb2.SecAggServerFrame]
+    AwaitModel: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AwaitModelRequest, _coordinator_pb2.AwaitModelReply]
+    """A task offered ahead (TaskOffer.model_follows) waits here until its round starts: the answer
+    carries the round's model, or says the task was withdrawn (it then ends without an upload).
+    """
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -72,6 +76,10 @@ class CoordinatorAsyncStub(CoordinatorStub):
     messages of the round over one stream instead of calling UploadUpdate.
     """
     SecureAggregate: _aio.StreamStreamMultiCallable[_coordinator_pb2.SecAggClientFrame, _coordinator_pb2.SecAggServerFrame]  # type: ignore[assignment]
+    AwaitModel: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AwaitModelRequest, _coordinator_pb2.AwaitModelReply]  # type: ignore[assignment]
+    """A task offered ahead (TaskOffer.model_follows) waits here until its round starts: the answer
+    carries the round's model, or says the task was withdrawn (it then ends without an upload).
+    """
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -144,5 +152,15 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_coordinator_pb2.SecAggClientFrame],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_coordinator_pb2.SecAggServerFrame], _abc.AsyncIterator[_coordinator_pb2.SecAggServerFrame]]: ...
+
+    @_abc_1.abstractmethod
+    def AwaitModel(
+        self,
+        request: _coordinator_pb2.AwaitModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.AwaitModelReply, _abc.Awaitable[_coordinator_pb2.AwaitModelReply]]:
+        """A task offered ahead (TaskOffer.model_follows) waits here until its round starts: the answer
+        carries the round's model, or says the task was withdrawn (it then ends without an upload).
+        """
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -215,6 +215,7 @@ class TaskOffer(_message.Message):
     EVALUATE_FIRST_FIELD_NUMBER: _builtins.int
     SECURE_AGGREGATION_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_FOLLOWS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     job_id: _builtins.str
     namespace: _builtins.str
@@ -242,6 +243,12 @@ class TaskOffer(_message.Message):
     enough to ride along (coordinator.round_runner.INLINE_MODEL_BYTES): the task then needs no
     DownloadModel.  Empty: the executor downloads it from the coordinator.
     """
+    model_follows: _builtins.bool
+    """A train task offered ahead, while the job's previous round still runs (coordinator.lookahead):
+    model_sha256 and model are empty, and the executor asks Coordinator.AwaitModel for the round's
+    model (and its final parameters) once the round starts.  The task manager queues it behind the
+    job's running task.
+    """
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
     def __init__(
@@ -262,10 +269,11 @@ class TaskOffer(_message.Message):
         evaluate_first: _builtins.bool = ...,
         secure_aggregation: _builtins.bool | None = ...,
         model: _builtins.bytes = ...,
+        model_follows: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_secure_aggregation", b"_secure_aggregation", "secure_aggregation", b"secure_aggregation", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_secure_aggregation", b"_secure_aggregation", "attempt", b"attempt", "coordinator_endpoint", b"coordinator_endpoint", "deadline_unix", b"deadline_unix", "evaluate_first", b"evaluate_first", "job_id", b"job_id", "kind", b"kind", "model", b"model", "model_sha256", b"model_sha256", "namespace", b"namespace", "round", b"round", "runtime", b"runtime", "secure_aggregation", b"secure_aggregation", "spec", b"spec", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_secure_aggregation", b"_secure_aggregation", "attempt", b"attempt", "coordinator_endpoint", b"coordinator_endpoint", "deadline_unix", b"deadline_unix", "evaluate_first", b"evaluate_first", "job_id", b"job_id", "kind", b"kind", "model", b"model", "model_follows", b"model_follows", "model_sha256", b"model_sha256", "namespace", b"namespace", "round", b"round", "runtime", b"runtime", "secure_aggregation", b"secure_aggregation", "spec", b"spec", "task_id", b"task_id", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__secure_aggregation: _TypeAlias = _typing.Literal["secure_aggregation"]  # noqa: Y015
     _WhichOneofArgType__secure_aggregation: _TypeAlias = _typing.Literal["_secure_aggregation", b"_secure_aggregation"]  # noqa: Y015

@@ -74,6 +74,15 @@ class RogueClient:
             if offer.kind == "evaluate":
                 await self._upload(stub, offer, None, {"accuracy": 0.0, "loss": 9.0}, "valid")
                 return
+            if offer.model_follows:  # offered ahead: the model is named once the round starts
+                reply = await stub.AwaitModel(coordinator_pb2.AwaitModelRequest(
+                    job_id=offer.job_id, task_id=offer.task_id, task_token=offer.task_token, round=offer.round))
+                if not reply.ready:
+                    return
+                started = selector_pb2.TaskOffer()
+                started.CopyFrom(offer)
+                started.model_sha256 = reply.model_sha256
+                offer = started
             model = await self._download(stub, offer)
             mode = self.plan(offer.round)
             delta = {name: np.full_like(array, 0.001) for name, array in model.items()}

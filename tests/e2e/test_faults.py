@@ -36,7 +36,7 @@ def sleepy_clients(cluster: Cluster, shares: dict[str, dict[str, Any]], selector
 
 
 def stall_job(pid_dir: Path, **changes: Any) -> dict[str, Any]:
-    job = digits_job(taskEntry="sleepy", rounds=3, evaluateEvery=0, **changes)
+    job = digits_job(taskEntry="sleepy", rounds=4, evaluateEvery=0, **changes)
     job["parameters"] = {**job["parameters"], "stall_client": "client-2", "stall_round": 2,
                          "pid_dir": str(pid_dir)}
     return job
@@ -70,7 +70,7 @@ def test_a_killed_executor_is_dropped_and_the_round_closes_with_min_clients(
         "signal" in round2["dropped"]["client-2"].lower(), round2
     # dropped at once through the task manager's report, long before the 90 s deadline
     assert round2["endedAt"] - round2["startedAt"] < 60
-    assert status["round"] == 3
+    assert status["round"] == 4
 
 
 def test_a_task_manager_that_stops_heartbeating_is_dropped_and_never_selected_again(
@@ -88,9 +88,12 @@ def test_a_task_manager_that_stops_heartbeating_is_dropped_and_never_selected_ag
         status = finished(cluster, proc, 150)
     finally:
         os.killpg(procs[2].popen.pid, signal.SIGCONT)
-    round2, round3 = status["history"][1], status["history"][2]
+    round2, round3, round4 = status["history"][1:4]
     assert "client-2" in round2["dropped"] and sorted(round2["accepted"]) == ["client-0", "client-1"]
-    assert "client-2" not in round3["accepted"] and "client-2" not in round3["dropped"]
+    # Round 3's tasks were offered ahead as round 2 began (coordinator.lookahead), before client-2 went
+    # silent: client-2 may be listed there as having refused, never as having taken part.
+    assert "client-2" not in round3["accepted"] and sorted(round3["accepted"]) == ["client-0", "client-1"]
+    assert "client-2" not in round4["accepted"] and "client-2" not in round4["dropped"]
 
 
 def test_a_coordinator_killed_after_a_checkpoint_resumes_at_the_next_round(

@@ -23,9 +23,9 @@ import pytest
 from coordinator.algorithms import JobAlgorithm
 from coordinator.checkpoints import CheckpointStore
 from coordinator.driver import Driver, plan_from_spec
+from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.progress import ProgressReporter
-from coordinator.round_runner import JobPlan
 from coordinator.rounds import RoundBook
 from libs.aggregation.attachments import CONTROL_DELTA, RESERVED_PARAMETER, SERVER_CONTROL, split
 from libs.objects import open_object_store

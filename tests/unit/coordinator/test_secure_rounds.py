@@ -22,8 +22,9 @@ import pytest
 
 from coordinator.aggregating import StreamingMean
 from coordinator.grpc_service import CoordinatorService
+from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
-from coordinator.round_runner import JobPlan, RoundRunner
+from coordinator.round_runner import RoundRunner
 from coordinator.secure_encoding import (
     SecureAggregationConfig,
     config_from_spec,

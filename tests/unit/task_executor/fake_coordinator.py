@@ -42,6 +42,8 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     uploads: list[Upload] = field(default_factory=list)
     downloads: list[coordinator_pb2.DownloadRequest] = field(default_factory=list)
     plans: list[coordinator_pb2.TaskPlanRequest] = field(default_factory=list)  # GetTaskPlan calls
+    awaits: list[coordinator_pb2.AwaitModelRequest] = field(default_factory=list)  # AwaitModel calls
+    await_reply: coordinator_pb2.AwaitModelReply = field(default_factory=coordinator_pb2.AwaitModelReply)
     corrupt: bool = False  # serve bytes that do not match the announced SHA-256
     break_after: int | None = None  # end the next stream with an error after this many payload bytes
     verdict: tuple[bool, str] = (True, "")
@@ -54,6 +56,11 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         with self._lock:
             self.plans.append(request)
         return coordinator_pb2.TaskPlan(secure_aggregation=False)
+
+    def AwaitModel(self, request: coordinator_pb2.AwaitModelRequest, context: Any) -> coordinator_pb2.AwaitModelReply:
+        with self._lock:
+            self.awaits.append(request)
+        return self.await_reply
 
     def publish(self, weights: WeightMap) -> str:
         payload = encode(weights)

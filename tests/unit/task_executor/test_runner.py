@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from libs.protos import coordinator_pb2
 from libs.weights.tensors import WeightMap
 from task_executor import coordinator_client
 from task_executor.runner import run_task
@@ -250,6 +252,49 @@ def test_a_model_that_came_with_the_offer_is_used_without_a_download_or_a_plan_r
     assert coordinator.downloads == [] and coordinator.plans == []
     [upload] = coordinator.uploads
     np.testing.assert_allclose(upload.weights()["weight"], np.full((2, 4), 0.5, np.float32), atol=1e-6)
+
+
+PARAMETER_SCRIPT = TRAIN_SCRIPT.replace(
+    'nsfl.commit_metrics({"loss": 0.5, "train/accuracy": 0.75})', 'nsfl.commit_metrics({"lr": nsfl.get_parameter("lr")})'
+)
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["model in the answer", "model downloaded"])
+def test_a_task_offered_ahead_takes_its_model_and_parameters_from_await_model(
+    tmp_path: Path, coordinator: FakeCoordinator, inline: bool
+) -> None:
+    sha = coordinator.publish(linear_weights())
+    coordinator.await_reply = coordinator_pb2.AwaitModelReply(
+        ready=True, model_sha256=sha, model=coordinator.models[sha] if inline else b"",
+        parameters_json=json.dumps({"lr": 0.25}))
+
+    code, result = _run(tmp_path, coordinator, PARAMETER_SCRIPT, model_follows=True, secure_aggregation=False,
+                        parameters={"lr": 0.5})
+
+    assert code == 0, result
+    [asked] = coordinator.awaits
+    assert (asked.job_id, asked.task_id, asked.task_token, asked.round) == ("ns/job", "ns/job:3:train:c1:0",
+                                                                             "token-abc", 3)
+    assert len(coordinator.downloads) == (0 if inline else 1)
+    [upload] = coordinator.uploads
+    assert upload.header.base_sha256 == sha and upload.header.metrics["lr"] == 0.25, "the round's parameters"
+
+
+def test_a_task_offered_ahead_and_withdrawn_ends_quietly_without_an_upload(
+    tmp_path: Path, coordinator: FakeCoordinator
+) -> None:
+    coordinator.await_reply = coordinator_pb2.AwaitModelReply(ready=False, reason="round 3 came first")
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_follows=True, secure_aggregation=False)
+    assert code == 0 and result["state"] == "withdrawn" and result["reason"] == "round 3 came first"
+    assert coordinator.uploads == [] and coordinator.downloads == []
+
+
+def test_an_await_model_answer_whose_model_is_not_its_sha256_fails(tmp_path: Path, coordinator: FakeCoordinator) -> None:
+    sha = coordinator.publish(linear_weights())
+    coordinator.await_reply = coordinator_pb2.AwaitModelReply(ready=True, model_sha256=sha, model=b"not it")
+    code, result = _run(tmp_path, coordinator, TRAIN_SCRIPT, model_follows=True, secure_aggregation=False)
+    assert code != 0 and result["reason"].startswith("ChecksumMismatch")
+    assert coordinator.uploads == []
 
 
 def test_without_a_plan_in_the_offer_the_executor_asks_for_it(tmp_path: Path, coordinator: FakeCoordinator) -> None:

@@ -26,8 +26,9 @@ import pytest
 import coordinator.secure_rounds as secure_rounds
 from coordinator.aggregating import StreamingMean
 from coordinator.grpc_service import CoordinatorService
+from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
-from coordinator.round_runner import JobPlan, RoundRunner
+from coordinator.round_runner import RoundRunner
 from coordinator.rounds import RoundBook
 from coordinator.secure_encoding import SecureAggregationConfig
 from coordinator.secure_rounds import SecureRounds

@@ -42,6 +42,8 @@ def test_a_contract_task_parses() -> None:
         ({"round": True}, "'round' must be int, got bool"),
         ({"round": -1}, "must not be negative"),
         ({"model_sha256": "abc"}, "a train task needs model_sha256"),
+        ({"model_sha256": "", "kind": "evaluate", "model_follows": True}, "an evaluate task needs model_sha256"),
+        ({"model_sha256": "abc", "model_follows": True}, "a train task needs model_sha256"),
         ({"job_id": "Job"}, "job_id must read '<namespace>/<name>'"),
         ({"namespace": "other"}, "does not match job_id"),
         ({"client_id": "-x"}, "is not a valid client id"),
@@ -61,6 +63,12 @@ def test_a_contract_breach_is_named(overrides: dict[str, Any], message: str) -> 
 def test_init_needs_no_model_and_the_working_dir_defaults_to_the_scripts() -> None:
     spec = parse_task(_task(kind="init", model_sha256="", entry={"script": "/srv/job/train.py"}))
     assert spec.model_sha256 == "" and spec.entry.working_dir == Path("/srv/job")
+
+
+def test_a_train_task_offered_ahead_has_its_model_to_follow() -> None:
+    spec = parse_task(_task(model_sha256="", model_follows=True))
+    assert spec.model_follows and spec.model_sha256 == ""
+    assert not parse_task(_task()).model_follows
 
 
 def test_unknown_keys_are_tolerated_but_logged(caplog: pytest.LogCaptureFixture) -> None:

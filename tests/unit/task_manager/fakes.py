@@ -42,6 +42,7 @@ def offer(
     timeout: float = 30.0,
     endpoint: str = "127.0.0.1:1",
     deadline: float = 0.0,
+    model_follows: bool = False,
 ) -> Offer:
     return Offer(
         task_id=task_id or f"{job_id}:{round}:{kind}:c1:{attempt}",
@@ -52,13 +53,14 @@ def offer(
         kind=kind,
         runtime=runtime,
         coordinator_endpoint=endpoint,
-        model_sha256=SHA,
+        model_sha256="" if model_follows else SHA,
         task_token="token-" + task_id,
         entry=entry,
         parameters={"epochs": 1},
         datasets=datasets,
         timeout_seconds=timeout,
         deadline_unix=deadline,
+        model_follows=model_follows,
     )
 
 

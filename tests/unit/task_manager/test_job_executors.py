@@ -168,6 +168,44 @@ async def test_a_task_arriving_while_the_previous_one_ends_waits_for_the_jobs_ex
     assert first == second, "the next round ran in the same process, not in one of its own"
 
 
+async def test_a_task_offered_ahead_queues_in_the_jobs_executor_without_a_slot_and_runs_next(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round", max_parallel_tasks=1)) as executors:
+        assert executors.job_executors is not None
+        start(executors, task(log, round=0, actions={"0": "pause"}))
+        await eventually(lambda: len(runs(log)) == 1)
+        ahead = task(log, round=1, model_follows=True)
+        start(executors, ahead)  # accepted although the one slot is taken: it queues behind round 0
+        await eventually(lambda: executors.job_executors is not None
+                         and executors.job_executors._executors["ns/digits"].queued is not None)
+        assert len(runs(log)) == 1, "queued in the executor, not run beside round 0"
+        refused = executors.consider(task(log, round=2, model_follows=True))
+        assert "no free task slot" in getattr(refused, "reason", ""), "one task queues per job"
+        await eventually(lambda: ahead.task_id not in executors._active)
+    first, second = (r["pid"] for r in runs(log))
+    assert first == second and [r["round"] for r in runs(log)] == [0, 1]
+
+
+async def test_a_task_queued_in_an_executor_that_dies_is_launched_again_in_a_new_one(
+    make_settings: MakeSettings, coordinator: FakeCoordinator, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    actions = {"0": "sleep"}
+    async with running_executors(make_settings("by_round", max_parallel_tasks=1)) as executors:
+        start(executors, task(log, round=0, actions=actions, endpoint=coordinator.endpoint, timeout=1.0))
+        await eventually(lambda: len(runs(log)) == 1)
+        queued = task(log, round=1, model_follows=True, endpoint=coordinator.endpoint, actions=actions)
+        start(executors, dataclasses.replace(queued, parameters={**queued.parameters, "actions": {}}))
+        report = await next_report(coordinator)  # round 0 ran past its timeout: killed with its executor
+        assert (report.round, report.state) == (0, common_pb2.TASK_FAILED)
+        await eventually(lambda: executors.running_tasks() == 0)
+        assert coordinator.reports.empty(), "the queued task was not failed"
+    first, second = runs(log)
+    assert (first["round"], second["round"]) == (0, 1) and first["pid"] != second["pid"], "run anew, elsewhere"
+
+
 async def run_to_end_of(executors: Executors, o: Offer) -> None:
     start(executors, o)
     await eventually(lambda: o.task_id not in executors._active)

@@ -81,6 +81,37 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str | None]] = [
 ]
 
 
+# A task offered ahead (model_follows) queues behind its job's running task instead of taking a slot.
+FULL = {"x:1": TaskKey("ns/a", 1, "train"), "x:2": RUNNING}
+CASES += [
+    (
+        "offered ahead, its job running here: queued without a slot",
+        {"round": 4, "model_follows": True},
+        {"active": FULL, "can_queue": True},
+        None,
+    ),
+    (
+        "offered ahead, its job not running here: needs a slot",
+        {"round": 4, "model_follows": True, "job_id": "ns/c"},
+        {"active": FULL, "can_queue": True},
+        "no free task slot",
+    ),
+    (
+        "offered ahead, another task of its job already queued",
+        {"round": 5, "model_follows": True},
+        {"active": {**FULL, "q": TaskKey(JOB, 4, "train")}, "can_queue": True},
+        "no free task slot",
+    ),
+    (
+        "offered ahead to a host without job executors: needs a slot",
+        {"round": 4, "model_follows": True},
+        {"active": FULL},
+        "no free task slot",
+    ),
+    ("offered ahead on an idle host", {"round": 4, "model_follows": True}, {}, None),
+]
+
+
 @pytest.mark.parametrize(
     ("case", "offer_fields", "state_fields", "refusal"), CASES, ids=[c[0] for c in CASES]
 )

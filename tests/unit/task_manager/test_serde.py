@@ -25,3 +25,13 @@ def test_an_init_task_never_takes_a_model() -> None:
     message = offer_message(offer("t-1", kind="init"))
     message.model = b"weights"
     assert serde.offer_from_proto(message).model == b""
+
+
+def test_a_task_offered_ahead_has_no_model_until_it_asks_for_it() -> None:
+    message = offer_message(offer("t-1"))
+    message.model_follows = True
+    message.model = b"ignored"
+    parsed = serde.offer_from_proto(message)
+    assert parsed.model_follows and parsed.model == b""
+    message.kind = "evaluate"
+    assert not serde.offer_from_proto(message).model_follows, "only train tasks are offered ahead"
