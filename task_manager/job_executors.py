@@ -74,12 +74,12 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from task_manager.errors import LaunchFailed
+from task_manager.job_executor_handles import JobExecutor, JobTask, Run, record_id, signature_of
 from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
-from task_manager.process_groups import PidFile, ProcessRecord, kill_group
+from task_manager.process_groups import PidFile, kill_group
 from task_manager.tasks import Offer
 from task_manager.workspace import Workspace, task_dir_name
 
@@ -90,72 +90,6 @@ BUSY_WAIT_SECONDS = 5.0
 STOP_GRACE_SECONDS = 3.0
 KILL_WAIT_SECONDS = 10.0
 MAX_LINE = 64 * 1024
-
-# What one job executor can serve: a task with another runtime, entry or coordinator needs a new one.
-Signature = tuple[str, str, str]
-
-
-def signature_of(offer: Offer) -> Signature:
-    return (offer.runtime, offer.entry, offer.coordinator_endpoint)
-
-
-def record_id(job_id: str) -> str:
-    return f"job-executor:{job_id}"
-
-
-@dataclass
-class Run:
-    """One task handed to a job executor, until it says ``finished`` or dies."""
-
-    task_dir: str
-    ended: asyncio.Future[ExitStatus]
-
-
-@dataclass
-class JobExecutor:
-    job_id: str
-    signature: Signature
-    home: Path
-    token: str
-    connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
-    process: ExecutorProcess | None = None
-    writer: asyncio.StreamWriter | None = None
-    running: Run | None = None
-    queued: Run | None = None  # sent while ``running`` runs: the executor reads it next
-    starting: bool = True
-    gone: bool = False
-    idle_since: float = 0.0
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    free: asyncio.Event = field(default_factory=asyncio.Event)  # set while it can take a task (or is gone)
-
-    @property
-    def busy(self) -> bool:
-        return self.starting or self.running is not None
-
-    def record(self) -> ProcessRecord:
-        assert self.process is not None
-        return self.process.record(record_id(self.job_id))
-
-    def send(self, message: dict[str, object]) -> bool:
-        if self.writer is None or self.writer.is_closing():
-            return False
-        self.writer.write((json.dumps(message) + "\n").encode())
-        return True
-
-
-class JobTask(ExecutorProcess):
-    """A task running in a job executor, as the task's runner sees it (see the module docstring)."""
-
-    how = "long-lived"
-    per_task = False
-
-    def __init__(self, executor: JobExecutor, run: Run) -> None:
-        assert executor.process is not None
-        super().__init__(executor.process.pid, executor.process.start_time)
-        self._run = run
-
-    async def wait(self) -> ExitStatus:
-        return await asyncio.shield(self._run.ended)
 
 
 class JobExecutors:
