@@ -26,6 +26,11 @@ every round among them; ``--checkpoint-every 0`` for none) and prints:
 * submit to accuracy >= 0.90: from the REST call until the first evaluation
   reaching 0.90 is known (the round it belongs to in brackets).
 
+From round 3 on, each round's tasks are offered while the previous round
+runs (coordinator.lookahead), so a round's start only sends its model; rounds
+1 and 2 are dispatched the long way (selection, offers through the selector
+and the task managers).  The medians cover every round.
+
 The machine's load matters (a 2-core host shared with other work): the load
 averages before, during (min-max of the 1-minute figure) and after are
 printed beside the figures, and the figures should be read with them.
