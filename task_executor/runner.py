@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import sys
 import time
 import traceback
@@ -50,7 +49,7 @@ from task_executor.execution import execute
 from task_executor.secure_aggregation import contribute, prefetch_task_plan, secure_round_required
 from task_executor.session import Outcome
 from task_executor.settings import ExecutorSettings
-from task_executor.task import ResultJson, TaskSpec, read_task, write_result
+from task_executor.task import ResultJson, TaskSpec, is_sha256, read_task, write_result
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def awaited_model(spec: TaskSpec, settings: ExecutorSettings) -> tuple[TaskSpec,
         parameters = json.loads(reply.parameters_json) if reply.parameters_json else dict(spec.parameters)
     except ValueError:
         raise CorruptPayload("the coordinator's AwaitModel answer has parameters that are not JSON") from None
-    if not isinstance(parameters, dict) or not re.fullmatch(r"[0-9a-f]{64}", reply.model_sha256):
+    if not isinstance(parameters, dict) or not is_sha256(reply.model_sha256):
         raise CorruptPayload("the coordinator's AwaitModel answer has no valid model SHA-256 or parameters")
     spec = dataclasses.replace(
         spec, model_sha256=reply.model_sha256, parameters=parameters, evaluate_first=reply.evaluate_first

@@ -106,6 +106,11 @@ class TaskSpec:
         return sum(self.dataset_samples.values())
 
 
+def is_sha256(text: str) -> bool:
+    """Whether ``text`` names a model the way the contract does: 64 lower-case hex digits."""
+    return bool(_SHA256.match(text))
+
+
 def _require(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
     if key not in raw:
         raise InvalidTask(f"task.json: {where}{key!r} is missing")
@@ -205,7 +210,7 @@ def parse_task(raw: object) -> TaskSpec:
         raise InvalidTask("task.json: round and attempt must not be negative")
     model_sha256 = _optional(raw, "model_sha256", str, "")
     model_follows = kind == "train" and _optional(raw, "model_follows", bool, False)
-    if kind != "init" and not _SHA256.match(model_sha256) and not (model_follows and not model_sha256):
+    if kind != "init" and not is_sha256(model_sha256) and not (model_follows and not model_sha256):
         raise InvalidTask(
             f"task.json: {'an' if kind[0] in 'aeiou' else 'a'} {kind} task needs model_sha256 "
             f"(64 lower-case hex digits), got {model_sha256!r}"
