@@ -138,15 +138,11 @@ class Lookahead:
         prepared = self.pending
         if prepared is None:
             return Taken()
-        try:
-            assert prepared.task is not None
-            await prepared.task
-        except Exception as exc:
-            log.info("preparing round %d ahead failed: %s", prepared.round, exc)
-            self.pending = None
-            self._withdraw(prepared, f"preparing it failed: {exc}")
-            return Taken()
+        failure = await self._landed(prepared)
         self.pending = None  # only now: meanwhile an executor asking for the model still finds it
+        if failure is not None:
+            self._withdraw(prepared, f"preparing it failed: {failure}")
+            return Taken()
         if prepared.round != round_number or kind != "train" or prepared.target != target:
             self._withdraw(prepared, f"round {round_number} ({kind}) came first")
             return Taken()
@@ -185,14 +181,20 @@ class Lookahead:
     async def withdraw(self, reason: str) -> None:
         """Withdraw what is being prepared, once its reservations and offers have landed."""
         prepared, self.pending = self.pending, None
-        if prepared is None:
-            return
+        if prepared is not None:
+            await self._landed(prepared)
+            self._withdraw(prepared, reason)
+
+    @staticmethod
+    async def _landed(prepared: Prepared) -> Exception | None:
+        """Wait for the preparation to end (its reservations and offers made); what failed, if it did."""
         assert prepared.task is not None
         try:
             await prepared.task
         except Exception as exc:
             log.info("preparing round %d ahead failed: %s", prepared.round, exc)
-        self._withdraw(prepared, reason)
+            return exc
+        return None
 
     def _withdraw(self, prepared: Prepared, reason: str) -> None:
         if not prepared.published.done():
