@@ -73,6 +73,37 @@ async def test_a_duplicate_round_is_refused_and_a_runaway_executor_is_reported(
             await TaskManagerApp(settings).start()
 
 
+def autogroup_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().strip()
+    except OSError:
+        return ""  # no autogroup scheduling on this kernel
+
+
+def executor_pids() -> list[int]:
+    return [
+        child.pid
+        for child in psutil.Process().children(recursive=True)
+        if child.name() in ("nsfl-executor", "nsfl-job-exec") and child.status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+async def test_executors_run_executor_nice_levels_below_the_task_manager(
+    make_settings: MakeSettings, selector: FakeSelector, coordinator: FakeCoordinator
+) -> None:
+    settings = make_settings("sleep_forever", selector_address=selector.address, executor_nice=7)
+    async with serving(settings):
+        await asyncio.wait_for(selector.connected.wait(), 10)
+        answer = await selector.offer(offer(timeout=1.0, endpoint=coordinator.endpoint))
+        assert answer.state == common_pb2.TASK_ACCEPTED
+        [pid] = await eventually(executor_pids)
+        assert psutil.Process(pid).nice() == psutil.Process().nice() + 7
+        autogroup = autogroup_of(pid)
+        if autogroup:  # autogroup scheduling: the executor's own session ranks at nice 7
+            assert autogroup.endswith("nice 7"), autogroup
+        await asyncio.wait_for(coordinator.reports.get(), 15)  # killed at its timeout
+
+
 def write_config(tmp_path: Path, selector: FakeSelector, *, warm: bool) -> Path:
     scripts = tmp_path / "scripts"
     scripts.mkdir()
