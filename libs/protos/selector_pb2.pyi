@@ -693,12 +693,20 @@ class ClientInfo(_message.Message):
     LAST_HEARTBEAT_UNIX_FIELD_NUMBER: _builtins.int
     RUNNING_TASKS_FIELD_NUMBER: _builtins.int
     RESERVED_BY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     liveness: _builtins.str
     """"alive" | "lost" """
     last_heartbeat_unix: _builtins.float
     running_tasks: _builtins.int
     reserved_by: _builtins.str
+    source: _builtins.str
+    """The peer host it last registered from (the selector caps distinct client ids per source:
+    max_clients_per_source).
+    """
+    expires_at_unix: _builtins.float
+    """When its registry entry is expired if it stays away (last message + client_retention_seconds)."""
     @_builtins.property
     def runtimes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -719,10 +727,12 @@ class ClientInfo(_message.Message):
         last_heartbeat_unix: _builtins.float = ...,
         running_tasks: _builtins.int = ...,
         reserved_by: _builtins.str = ...,
+        source: _builtins.str = ...,
+        expires_at_unix: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "datasets", b"datasets", "labels", b"labels", "last_heartbeat_unix", b"last_heartbeat_unix", "liveness", b"liveness", "reserved_by", b"reserved_by", "resources", b"resources", "running_tasks", b"running_tasks", "runtimes", b"runtimes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "datasets", b"datasets", "expires_at_unix", b"expires_at_unix", "labels", b"labels", "last_heartbeat_unix", b"last_heartbeat_unix", "liveness", b"liveness", "reserved_by", b"reserved_by", "resources", b"resources", "running_tasks", b"running_tasks", "runtimes", b"runtimes", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
