@@ -58,6 +58,7 @@ from nsfl_ctl.client import ApiClient
 from nsfl_ctl.control_plane_plan import Ports
 from tests.e2e.conftest import client_config, digits_job
 from tests.e2e.harness import Cluster, read_status, wait_for
+from tests.fixtures.pki import TestPki
 
 TARGET_ACCURACY = 0.90
 
@@ -225,7 +226,7 @@ def main() -> None:
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nsfl-bench-")))
         state_dir = base / "state"
         plane = standalone.up(state_dir, ports=Ports(api=0, selector=0, scheduler=0))
-        cluster = Cluster(base)
+        cluster = Cluster(base, TestPki.existing(state_dir / "pki"))  # the plane's own CA
         try:
             api = ApiClient(plane.api_url, plane.token)
             names = start_clients(cluster, base, plane.selector_address)

@@ -36,6 +36,7 @@ from nsfl_ctl import standalone
 from nsfl_ctl.control_plane_plan import Ports
 from tests.e2e.conftest import client_config, digits_job
 from tests.e2e.harness import Cluster, wait_for
+from tests.fixtures.pki import TestPki
 
 
 def _transition_time(job: dict[str, Any], state: str) -> float | None:
@@ -94,7 +95,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nsfl-bench-scheduler-") as tmp:
         base = Path(tmp)
         plane = standalone.up(base / "state", ports=Ports(api=0, selector=0, scheduler=0), timeout=120)
-        cluster = Cluster(base)
+        cluster = Cluster(base, TestPki.existing(base / "state" / "pki"))  # the plane's own CA
         try:
             shares = write_splits(base / "data", clients=3, split="iid", seed=0)
             for index, share in enumerate(shares.values()):

@@ -10,11 +10,12 @@ import pytest
 
 from examples.pytorch_digits.data import write_splits
 from tests.e2e.harness import ROOT, Cluster
+from tests.fixtures.pki import TestPki
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
+def cluster(tmp_path: Path, request: pytest.FixtureRequest, test_pki: TestPki) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, test_pki)
     yield made
     made.teardown()
     report = getattr(request.node, "rep_call", None)

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from tests.fixtures.pki import TestPki
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -69,8 +71,27 @@ class Cluster:
     """The processes of one test, torn down together."""
 
     base: Path
+    pki: TestPki
     procs: list[Proc] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+
+    # --- identities: every process of a cluster speaks mutual TLS with certificates of one test CA ---
+
+    def tls_env(self, prefix: str, kind: str, *path: str) -> dict[str, str]:
+        """``<prefix>TLS_*`` and ``<prefix>TRUST_DOMAIN`` for a process of that identity."""
+        return self.pki.env(prefix, self.pki.identity(kind, *path))
+
+    def tls_config(self, client_id: str) -> dict[str, str]:
+        """The ``tls_*`` keys of a task manager's config file."""
+        settings = self.pki.settings(self.pki.identity("client", client_id))
+        return {key: str(value) for key, value in settings.items()}
+
+    def issuer_env(self) -> dict[str, str]:
+        """What a scheduler needs to sign its coordinators' certificates."""
+        return {
+            "NSFL_SCHEDULER_COORDINATOR_ISSUER_CERT": str(self.pki.directory.issuer),
+            "NSFL_SCHEDULER_COORDINATOR_ISSUER_KEY": str(self.pki.directory.issuer_key),
+        }
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         log = self.base / "logs" / f"{name}.log"
@@ -90,13 +111,16 @@ class Cluster:
                           "--port-file", str(port_file),
                           env={"NSFL_SELECTOR_STATE_DIR": str(self.base / "selector"),
                                "NSFL_SELECTOR_HEARTBEAT_INTERVAL_SECONDS": str(heartbeat_interval),
-                               "NSFL_SELECTOR_HEARTBEAT_TIMEOUT_SECONDS": str(heartbeat_timeout)})
+                               "NSFL_SELECTOR_HEARTBEAT_TIMEOUT_SECONDS": str(heartbeat_timeout),
+                               **self.tls_env("NSFL_SELECTOR_", "selector")})
         port = wait_for("the selector's port file", lambda: port_file.exists() and port_file.read_text().strip(),
                         30, [proc])
         return f"127.0.0.1:{port}"
 
     def start_task_manager(self, name: str, config: dict[str, Any]) -> Proc:
         path = self.base / f"{name}.yaml"
+        if not config.get("insecure"):
+            config = {**self.tls_config(str(config["client_id"])), **config}
         path.write_text(yaml.safe_dump(config))
         return self.start(name, "-m", "task_manager", "--config", str(path))
 
@@ -106,9 +130,11 @@ class Cluster:
         state.mkdir(parents=True, exist_ok=True)
         job_file = workdir / "job.json"
         job_file.write_text(json.dumps(job))
+        identity = ("coordinator", str(job.get("namespace", "default")), str(job["name"]))
         return self.start(name, "-m", "coordinator", "--job", str(job_file), "--workdir", str(workdir),
                           "--selector", selector, "--document-store", f"sqlite://{state / 'nsfl.db'}",
-                          "--object-store", f"file://{state / 'objects'}")
+                          "--object-store", f"file://{state / 'objects'}",
+                          env=self.tls_env("NSFL_COORDINATOR_", *identity))
 
     def teardown(self) -> None:
         for proc in reversed(self.procs):

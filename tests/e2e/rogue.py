@@ -1,6 +1,6 @@
 """A rogue client for fault tests: it speaks the real protocols but sends bad updates.
 
-It registers with the selector like a task manager, accepts every offer, and
+It registers with the selector like a task manager (with its own client certificate), accepts every offer, and
 for training tasks downloads the real global model and uploads a delta that
 ``plan(round)`` chooses: ``"nan"``, ``"shape"``, ``"duplicate"`` (a valid
 delta sent twice) or ``"valid"``.  Every upload's answer is recorded.
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc, selector_pb2, selector_pb2_grpc
-from libs.rpc import open_channel
 from libs.weights.streaming import BlobReceiver
 from libs.weights.tensors import decode, encode
+from libs.wire import Wire
 
 
 @dataclass
@@ -27,12 +27,13 @@ class RogueClient:
     selector: str
     client_id: str
     plan: Callable[[int], str]
+    wire: Wire
     answers: list[tuple[int, str, bool, str]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self._outbox: asyncio.Queue[selector_pb2.ClientMessage] = asyncio.Queue()
-        self._channel = open_channel(self.selector)
+        self._channel = self.wire.channel(self.selector, self.wire.control("selector"))
         stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
         self._outbox.put_nowait(selector_pb2.ClientMessage(register=selector_pb2.Register(
             client_id=self.client_id, runtimes=["pytorch"], max_parallel_tasks=2,
@@ -69,7 +70,7 @@ class RogueClient:
             self._tasks.append(asyncio.create_task(self._work(offer)))
 
     async def _work(self, offer: selector_pb2.TaskOffer) -> None:
-        async with open_channel(offer.coordinator_endpoint) as channel:
+        async with self.wire.channel(offer.coordinator_endpoint, self.wire.coordinator_of(offer.job_id)) as channel:
             stub = coordinator_pb2_grpc.CoordinatorStub(channel)
             if offer.kind == "evaluate":
                 await self._upload(stub, offer, None, {"accuracy": 0.0, "loss": 9.0}, "valid")

@@ -23,6 +23,7 @@ import pytest
 from libs.privacy import PrivacyAccountant
 from tests.e2e.conftest import client_config, digits_job
 from tests.e2e.harness import Cluster, iter_evaluations, read_status, wait_for
+from tests.fixtures.pki import TestPki
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +60,9 @@ class Federation:
 
 @pytest.fixture(scope="module")
 def federation(
-    tmp_path_factory: pytest.TempPathFactory, digits_shares: dict[str, dict[str, Any]]
+    tmp_path_factory: pytest.TempPathFactory, digits_shares: dict[str, dict[str, Any]], test_pki: TestPki
 ) -> Iterator[Federation]:
-    cluster = Cluster(tmp_path_factory.mktemp("algorithms"))
+    cluster = Cluster(tmp_path_factory.mktemp("algorithms"), test_pki)
     try:
         selector = cluster.start_selector()
         for index, share in enumerate(digits_shares.values()):

@@ -19,6 +19,7 @@ import yaml
 
 from tests.e2e.conftest import client_config, digits_job
 from tests.e2e.harness import ROOT, Cluster, wait_for
+from tests.fixtures.pki import TestPki
 
 pytestmark = pytest.mark.slow
 
@@ -79,11 +80,12 @@ def plane(tmp_path_factory: pytest.TempPathFactory, digits_shares: Any) -> Itera
         {"name": "team-b", "token": TEAM_B, "namespaces": ["team-b"], "role": "editor"},
     ]}))
     (state / "tokens.yaml").chmod(0o600)
-    cluster = Cluster(base)
-    made = Plane(state, base / "ctl.yaml", "", cluster)
+    made = Plane(state, base / "ctl.yaml", "", None)  # the cluster comes once the plane made its CA
     up = made.ctl("standalone", "up", "--state-dir", str(state), "--port", "0", "--selector-port", "0",
                   timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr
+    # The plane made its own CA: the clients get their certificates from it.
+    cluster = made.cluster = Cluster(base, TestPki.existing(state / "pki"))
     record = json.loads((state / "standalone.json").read_text())
     made.api = yaml.safe_load(made.config.read_text())["api"]
     selector = next(f"127.0.0.1:{c['port']}" for c in record["components"] if c["name"] == "selector")

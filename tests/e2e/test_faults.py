@@ -147,7 +147,8 @@ def test_nan_wrong_shape_and_duplicate_updates_are_rejected_and_the_model_stays_
         name = f"client-{index}"
         cluster.start_task_manager(name, client_config(name, share, selector, cluster.base / name))
     plans = {1: "nan", 2: "shape", 3: "duplicate"}
-    rogue = RogueClient(selector, "rogue", lambda r: plans.get(r, "valid"))
+    rogue = RogueClient(selector, "rogue", lambda r: plans.get(r, "valid"),
+                        cluster.pki.wire(cluster.pki.identity("client", "rogue")))
     state = cluster.base / "state"
     job = digits_job(rounds=3, evaluateEvery=0, modelPath=initial_model(state), roundTimeoutSeconds=40)
 

@@ -111,9 +111,21 @@ class ProcessKubelet:
             volume, path = volumes[mount["name"]], root / "volumes" / mount["name"]
             path.mkdir(parents=True, exist_ok=True)
             if "configMap" in volume:
-                data = (await self.api.get(CONFIGMAPS, NS, volume["configMap"]["name"]))["data"]
-                for item in volume["configMap"]["items"]:
+                source = volume["configMap"]
+                try:
+                    data = (await self.api.get(CONFIGMAPS, NS, source["name"]))["data"]
+                except Exception:
+                    if source.get("optional"):
+                        continue  # an optional ConfigMap that does not exist mounts nothing
+                    raise
+                for item in source.get("items") or [{"key": k, "path": k} for k in data]:
                     (path / item["path"]).write_text(data[item["key"]])
+            elif "secret" in volume:
+                data = (await self.api.get(SECRETS, NS, volume["secret"]["secretName"]))["data"]
+                for item in volume["secret"].get("items") or [{"key": k, "path": k} for k in data]:
+                    target = path / item["path"]
+                    target.write_bytes(base64.b64decode(data[item["key"]]))
+                    target.chmod(0o400)
             mounts[mount["mountPath"]] = path
         return mounts
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,10 +25,29 @@ import grpc
 import pytest
 
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc, selector_pb2, selector_pb2_grpc
-from libs.rpc import CHANNEL_OPTIONS
 from tests.e2e.harness import ROOT, Cluster, wait_for
+from tests.fixtures.pki import TestPki
 
 FAKE = "tests.unit.job_scheduler.fake_coordinator"
+
+
+class AllNamespaces(grpc.UnaryUnaryClientInterceptor):
+    """Every call on behalf of an admin of all namespaces (the ``nsfl-namespaces`` metadata)."""
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("nsfl-namespaces", "*")]
+        return continuation(
+            CallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready,
+                        details.compression),
+            request,
+        )
+
+
+class CallDetails(
+    namedtuple("CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
 
 
 class PlentyOfClients(selector_pb2_grpc.ClientSelectorServicer):
@@ -36,12 +56,16 @@ class PlentyOfClients(selector_pb2_grpc.ClientSelectorServicer):
 
 
 @pytest.fixture
-def selector() -> Iterator[str]:
+def selector(test_pki: TestPki) -> Iterator[str]:
     # The generated base class declares every RPC abstract; this stand-in answers only SelectClients.
     make: Callable[[], selector_pb2_grpc.ClientSelectorServicer] = PlentyOfClients
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
     selector_pb2_grpc.add_ClientSelectorServicer_to_server(make(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    files = test_pki.files(test_pki.identity("selector"))
+    credentials = grpc.ssl_server_credentials(
+        [(files.key.read_bytes(), files.cert.read_bytes())], files.ca.read_bytes(), require_client_auth=True
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     yield f"127.0.0.1:{port}"
     server.stop(0)
@@ -68,6 +92,8 @@ def start_scheduler(cluster: Cluster, name: str, selector: str, listen: str) -> 
         "NSFL_SCHEDULER_MAX_RUNNING_JOBS": "2",
         "NSFL_SCHEDULER_ADMISSION_INTERVAL_SECONDS": "0.1",
         "NSFL_SCHEDULER_WATCH_INTERVAL_SECONDS": "0.1",
+        **cluster.tls_env("NSFL_SCHEDULER_", "scheduler"),
+        **cluster.issuer_env(),
     }
     proc = cluster.start(name, "-m", "job_scheduler", "--listen", listen, "--port-file", str(port_file), env=env)
     port = wait_for(f"{name}'s port file", lambda: port_file.exists() and port_file.read_text().strip(), 30,
@@ -76,8 +102,13 @@ def start_scheduler(cluster: Cluster, name: str, selector: str, listen: str) -> 
 
 
 class Jobs:
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    """The scheduler's JobControl as the API server calls it: its certificate, an admin's namespaces."""
+
+    def __init__(self, address: str, pki: TestPki) -> None:
+        wire = pki.wire(pki.identity("api-server"))
+        self.channel = grpc.intercept_channel(
+            wire.sync_channel(address, wire.control("scheduler")), AllNamespaces()
+        )
         self.stub = scheduler_pb2_grpc.JobControlStub(self.channel)
 
     def submit(self, name: str, launches: Path, **fake: Any) -> None:
@@ -99,7 +130,7 @@ def test_a_killed_scheduler_is_replaced_and_every_job_ends_right_with_one_launch
 ) -> None:
     launches = tmp_path / "launches.txt"
     first, address = start_scheduler(cluster, "scheduler-1", selector, "127.0.0.1:0")
-    jobs = Jobs(address)
+    jobs = Jobs(address, cluster.pki)
     jobs.submit("running", launches, rounds=3, roundSeconds=1.5)
     jobs.submit("stopping", launches, rounds=1, holdSeconds=60, stopSeconds=3)
     wait_for("both jobs to run", lambda: {jobs.state("running"), jobs.state("stopping")} == {"RUNNING"}, 20,
@@ -111,7 +142,7 @@ def test_a_killed_scheduler_is_replaced_and_every_job_ends_right_with_one_launch
     jobs.channel.close()
 
     second, _ = start_scheduler(cluster, "scheduler-2", selector, address)
-    jobs = Jobs(address)
+    jobs = Jobs(address, cluster.pki)
     procs = [first, second]
     wait_for("the stop to complete", lambda: jobs.state("stopping") == "STOPPED", 30, procs)
     wait_for("the running job to finish", lambda: jobs.state("running") == "FINISHED", 30, procs)
