@@ -1,4 +1,9 @@
-"""``python -m coordinator --job job.yaml --workdir DIR ...``: run one job's coordinator."""
+"""``python -m coordinator --job job.yaml --workdir DIR ...``: run one job's coordinator.
+
+Every flag has an ``NSFL_COORDINATOR_*`` variable (``--tls-cert`` is
+``NSFL_COORDINATOR_TLS_CERT``); the job scheduler passes the certificate it
+signed for the job that way, so it stays out of process listings.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__)
     parser.add_argument("--config", type=Path, help="settings file (YAML or JSON)")
     for name in ("job", "workdir", "selector", "listen", "advertise-host", "document-store", "object-store",
-                 "scheduler", "token", "log-level", "extenders-root"):
+                 "scheduler", "token", "log-level", "extenders-root",
+                 "tls-ca", "tls-cert", "tls-key", "tls-crl", "trust-domain"):
         parser.add_argument(f"--{name}")
     parser.add_argument("--log-json", action="store_true", default=None)
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="plaintext gRPC on loopback, for tests only")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     try:

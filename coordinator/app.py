@@ -1,7 +1,12 @@
 """Wiring of one coordinator process: stores, selector client, gRPC server, driver.
 
 The only place that opens connections and starts servers; everything it
-builds is passed explicitly to the driver and the servicer.
+builds is passed explicitly to the driver and the servicer.  One
+:class:`~libs.wire.Wire` serves the job's executors and dials the selector
+and the scheduler, with the certificate the scheduler signed for this job:
+it must name this very job (:func:`open_wire`), since clients dial the
+coordinator by its job's identity and the selector and the scheduler let a
+coordinator act only on its own job.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from coordinator.secure_encoding import config_from_spec
 from coordinator.secure_rounds import SecureRounds
 from coordinator.selector_client import SelectorClient
 from coordinator.settings import CoordinatorSettings
+from libs.errors import InvalidSetting
 from libs.jobspec import parse_spec_text, validate_spec
 from libs.objects import open_object_store
 from libs.protos import coordinator_pb2_grpc
-from libs.rpc import add_port, make_server
 from libs.store import open_document_store
+from libs.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,19 @@ def load_job(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     raw = json.loads(text) if path.suffix == ".json" else parse_spec_text(text, str(path))
     return validate_spec(raw)
+
+
+def open_wire(settings: CoordinatorSettings, job_id: str) -> Wire:
+    """This process's wire; its certificate must be the coordinator identity of ``job_id``."""
+    wire = Wire.from_settings(settings, role="coordinator")
+    identity = wire.identity
+    if identity is not None and identity.job_id != job_id:
+        raise InvalidSetting(
+            f"setting 'tls_cert' ({settings.tls_cert}) identifies {identity.uri}, the coordinator of job "
+            f"{identity.job_id}, but this coordinator runs job {job_id}; give it the certificate the "
+            "scheduler issued for this job"
+        )
+    return wire
 
 
 async def end_client_tasks(selector: SelectorClient, job_id: str, clients: set[str], state: str) -> None:
@@ -57,6 +76,7 @@ async def run(settings: CoordinatorSettings) -> int:
     spec = load_job(settings.job)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     plan = plan_from_spec(spec)
+    wire = open_wire(settings, plan.job_id)  # before anything is opened: a wrong certificate stops here
     # Every resource is closed on the way out, whatever fails: an unclosed store
     # thread would keep the process alive after an error.
     async with contextlib.AsyncExitStack() as resources:
@@ -64,13 +84,13 @@ async def run(settings: CoordinatorSettings) -> int:
         resources.push_async_callback(documents.close)
         objects = open_object_store(settings.object_store)
         resources.push_async_callback(objects.close)
-        selector = SelectorClient(settings.selector)
+        selector = SelectorClient(settings.selector, wire)
         resources.push_async_callback(selector.close)
         reporter = ProgressReporter(settings.workdir / "status.json", job_id=plan.job_id,
-                                    scheduler=settings.scheduler or None, token=settings.token)
+                                    scheduler=settings.scheduler or None, token=settings.token, wire=wire)
         resources.push_async_callback(reporter.close)
-        server = make_server()
-        port = add_port(server, settings.listen)
+        server = wire.server()
+        port = wire.add_port(server, settings.listen)
         endpoint = f"{settings.advertise_host}:{port}"
         stop = asyncio.Event()
         secure = config_from_spec(spec)

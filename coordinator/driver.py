@@ -102,8 +102,8 @@ class Driver:
 
     # -- servicer-facing delegation ------------------------------------------------
     def __getattr__(self, name: str) -> Any:
-        if name in ("token_known", "model_for", "begin_upload", "finish_upload", "end_upload", "reject",
-                    "report_task", "max_init_size", "secure_aggregation"):
+        if name in ("token_known", "ticket_for", "model_for", "begin_upload", "finish_upload", "end_upload",
+                    "reject", "report_task", "max_init_size", "secure_aggregation"):
             return getattr(self.runner, name)
         raise AttributeError(name)
 

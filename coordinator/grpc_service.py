@@ -6,6 +6,15 @@ update is received into one preallocated buffer (the size is known from the
 header and bounded by the global model's size before anything is buffered),
 checked against its SHA-256, decoded without copying, validated against the
 global model, and folded into the round's running sum by the driver.
+
+Who may call what: the authorisation guard (:mod:`libs.wire.guard`) lets only
+client identities call the task RPCs and only the scheduler (or this
+coordinator) call ``GetStatus`` and ``Stop``.  What only this servicer can
+check is the task: a task token is a bearer secret, so each task RPC also
+requires that the calling client is the client the token's ticket was issued
+to (:meth:`CoordinatorService._require_holder`).  A token used by another
+enrolled client is refused with ``PERMISSION_DENIED`` before anything about
+the task changes: the real client's upload, report or download is unaffected.
 """
 
 from __future__ import annotations
@@ -21,9 +30,11 @@ from libs.errors import InvalidState, NotFound, NsflError, PermissionDenied, Val
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.rpc import handle_errors
 from libs.weights.streaming import SUBMIT_MAX_BYTES, BlobReceiver, frames_for
+from libs.wire import current_caller, require_caller_is_client
 
 if TYPE_CHECKING:
     from coordinator.driver import Driver
+    from coordinator.rounds import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +46,35 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
 
+    def _require_holder(self, token: str, claimed_client: str | None = None) -> Ticket | None:
+        """Refuse a caller that is not the client of ``token``'s task (or not ``claimed_client``).
+
+        The ticket, or None for a token this coordinator does not know (the round closed, or
+        never issued): each RPC answers that case as it always has.  On an insecure server (tests
+        only) there is no caller to check.
+        """
+        ticket: Ticket | None = self.driver.ticket_for(token)
+        caller = current_caller()
+        if ticket is not None and caller is not None and caller.client_id != ticket.client_id:
+            log.warning("refused %s: it presented the token of task %s, which another client holds",
+                        caller.uri, ticket.task_id)
+            raise PermissionDenied(f"{caller.uri} does not hold this task: its token was issued to another client")
+        if claimed_client is not None:  # a frame naming another client is refused, whatever its token
+            require_caller_is_client(claimed_client)
+        return ticket
+
+    def _require_task(self, token: str, what: str) -> Ticket:
+        ticket = self._require_holder(token)
+        if ticket is None:
+            raise PermissionDenied(f"unknown task token: {what} needs the token of an offered task")
+        return ticket
+
     @handle_errors
     async def DownloadModel(self, request: coordinator_pb2.DownloadRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.TransferFrame]:
         if request.job_id != self.driver.job_id:
             raise NotFound(f"this coordinator runs job {self.driver.job_id}, not {request.job_id!r}")
-        if not self.driver.token_known(request.task_token):
-            raise PermissionDenied("unknown task token: download needs the token of an offered task")
+        self._require_task(request.task_token, "download")
         model = self.driver.model_for(request.sha256)
         if model is None:
             raise NotFound(f"no global model with SHA-256 {request.sha256[:12]}... (the round moved on)")
@@ -80,6 +113,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def _take_update(self, header: coordinator_pb2.UpdateHeader,
                            receive: Callable[[BlobReceiver], Awaitable[None]]) -> coordinator_pb2.UploadResult:
         """Check an update's header, receive its payload (``receive``), hand it to the round."""
+        # The caller first: another client's refused upload must not touch the task (begin_upload
+        # marks it as arriving, and a failed payload rejects it).
+        self._require_holder(header.task_token, claimed_client=header.client_id)
         try:
             ticket, model = self.driver.begin_upload(header)
         except ValueError as exc:
@@ -106,12 +142,14 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     @handle_errors
     async def GetUploadOffset(self, request: coordinator_pb2.UploadOffsetRequest,
                               context: grpc.aio.ServicerContext) -> coordinator_pb2.UploadOffsetResponse:
+        self._require_task(request.task_token, "an upload offset")
         # Updates are small next to a round's deadline; a broken upload is sent again whole.
         return coordinator_pb2.UploadOffsetResponse(offset=0)
 
     @handle_errors
     async def ReportTaskStatus(self, request: common_pb2.TaskStatus,
                                context: grpc.aio.ServicerContext) -> common_pb2.Ack:
+        self._require_holder(request.task_token)  # another client must not drop this one's task
         self.driver.report_task(request)
         return common_pb2.Ack(ok=True)
 
@@ -120,8 +158,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                           context: grpc.aio.ServicerContext) -> coordinator_pb2.TaskPlan:
         if request.job_id != self.driver.job_id:
             raise NotFound(f"this coordinator runs job {self.driver.job_id}, not {request.job_id!r}")
-        if not self.driver.token_known(request.task_token):
-            raise PermissionDenied("unknown task token: a task plan needs the token of an offered task")
+        self._require_task(request.task_token, "a task plan")
         return coordinator_pb2.TaskPlan(secure_aggregation=self.driver.secure_aggregation is not None)
 
     @handle_errors
@@ -129,6 +166,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                          context: grpc.aio.ServicerContext) -> coordinator_pb2.AwaitModelReply:
         if request.job_id != self.driver.job_id:
             raise NotFound(f"this coordinator runs job {self.driver.job_id}, not {request.job_id!r}")
+        self._require_holder(request.task_token)
         remaining = context.time_remaining()  # answered before the caller gives up, not after
         timeout = math.inf if remaining is None else max(0.0, remaining - 0.05)
         return await self.driver.runner.await_model(request.task_id, request.task_token, request.round, timeout)
@@ -139,7 +177,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         secure = self.driver.secure_aggregation
         if secure is None:
             raise InvalidState(f"job {self.driver.job_id} does not use secure aggregation")
-        async for frame in secure.serve(request_iterator):
+        first = await anext(aiter(request_iterator), None)
+        if first is not None and first.WhichOneof("frame") == "join":
+            self._require_holder(first.join.task_token, claimed_client=first.join.client_id)
+        async for frame in secure.serve(_chained(first, request_iterator)):
             yield frame
 
     @handle_errors
@@ -151,3 +192,14 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def Stop(self, request: coordinator_pb2.StopRequest, context: grpc.aio.ServicerContext) -> common_pb2.Ack:
         self.driver.request_stop(request.reason or "stop requested")
         return common_pb2.Ack(ok=True, message="stopping at the next safe point")
+
+
+async def _chained(first: coordinator_pb2.SecAggClientFrame | None,
+                   rest: AsyncIterator[coordinator_pb2.SecAggClientFrame],
+                   ) -> AsyncIterator[coordinator_pb2.SecAggClientFrame]:
+    """The stream as it came, its first frame (already read for the caller check) included."""
+    if first is None:
+        return
+    yield first
+    async for frame in rest:
+        yield frame

@@ -54,7 +54,7 @@ from typing import Any
 from coordinator.growing_json import GrowingListEncoder, encode_object
 from coordinator.offload import behind_the_round, run_sized
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
-from libs.rpc import open_channel
+from libs.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,16 @@ class PendingReport:
 
 class ProgressReporter:
     def __init__(self, status_file: Path, *, job_id: str, scheduler: str | None = None,
-                 token: str = "") -> None:
+                 token: str = "", wire: Wire | None = None) -> None:
         self.status_file = status_file
         self.job_id = job_id
         self.status: dict[str, Any] = {"job_id": job_id, "state": "STARTING", "reason": "", "round": 0,
                                        "rounds": 0, "endpoint": "", "history": [], "checkpoints": []}
         self._token = token
-        self._channel = open_channel(scheduler) if scheduler else None
+        if scheduler and wire is None:
+            raise ValueError("reporting to a scheduler needs the coordinator's wire")
+        # Only the scheduler's identity (control/scheduler) may answer; it takes reports of this job only.
+        self._channel = wire.channel(scheduler, wire.control("scheduler")) if scheduler and wire else None
         self._stub = scheduler_pb2_grpc.JobControlStub(self._channel) if self._channel else None
         self._lists = {"history": GrowingListEncoder(unsettled=2), "checkpoints": GrowingListEncoder(unsettled=0)}
         self._written_state = ""

@@ -83,6 +83,10 @@ class RoundRunner:
     def token_known(self, token: str) -> bool:
         return token in self._tokens
 
+    def ticket_for(self, token: str) -> Ticket | None:
+        """The live task ``token`` was issued for (this round's, or one offered ahead), if any."""
+        return self._tokens.get(token)
+
     def model_for(self, sha256: str) -> GlobalModel | None:
         return self.model if self.model is not None and self.model.sha256 == sha256 else None
 

@@ -1,7 +1,9 @@
 """Adapter: the coordinator's calls to the client selector (gRPC).
 
 Wire types stay here: the driver passes plain values and gets plain values
-back, so it can be tested against a fake with the same four methods.
+back, so it can be tested against a fake with the same four methods.  The
+channel answers only to the selector's identity (``control/selector``), over
+the coordinator's own :class:`~libs.wire.Wire`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import grpc
 import grpc.aio
 
 from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
-from libs.rpc import call_errors, error_from_rpc, open_channel
+from libs.rpc import call_errors, error_from_rpc
+from libs.wire import Wire
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,8 @@ class Offer:
 
 
 class SelectorClient:
-    def __init__(self, target: str, *, call_timeout: float = 15.0) -> None:
-        self._channel: grpc.aio.Channel = open_channel(target)
+    def __init__(self, target: str, wire: Wire, *, call_timeout: float = 15.0) -> None:
+        self._channel: grpc.aio.Channel = wire.channel(target, wire.control("selector"))
         self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
         self._timeout = call_timeout
         self._one_by_one = False  # the selector has no OfferTasks (an older one)

@@ -1,4 +1,12 @@
-"""Settings of one coordinator process (``NSFL_COORDINATOR_*`` or command-line flags)."""
+"""Settings of one coordinator process (``NSFL_COORDINATOR_*`` or command-line flags).
+
+The wire fields (``tls_ca``, ``tls_cert``, ``tls_key``, ``tls_crl``,
+``trust_domain``, ``insecure``) come from :class:`~libs.wire.WireSettings`:
+the job scheduler passes them as ``NSFL_COORDINATOR_TLS_*`` variables, with a
+certificate it signed for this one job, both to a coordinator started cold
+and to a standby at hand-over (:mod:`coordinator.standby` replaces the
+environment before the settings are read).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from libs.errors import InvalidSetting
+from libs.wire import WireSettings
 
 
 @dataclass(frozen=True)
-class CoordinatorSettings:
+class CoordinatorSettings(WireSettings):
     job: Path = Path("job.json")
     workdir: Path = Path(".")
     selector: str = "127.0.0.1:50051"
@@ -31,3 +40,4 @@ class CoordinatorSettings:
             raise InvalidSetting("setting 'object_store' is required (e.g. file:///state/objects)")
         if ":" not in self.listen:
             raise InvalidSetting(f"setting 'listen' must be host:port, got {self.listen!r}")
+        self.validate_wire([self.listen, self.selector, self.scheduler])

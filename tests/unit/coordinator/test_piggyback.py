@@ -1,4 +1,8 @@
-"""Evaluation riding on the next round's training, and the writes kept out of a round's way."""
+"""Evaluation riding on the next round's training, and the writes kept out of a round's way.
+
+The fake scheduler is served over mutual TLS as the scheduler's identity, and
+the reporter dials it as the coordinator of ``ns/job`` (the job it reports).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from coordinator.piggyback import EvaluationPiggyback, take_evaluation
 from coordinator.progress import ProgressReporter
 from coordinator.rounds import Ticket
 from libs.protos import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+from libs.wire import Wire
+from tests.fixtures.pki import TestPki
 
 
 def ticket(client: str, metrics: dict[str, float]) -> Ticket:
@@ -90,6 +96,19 @@ async def test_a_progress_update_returns_at_once_and_close_writes_the_last_state
     assert status["state"] == "FINISHED" and status["history"] == [{"round": 1, "evaluation": {"accuracy": 0.7}}]
 
 
+async def serving(scheduler: Scheduler, pki: TestPki) -> tuple[grpc.aio.Server, str]:
+    wire = pki.wire(pki.identity("scheduler"))
+    server = wire.server()
+    scheduler_pb2_grpc.add_JobControlServicer_to_server(scheduler, server)
+    port = wire.add_port(server, "127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def coordinator_wire(pki: TestPki) -> Wire:
+    return pki.wire(pki.identity("coordinator", "ns", "job"))
+
+
 class Scheduler(scheduler_pb2_grpc.JobControlServicer):
     def __init__(self) -> None:
         self.reports: list[scheduler_pb2.ProgressReport] = []
@@ -107,15 +126,14 @@ class Scheduler(scheduler_pb2_grpc.JobControlServicer):
                 await self.arrived.wait()
 
 
-async def test_a_round_revised_with_its_evaluation_travels_in_the_next_rounds_report(tmp_path: Path) -> None:
+async def test_a_round_revised_with_its_evaluation_travels_in_the_next_rounds_report(
+    tmp_path: Path, test_pki: TestPki,
+) -> None:
     scheduler = Scheduler()
-    server = grpc.aio.server()
-    scheduler_pb2_grpc.add_JobControlServicer_to_server(scheduler, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, address = await serving(scheduler, test_pki)
     try:
-        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=f"127.0.0.1:{port}",
-                                    token="secret")
+        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=address,
+                                    token="secret", wire=coordinator_wire(test_pki))
         first: dict[str, Any] = {"round": 1}
         await reporter.update(state="RUNNING", round=1, round_record=first)
         await reporter.flush()  # reported before round 2 ends (otherwise both fold into one report)
@@ -132,22 +150,17 @@ async def test_a_round_revised_with_its_evaluation_travels_in_the_next_rounds_re
     assert status["history"] == [{"round": 1, "evaluation": {"accuracy": 0.8}}, {"round": 2}]
 
 
-async def serving(scheduler: Scheduler) -> tuple[grpc.aio.Server, str]:
-    server = grpc.aio.server()
-    scheduler_pb2_grpc.add_JobControlServicer_to_server(scheduler, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
 
 
 async def test_rounds_reported_while_the_pace_holds_fold_into_one_report_that_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_pki: TestPki,
 ) -> None:
     monkeypatch.setattr(progress, "PACE_SECONDS", 60.0)  # nothing after the first report goes unless urgent
     scheduler = Scheduler()
-    server, address = await serving(scheduler)
+    server, address = await serving(scheduler, test_pki)
     try:
-        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=address, token="t")
+        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=address, token="t",
+                                    wire=coordinator_wire(test_pki))
         records: list[dict[str, Any]] = [{"round": n} for n in range(1, 5)]
         await reporter.update(state="RUNNING", round=1, round_record=records[0])
         await scheduler.received(1)
@@ -176,12 +189,15 @@ async def test_rounds_reported_while_the_pace_holds_fold_into_one_report_that_lo
     assert [c["round"] for c in status["checkpoints"]] == [2, 3, 4]
 
 
-async def test_flush_delivers_what_the_pace_holds_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_flush_delivers_what_the_pace_holds_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_pki: TestPki,
+) -> None:
     monkeypatch.setattr(progress, "PACE_SECONDS", 60.0)
     scheduler = Scheduler()
-    server, address = await serving(scheduler)
+    server, address = await serving(scheduler, test_pki)
     try:
-        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=address)
+        reporter = ProgressReporter(tmp_path / "status.json", job_id="ns/job", scheduler=address,
+                                    wire=coordinator_wire(test_pki))
         await reporter.update(state="RUNNING", round=1, round_record={"round": 1})
         await reporter.flush()
         await reporter.update(round=2, round_record={"round": 2})

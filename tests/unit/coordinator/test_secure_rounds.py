@@ -4,7 +4,9 @@ A real ``grpc.aio`` server on ``127.0.0.1:0`` serves :class:`CoordinatorService`
 over a real :class:`RoundRunner`; a fake selector accepts every offer and
 starts a fake client for it, which speaks ``SecureAggregate`` with a real
 :class:`SecAggClient` and can misbehave on cue (leave, stall, send the wrong
-stage, present a bad token, try a plain upload).
+stage, present a bad token, try a plain upload, present another client's task).
+Everything speaks mutual TLS: the server as the coordinator of ``ns/job``,
+each fake client as ``client/<name>`` (certificates from ``test_pki``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from libs.errors import UpdateRejected
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.secagg import KeyDirectory, Mode, RoundSetup, SecAggClient, ShareDelivery, UnmaskRequest
 from libs.secagg.wire import WireMessage
+from tests.fixtures.pki import TestPki
 
 JOB = "ns/job"
 WEIGHTS = {
@@ -72,6 +75,7 @@ class Behaviour:
     plain_upload: bool = False  # try UploadUpdate first
     absent: bool = False  # never join; the task manager reports the task failed
     chunk: int = 97  # piece size: every message arrives in several pieces
+    impersonate: str = ""  # join with this other client's task (its id, task and stolen token)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Verdict:
     reason: str = ""
     plain: tuple[bool, str] | None = None
     stopped_at: str = ""
+    code: grpc.StatusCode | None = None  # the stream ended with this error status
 
 
 class Excluded(Exception):
@@ -89,9 +94,11 @@ class Excluded(Exception):
 
 
 class FakeClient:
-    def __init__(self, endpoint: str, offer: Offer, behaviour: Behaviour) -> None:
-        self.offer, self.b = offer, behaviour
-        self.channel = grpc.aio.insecure_channel(endpoint)
+    def __init__(self, endpoint: str, offer: Offer, behaviour: Behaviour, pki: TestPki,
+                 offers: dict[str, Offer]) -> None:
+        self.offer, self.b, self.offers = offer, behaviour, offers
+        wire = pki.wire(pki.identity("client", offer.client_id))
+        self.channel = wire.channel(endpoint, wire.coordinator_of(JOB))
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
         self.outbox: asyncio.Queue[coordinator_pb2.SecAggClientFrame | None] = asyncio.Queue()
         self.verdict = Verdict()
@@ -141,6 +148,8 @@ class FakeClient:
             await self._run()
         except Excluded as exc:
             self.verdict.included, self.verdict.reason = exc.outcome.included, exc.outcome.reason
+        except grpc.aio.AioRpcError as exc:
+            self.verdict.code, self.verdict.reason = exc.code(), exc.details() or ""
         finally:
             self.outbox.put_nowait(None)
             await self.channel.close()
@@ -156,8 +165,9 @@ class FakeClient:
             self.verdict.plain = (result.accepted, result.reason)
         self.call = self.stub.SecureAggregate(self.frames())
         self.replies = self.call.__aiter__()
-        join = coordinator_pb2.SecAggJoin(job_id=JOB, round=offer.round, client_id=offer.client_id,
-                                          task_id=offer.task_id, task_token=b.token or offer.token,
+        task = self.offers[b.impersonate] if b.impersonate else offer
+        join = coordinator_pb2.SecAggJoin(job_id=JOB, round=offer.round, client_id=task.client_id,
+                                          task_id=task.task_id, task_token=b.token or task.token,
                                           base_sha256=offer.model_sha256, metrics={"loss": 0.5})
         self.outbox.put_nowait(coordinator_pb2.SecAggClientFrame(join=join))
         plan = await self.frame("plan")
@@ -197,7 +207,9 @@ class FakeClient:
 @dataclass
 class FakeSelector:
     behaviours: dict[str, Behaviour]
+    pki: TestPki
     endpoint: str = ""
+    offers: dict[str, Offer] = field(default_factory=dict)
     runner: RoundRunner | None = None
     clients: dict[str, asyncio.Task[Verdict]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
@@ -213,7 +225,9 @@ class FakeSelector:
             self.runner.report_task(common_pb2.TaskStatus(task_id=offer.task_id, task_token=offer.token,
                                                           state=common_pb2.TASK_FAILED, reason="executor crashed"))
         else:
-            self.clients[offer.client_id] = asyncio.create_task(FakeClient(self.endpoint, offer, behaviour).run())
+            self.offers[offer.client_id] = offer
+            client = FakeClient(self.endpoint, offer, behaviour, self.pki, self.offers)
+            self.clients[offer.client_id] = asyncio.create_task(client.run())
         return True, ""
 
     async def offer_many(self, offers: list[Offer], *, answer_timeout: float) -> list[tuple[bool, str]]:
@@ -244,19 +258,21 @@ class Round:
         return self.aggregator.result()
 
 
-async def run_secure_round(behaviours: dict[str, Behaviour], cfg: SecureAggregationConfig | None = None, *,
+async def run_secure_round(pki: TestPki, behaviours: dict[str, Behaviour],
+                           cfg: SecureAggregationConfig | None = None, *,
                            target: int | None = None, minimum: int = 2, round_timeout: float = 20.0) -> Round:
-    selector = FakeSelector(behaviours)
+    selector = FakeSelector(behaviours, pki)
     plan = JobPlan(job_id=JOB, namespace="ns", runtime="pytorch", entry="train", mode="script", parameters={},
                    datasets=[], clients_per_round=len(behaviours), min_clients=minimum, round_timeout=round_timeout,
                    task_timeout=round_timeout, redundancy=1.0, requirement={}, random=False, untrained_first=False)
     secure = SecureRounds(cfg or config())
-    server = grpc.aio.server()
-    port = server.add_insecure_port("127.0.0.1:0")
+    wire = pki.wire(pki.identity("coordinator", "ns", "job"))
+    server = wire.server()
+    port = wire.add_port(server, "127.0.0.1:0")
     runner = RoundRunner(plan, selector, lambda: f"127.0.0.1:{port}", stop_event=asyncio.Event(),  # type: ignore[arg-type]
                          secure_aggregation=secure)
     runner.model = GlobalModel.from_weights(dict(WEIGHTS), 0)
-    driver = SimpleNamespace(job_id=JOB, secure_aggregation=secure, token_known=runner.token_known,
+    driver = SimpleNamespace(job_id=JOB, secure_aggregation=secure, ticket_for=runner.ticket_for,
                              begin_upload=runner.begin_upload, end_upload=runner.end_upload, reject=runner.reject)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)  # type: ignore[arg-type]
     selector.endpoint, selector.runner = f"127.0.0.1:{port}", runner
@@ -283,9 +299,9 @@ def assert_mean(result: dict[str, np.ndarray], expected: dict[str, np.ndarray]) 
         np.testing.assert_allclose(result[name], array, atol=1e-4)
 
 
-async def test_a_double_mask_round_decodes_the_sample_weighted_mean_of_its_clients() -> None:
+async def test_a_double_mask_round_decodes_the_sample_weighted_mean_of_its_clients(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3)}
-    done = await run_secure_round(behaviours)
+    done = await run_secure_round(test_pki, behaviours)
     assert done.book.succeeded and sorted(t.client_id for t in done.book.accepted) == ["a", "b", "c"]
     assert_mean(done.mean(), expected_mean(behaviours, ["a", "b", "c"]))
     assert all(v.included for v in done.verdicts.values()), done.verdicts
@@ -298,10 +314,12 @@ async def test_a_double_mask_round_decodes_the_sample_weighted_mean_of_its_clien
     assert all(t.num_samples == 0 and t.metrics == {"loss": 0.5} for t in done.book.accepted)
 
 
-async def test_a_client_that_leaves_after_sharing_is_unmasked_out_and_the_sum_still_decodes() -> None:
+async def test_a_client_that_leaves_after_sharing_is_unmasked_out_and_the_sum_still_decodes(
+    test_pki: TestPki,
+) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2, leave_after=SHARE_DELIVERY),
                   "c": Behaviour(30, 3), "d": Behaviour(5, 4)}
-    done = await run_secure_round(behaviours, config(threshold=3))
+    done = await run_secure_round(test_pki, behaviours, config(threshold=3))
     assert done.book.succeeded and sorted(t.client_id for t in done.book.accepted) == ["a", "c", "d"]
     assert_mean(done.mean(), expected_mean(behaviours, ["a", "c", "d"]))
     summary = done.secure.record_fields()["secureAggregation"]
@@ -309,56 +327,71 @@ async def test_a_client_that_leaves_after_sharing_is_unmasked_out_and_the_sum_st
     assert "stream" in done.book.summary()["dropped"]["b"]
 
 
-async def test_a_client_that_stalls_is_dropped_at_the_stage_deadline() -> None:
+async def test_a_client_that_stalls_is_dropped_at_the_stage_deadline(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3, stall_after=SHARE_DELIVERY)}
-    done = await run_secure_round(behaviours, config(stage_seconds=1.0))
+    done = await run_secure_round(test_pki, behaviours, config(stage_seconds=1.0))
     assert sorted(t.client_id for t in done.book.accepted) == ["a", "b"]
     assert_mean(done.mean(), expected_mean(behaviours, ["a", "b"]))
     assert done.verdicts["c"].included is False and "masked input" in done.verdicts["c"].reason
 
 
-async def test_a_client_that_never_answers_the_unmasking_is_still_in_the_sum() -> None:
+async def test_a_client_that_never_answers_the_unmasking_is_still_in_the_sum(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3, leave_after=UNMASK_REQUEST)}
-    done = await run_secure_round(behaviours)
+    done = await run_secure_round(test_pki, behaviours)
     assert_mean(done.mean(), expected_mean(behaviours, ["a", "b", "c"]))
     assert done.secure.record_fields()["secureAggregation"]["unmasked"] == 2
 
 
-async def test_one_mask_rounds_fail_when_any_client_drops() -> None:
+async def test_one_mask_rounds_fail_when_any_client_drops(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3, leave_after=KEY_DIRECTORY)}
-    done = await run_secure_round(behaviours, config(Mode.ONE_MASK))
+    done = await run_secure_round(test_pki, behaviours, config(Mode.ONE_MASK))
     assert not done.book.succeeded and "one-mask" in done.book.close_reason
     assert not any(v.included for v in done.verdicts.values())
 
 
-async def test_one_mask_rounds_decode_when_every_client_stays() -> None:
+async def test_one_mask_rounds_decode_when_every_client_stays(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2)}
-    done = await run_secure_round(behaviours, config(Mode.ONE_MASK))
+    done = await run_secure_round(test_pki, behaviours, config(Mode.ONE_MASK))
     assert done.book.succeeded
     assert_mean(done.mean(), expected_mean(behaviours, ["a", "b"]))
 
 
-async def test_a_round_fails_when_too_few_clients_join() -> None:
+async def test_a_round_fails_when_too_few_clients_join(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(absent=True), "c": Behaviour(absent=True)}
-    done = await run_secure_round(behaviours)
+    done = await run_secure_round(test_pki, behaviours)
     assert not done.book.succeeded and "only 1 clients joined" in done.book.close_reason
     assert done.book.summary()["dropped"]["b"] == "executor crashed"
     assert done.verdicts["a"].included is False
 
 
-async def test_a_join_with_a_bad_token_is_refused_and_the_others_go_on() -> None:
+async def test_a_join_with_a_bad_token_is_refused_and_the_others_go_on(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3, token="forged")}
     # c's task stays outstanding (a forged token names no task), so the join phase lasts until
     # the round deadline less the four stages: 6 - 4 x 1 s.
-    done = await run_secure_round(behaviours, round_timeout=6.0)
+    done = await run_secure_round(test_pki, behaviours, round_timeout=6.0)
     assert "bad token" in done.verdicts["c"].reason and not done.verdicts["c"].included
     assert_mean(done.mean(), expected_mean(behaviours, ["a", "b"]))
 
 
+async def test_a_client_joining_with_another_clients_stolen_token_is_denied_and_that_client_is_summed(
+    test_pki: TestPki,
+) -> None:
+    behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3, impersonate="a")}
+    # c's own task stays outstanding, so the join phase lasts until the round deadline less the stages.
+    done = await run_secure_round(test_pki, behaviours, round_timeout=6.0)
+    assert done.verdicts["c"].code == grpc.StatusCode.PERMISSION_DENIED
+    assert "does not hold this task" in done.verdicts["c"].reason
+    assert done.verdicts["a"].included and done.verdicts["b"].included
+    assert sorted(t.client_id for t in done.book.accepted) == ["a", "b"] and done.book.rejections == []
+    assert_mean(done.mean(), expected_mean(behaviours, ["a", "b"]))
+
+
 @pytest.mark.parametrize("misbehaviour", ["wrong_stage", "huge_piece"])
-async def test_a_message_out_of_stage_or_out_of_bounds_gets_its_sender_refused(misbehaviour: str) -> None:
+async def test_a_message_out_of_stage_or_out_of_bounds_gets_its_sender_refused(
+    test_pki: TestPki, misbehaviour: str,
+) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3, **{misbehaviour: True})}
-    done = await run_secure_round(behaviours)
+    done = await run_secure_round(test_pki, behaviours)
     assert not done.verdicts["c"].included
     assert ("collects 'advertise-keys'" if misbehaviour == "wrong_stage" else "out of bounds") in \
         done.verdicts["c"].reason
@@ -366,9 +399,9 @@ async def test_a_message_out_of_stage_or_out_of_bounds_gets_its_sender_refused(m
     assert_mean(done.mean(), expected_mean(behaviours, ["a", "b"]))
 
 
-async def test_plain_uploads_of_train_updates_are_refused_in_a_secure_job() -> None:
+async def test_plain_uploads_of_train_updates_are_refused_in_a_secure_job(test_pki: TestPki) -> None:
     behaviours = {"a": Behaviour(10, 1, plain_upload=True), "b": Behaviour(20, 2)}
-    done = await run_secure_round(behaviours)
+    done = await run_secure_round(test_pki, behaviours)
     assert done.verdicts["a"].plain == (False, "this job uses secure aggregation: train updates travel over "
                                                "SecureAggregate")
     assert done.verdicts["a"].included
@@ -408,9 +441,11 @@ def test_messages_are_cut_into_pieces_no_larger_than_a_chunk() -> None:
     assert b"".join(p.data for p in cut) == data and [p.offset for p in cut] == [0, MAX_CHUNK, 2 * MAX_CHUNK]
 
 
-async def test_with_redundancy_the_first_target_joiners_are_the_participants_and_later_ones_are_late() -> None:
+async def test_with_redundancy_the_first_target_joiners_are_the_participants_and_later_ones_are_late(
+    test_pki: TestPki,
+) -> None:
     behaviours = {"a": Behaviour(10, 1), "b": Behaviour(20, 2), "c": Behaviour(30, 3)}
-    done = await run_secure_round(behaviours, target=2)
+    done = await run_secure_round(test_pki, behaviours, target=2)
     accepted = sorted(t.client_id for t in done.book.accepted)
     [late] = [name for name, verdict in done.verdicts.items() if verdict.reason.startswith("late:")]
     assert len(accepted) == 2 and late not in accepted

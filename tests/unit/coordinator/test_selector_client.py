@@ -1,4 +1,9 @@
-"""The coordinator's selector client: a round's offers in one call, and one call each to an older selector."""
+"""The coordinator's selector client: a round's offers in one call, and one call each to an older selector.
+
+The fake selectors are served over mutual TLS as the selector's identity, and
+the client dials them as the coordinator of job ``ns/j`` (the job its offers
+name), as a real coordinator does.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import pytest
 
 from coordinator.selector_client import Offer, SelectorClient
 from libs.protos import selector_pb2, selector_pb2_grpc
+from tests.fixtures.pki import TestPki
 
 
 @dataclass
@@ -39,12 +45,16 @@ class NewSelector(OldSelector):
             for o in request.offers])
 
 
-async def serve(servicer: OldSelector) -> AsyncIterator[SelectorClient]:
-    server = grpc.aio.server()
+async def serve(
+    servicer: OldSelector, pki: TestPki, as_who: str = "selector"
+) -> AsyncIterator[SelectorClient]:
+    selector = pki.wire(pki.identity(as_who))
+    server = selector.server()
     selector_pb2_grpc.add_ClientSelectorServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = selector.add_port(server, "127.0.0.1:0")
     await server.start()
-    client = SelectorClient(f"127.0.0.1:{port}", call_timeout=5.0)
+    coordinator = pki.wire(pki.identity("coordinator", "ns", "j"))
+    client = SelectorClient(f"127.0.0.1:{port}", coordinator, call_timeout=5.0)
     try:
         yield client
     finally:
@@ -61,9 +71,9 @@ def offer(client: str, **changes: Any) -> Offer:
 
 
 @pytest.fixture
-async def new() -> AsyncIterator[tuple[NewSelector, SelectorClient]]:
+async def new(test_pki: TestPki) -> AsyncIterator[tuple[NewSelector, SelectorClient]]:
     servicer = NewSelector()
-    async for client in serve(servicer):
+    async for client in serve(servicer, test_pki):
         yield servicer, client
 
 
@@ -83,9 +93,9 @@ async def test_a_rounds_offers_go_in_one_call_with_the_plan_and_the_small_model(
     assert batch.offers[1].offer.model == b""
 
 
-async def test_an_older_selector_gets_one_call_per_offer_and_is_remembered() -> None:
+async def test_an_older_selector_gets_one_call_per_offer_and_is_remembered(test_pki: TestPki) -> None:
     servicer = OldSelector()
-    async for client in serve(servicer):
+    async for client in serve(servicer, test_pki):
         answers = await client.offer_many([offer("c1"), offer("c2")], answer_timeout=1.0)
         assert answers == [(True, "one c1"), (False, "one c2")]
         assert await client.offer(offer("c3"), answer_timeout=1.0) == (True, "one c3")
@@ -101,3 +111,11 @@ async def test_a_failed_batch_drops_its_clients_with_the_reason(new: tuple[NewSe
     assert [accepted for accepted, _ in answers] == [False, False]
     assert all(reason.startswith("offer failed:") and "selector trouble" in reason for _, reason in answers)
     assert servicer.single == [], "an error that is not UNIMPLEMENTED is not a reason to retry one by one"
+
+
+async def test_a_server_that_is_not_the_selector_gets_no_offers(test_pki: TestPki) -> None:
+    servicer = NewSelector()
+    async for client in serve(servicer, test_pki, as_who="scheduler"):
+        answers = await client.offer_many([offer("c1")], answer_timeout=1.0)
+        assert [accepted for accepted, _ in answers] == [False]
+        assert servicer.batches == [] and servicer.single == [], "TLS refused the scheduler's certificate"
