@@ -1,7 +1,9 @@
 """Building and running the client selector: the only place that opens resources.
 
 :class:`SelectorApp` opens the document store, loads the registry, starts
-the gRPC server and the liveness sweeper, and closes them in reverse order.
+the gRPC server (mutual TLS and the authorisation guard, through the
+process's one :class:`~libs.wire.Wire`) and the sweeper (liveness, expired
+reservations, clients past their retention), and closes them in reverse order.
 Tests start it in-process on port 0; :func:`serve` adds what a process needs
 (signal handling, a port file) and is what ``python -m client_selector``
 runs.
@@ -31,8 +33,8 @@ from client_selector.selector import Selector
 from client_selector.settings import SelectorSettings
 from libs.errors import NsflError
 from libs.protos import selector_pb2_grpc
-from libs.rpc import add_port, make_server
 from libs.store import DocumentStore, open_document_store
+from libs.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class SelectorApp:
 
     def __init__(self, settings: SelectorSettings) -> None:
         self.settings = settings
+        self.wire = Wire.from_settings(settings, role="selector")
         self.port: int | None = None
         self._store: DocumentStore | None = None
         self._selector: Selector | None = None
@@ -73,30 +76,31 @@ class SelectorApp:
                 RegistryStore(self._store),
                 heartbeat_timeout=settings.heartbeat_timeout_seconds,
                 reservation_seconds=settings.reservation_seconds,
+                retention_seconds=settings.client_retention_seconds,
+                max_clients_per_source=settings.max_clients_per_source,
             )
             loaded = await self._selector.load()
-            self._server = make_server(settings.tls)
+            self._server = self.wire.server()
             _add_servicer(
                 SelectorServicer(
                     self._selector,
                     heartbeat_interval=settings.heartbeat_interval_seconds,
                     heartbeat_timeout=settings.heartbeat_timeout_seconds,
                     answer_timeout=settings.offer_answer_timeout_seconds,
-                    require_identity=settings.tls is not None,
                 ),
                 self._server,
             )
-            self.port = add_port(self._server, settings.listen, settings.tls)
+            self.port = self.wire.add_port(self._server, settings.listen)
             await self._server.start()
         except BaseException:
             await self.stop()
             raise
         self._sweeper = asyncio.create_task(self._sweep_forever())
         log.info(
-            "client selector serving on port %d (%d known clients, TLS %s)",
+            "client selector serving on port %d (%d known clients, %s)",
             self.port,
             loaded,
-            "on" if settings.tls else "off",
+            "mutual TLS" if self.wire.secure else "INSECURE plaintext",
         )
         return self.port
 

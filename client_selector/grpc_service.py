@@ -3,10 +3,13 @@
 The unary methods are one line of work each.  ``Connect`` is the one with
 some shape, because a task manager's whole session lives in it:
 
-1. the first message must be ``Register`` (else ``INVALID_ARGUMENT``); with
-   mutual TLS the certificate's common name must equal the client id (else
-   ``PERMISSION_DENIED``): identity comes from the certificate, never from
-   the payload alone;
+1. the first message must be ``Register`` (else ``INVALID_ARGUMENT``), and
+   only ``client/<id>`` (the caller's certificate, checked by
+   :func:`libs.wire.require_caller_is_client`) may register as ``<id>``, on
+   the first Register and on any later one (else ``PERMISSION_DENIED``), so
+   no other identity can displace a client's stream; a peer host that
+   already registered ``max_clients_per_source`` other ids is refused too,
+   before anything is stored;
 2. the selector answers ``Registered`` with the heartbeat interval and
    timeout it expects;
 3. a reader task takes ``Heartbeat`` and ``TaskStatus`` messages (any message
@@ -39,10 +42,11 @@ from client_selector import serde
 from client_selector.registry import ClientId
 from client_selector.selector import Selector
 from client_selector.sessions import Session
-from libs.errors import CATALOGUE, NsflError, PermissionDenied, ValidationFailed
+from libs.errors import CATALOGUE, NsflError, ValidationFailed
 from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
-from libs.rpc import handle_errors, peer_identity
+from libs.rpc import handle_errors
 from libs.structured_logging import log_context
+from libs.wire import require_caller_is_client
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +76,11 @@ class SelectorServicer(selector_pb2_grpc.ClientSelectorServicer):
         heartbeat_interval: float,
         heartbeat_timeout: float,
         answer_timeout: float,
-        require_identity: bool,
     ) -> None:
         self._selector = selector
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._answer_timeout = answer_timeout
-        self._require_identity = require_identity
 
     # --- task managers -----------------------------------------------------------------------
 
@@ -98,8 +100,8 @@ class SelectorServicer(selector_pb2_grpc.ClientSelectorServicer):
                 f"the first message on Connect must be Register, got {kind or 'an empty message'}"
             )
         registration = serde.registration_from_proto(first.register)
-        self._check_identity(context, registration.client_id)
-        session = await self._selector.connect(registration)
+        require_caller_is_client(registration.client_id)
+        session = await self._selector.connect(registration, serde.peer_host(context.peer()))
         with log_context(client=session.client_id):
             reader: asyncio.Task[None] | None = None
             try:
@@ -136,15 +138,6 @@ class SelectorServicer(selector_pb2_grpc.ClientSelectorServicer):
             return None
         return cast(selector_pb2.ClientMessage, message)
 
-    def _check_identity(self, context: Context, client_id: ClientId) -> None:
-        if not self._require_identity:
-            return
-        name = peer_identity(context)
-        if name != client_id:
-            raise PermissionDenied(
-                f"client id {client_id!r} does not match the certificate's common name {name!r}"
-            )
-
     async def _read_loop(self, context: Context, session: Session) -> None:
         """Take the task manager's messages until its side of the stream ends."""
         try:
@@ -160,6 +153,7 @@ class SelectorServicer(selector_pb2_grpc.ClientSelectorServicer):
                     self._on_task_status(session, message.task_status)
                 elif kind == "register":
                     registration = serde.registration_from_proto(message.register)
+                    require_caller_is_client(registration.client_id)
                     if registration.client_id != session.client_id:
                         raise ValidationFailed(
                             f"a stream registered as {session.client_id!r} cannot register as "

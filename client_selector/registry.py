@@ -23,6 +23,13 @@ Rules, and why:
   *other* jobs.  Running tasks reported by heartbeats are not subtracted as
   well: they belong to jobs that hold reservations, and counting both would
   count every task twice.
+* **Retention**: a client that is not connected and sent nothing for
+  ``retention`` seconds is expired (removed from the registry and its store),
+  so ids that stopped coming do not stay forever.  :func:`expires_at` is what
+  ListClients shows; an alive client keeps pushing it forward.
+* **Sources**: each record remembers the peer host it last registered from;
+  the selector counts the distinct client ids of a source
+  (:func:`clients_from`) to cap what one host can register.
 * **Picks** remember how many times a client was chosen for each job (the
   most recent :data:`MAX_REMEMBERED_JOBS` jobs), which ``untrainedFirst``
   uses to prefer clients a job has not used yet.
@@ -30,7 +37,7 @@ Rules, and why:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NewType
 
@@ -122,17 +129,25 @@ class ClientRecord:
     picks: Mapping[str, int] = field(default_factory=dict)
     # When it was last chosen by any selection (0: never); drives least-recently-used order.
     last_selected_at: float = 0.0
+    # The peer host it last registered from ("" for records from before sources were kept).
+    source: str = ""
 
     @property
     def dataset_names(self) -> frozenset[str]:
         return frozenset(d.name for d in self.datasets)
 
 
-def register(existing: ClientRecord | None, registration: Registration, now: float) -> ClientRecord:
-    """The record after a (re-)registration: new declarations, kept reservations and history."""
+def register(
+    existing: ClientRecord | None, registration: Registration, now: float, source: str | None = None
+) -> ClientRecord:
+    """The record after a (re-)registration: new declarations, kept reservations and history.
+
+    ``source`` is the peer host it registered from (None: keep the one it had).
+    """
     base = existing if existing is not None else ClientRecord(client_id=registration.client_id)
     return replace(
         base,
+        source=base.source if source is None else source,
         runtimes=registration.runtimes,
         datasets=registration.datasets,
         labels=dict(registration.labels),
@@ -163,6 +178,35 @@ def is_alive(record: ClientRecord, now: float, timeout: float) -> bool:
 def liveness(record: ClientRecord, now: float, timeout: float) -> str:
     """``"alive"`` or ``"lost"``, as ListClients shows it."""
     return ALIVE if is_alive(record, now, timeout) else LOST
+
+
+def expires_at(record: ClientRecord, retention: float) -> float:
+    """When the record is expired if its client stays away from now on (Unix seconds)."""
+    return max(record.last_seen, record.registered_at) + retention
+
+
+def is_expired(record: ClientRecord, now: float, retention: float) -> bool:
+    """A client with no open stream whose last message is older than ``retention`` seconds."""
+    return not record.connected and now >= expires_at(record, retention)
+
+
+def clients_from(records: Iterable[ClientRecord], source: str) -> set[ClientId]:
+    """The distinct client ids whose last registration came from ``source``."""
+    return {r.client_id for r in records if r.source == source}
+
+
+def over_source_cap(
+    records: Iterable[ClientRecord], client_id: ClientId, source: str, cap: int
+) -> str | None:
+    """Why ``client_id`` may not register from ``source`` (it would be one id too many), or None."""
+    known = clients_from(records, source)
+    if client_id in known or len(known) < cap:
+        return None
+    return (
+        f"{source or 'this source'} already registered {len(known)} client ids, the most one host may "
+        "(max_clients_per_source); ids not seen for the retention period are expired, "
+        "or the selector's operator can raise the limit"
+    )
 
 
 def active_reservations(record: ClientRecord, now: float) -> tuple[Reservation, ...]:

@@ -11,6 +11,7 @@ per store), so writes are plain upserts (last writer wins) made on
 registration, on loss, on reservation changes and at shutdown, never on
 every heartbeat: heartbeats only move ``last_seen``, which matters while the
 process lives and is written when the client is lost or the selector stops.
+A client away longer than the retention period is deleted.
 
 Document shape: labels and picks are stored as lists of objects rather than
 maps because the store forbids ``.`` in object keys and label keys such as
@@ -64,6 +65,7 @@ def record_to_data(record: ClientRecord) -> dict[str, Any]:
         ],
         "picks": [{"job_id": job, "count": n} for job, n in record.picks.items()],
         "last_selected_at": record.last_selected_at,
+        "source": record.source,
     }
 
 
@@ -97,6 +99,7 @@ def record_from_data(data: Mapping[str, Any]) -> ClientRecord:
         ),
         picks={str(p["job_id"]): int(p["count"]) for p in data["picks"]},
         last_selected_at=float(data["last_selected_at"]),
+        source=str(data.get("source", "")),  # absent in documents written before sources were kept
     )
 
 
@@ -122,6 +125,10 @@ class RegistryStore:
 
     async def save(self, record: ClientRecord) -> None:
         await self._store.upsert(COLLECTION, record.client_id, record_to_data(record))
+
+    async def delete(self, client_id: ClientId) -> None:
+        """Forget a client (expired by retention); nothing happens if it was never stored."""
+        await self._store.delete(COLLECTION, client_id)
 
     async def save_many(self, records: Iterable[ClientRecord]) -> None:
         for record in records:

@@ -24,6 +24,12 @@ times meanwhile is written once.  A reservation lost
 with a crashed selector is soft state: it would have expired by itself, and a
 retry by the same job renews rather than duplicates it.
 
+Registry hygiene: the sweeper expires clients that stayed away longer than
+the retention period (from memory and the store, under the lock, so the
+persister never writes an expired record back), and :meth:`Selector.connect`
+refuses a new client id from a peer host that already registered
+``max_clients_per_source`` of them, before anything is changed or stored.
+
 One selector per store: it keeps the registry in memory and the streams are
 bound to its process, so a second replica on the same store would not see
 the first one's clients.
@@ -45,8 +51,11 @@ from client_selector.registry import (
     JobId,
     Registration,
     disconnected,
+    expires_at,
     is_alive,
+    is_expired,
     liveness,
+    over_source_cap,
     prune_expired,
     register,
     release,
@@ -57,11 +66,13 @@ from client_selector.registry import (
 from client_selector.registry_store import RegistryStore
 from client_selector.selection import Requirement, Selection, select_clients
 from client_selector.sessions import OfferAnswer, PendingOffers, Session
-from libs.errors import AlreadyExists, NsflError, Unavailable
+from libs.errors import AlreadyExists, NsflError, PermissionDenied, Unavailable
 
 log = logging.getLogger(__name__)
 
 PERSIST_DELAY_SECONDS = 0.25
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
+DEFAULT_MAX_CLIENTS_PER_SOURCE = 100
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class ClientView:
     record: ClientRecord
     liveness: str
     reserved_by: tuple[JobId, ...]
+    expires_at: float  # when the entry is expired if the client stays away (Unix seconds)
 
 
 class Selector:
@@ -96,11 +108,15 @@ class Selector:
         *,
         heartbeat_timeout: float,
         reservation_seconds: float,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        max_clients_per_source: int = DEFAULT_MAX_CLIENTS_PER_SOURCE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self.heartbeat_timeout = heartbeat_timeout
         self._reservation_seconds = reservation_seconds
+        self.retention_seconds = retention_seconds
+        self.max_clients_per_source = max_clients_per_source
         self._clock = clock
         self._records: dict[ClientId, ClientRecord] = {}
         self._sessions: dict[ClientId, Session] = {}
@@ -119,12 +135,13 @@ class Selector:
 
     # --- task manager side -------------------------------------------------------------------
 
-    async def connect(self, registration: Registration) -> Session:
-        """Register a client on a new stream, closing the stream it had before, if any."""
+    async def connect(self, registration: Registration, source: str = "") -> Session:
+        """Register a client on a new stream from peer host ``source``, closing its older stream, if any."""
         client_id = registration.client_id
         async with self._lock:
             if self._closing:
                 raise Unavailable("the client selector is shutting down; reconnect later")
+            self._check_source_cap(client_id, source)
             old = self._sessions.get(client_id)
             if old is not None:
                 log.info(
@@ -140,7 +157,9 @@ class Selector:
                 )
             session = Session(client_id)
             self._sessions[client_id] = session
-            self._records[client_id] = register(self._records.get(client_id), registration, self._clock())
+            self._records[client_id] = register(
+                self._records.get(client_id), registration, self._clock(), source
+            )
             try:
                 await self._store.save(self._records[client_id])
             except BaseException:
@@ -155,6 +174,12 @@ class Selector:
             extra={"client": client_id},
         )
         return session
+
+    def _check_source_cap(self, client_id: ClientId, source: str) -> None:
+        problem = over_source_cap(self._records.values(), client_id, source, self.max_clients_per_source)
+        if problem is not None:
+            log.warning("refused client %s: %s", client_id, problem, extra={"client": client_id})
+            raise PermissionDenied(problem)
 
     async def update_registration(self, session: Session, registration: Registration) -> None:
         """A later Register on the same stream: new declarations, same session."""
@@ -196,15 +221,32 @@ class Selector:
                     ),
                 )
                 await self.disconnect(session, f"no heartbeat for {self.heartbeat_timeout:g}s")
-        expired = []
+        pruned_ids = []
         for client_id, record in list(self._records.items()):
             pruned = prune_expired(record, now)
             if pruned is not record:
                 self._records[client_id] = pruned
-                expired.append(client_id)
-        if expired:
+                pruned_ids.append(client_id)
+        if pruned_ids:
             async with self._lock:
-                await self._save_current(expired)
+                await self._save_current(c for c in pruned_ids if c in self._records)
+        await self._expire(now)
+
+    async def _expire(self, now: float) -> None:
+        """Remove clients that stayed away past the retention period, from memory and the store."""
+        async with self._lock:
+            for client_id, record in list(self._records.items()):
+                if client_id in self._sessions or not is_expired(record, now, self.retention_seconds):
+                    continue
+                del self._records[client_id]
+                self._dirty.pop(client_id, None)
+                await self._store.delete(client_id)
+                log.info(
+                    "client %s expired: not seen for %gs (client_retention_seconds)",
+                    client_id,
+                    self.retention_seconds,
+                    extra={"client": client_id},
+                )
 
     # --- coordinator side --------------------------------------------------------------------
 
@@ -309,7 +351,12 @@ class Selector:
     def list_clients(self, include_lost: bool) -> list[ClientView]:
         now = self._clock()
         views = [
-            ClientView(r, liveness(r, now, self.heartbeat_timeout), reserved_by(r, now))
+            ClientView(
+                r,
+                liveness(r, now, self.heartbeat_timeout),
+                reserved_by(r, now),
+                expires_at(r, self.retention_seconds),
+            )
             for _, r in sorted(self._records.items())
         ]
         return [v for v in views if include_lost or v.liveness != "lost"]

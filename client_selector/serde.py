@@ -225,7 +225,23 @@ def client_info_to_proto(view: ClientView) -> selector_pb2.ClientInfo:
         last_heartbeat_unix=record.last_seen,
         running_tasks=record.running_tasks,
         reserved_by=",".join(view.reserved_by),
+        source=record.source,
+        expires_at_unix=view.expires_at,
     )
+
+
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string (``ipv4:10.0.0.7:5123`` -> ``10.0.0.7``, ``ipv6:[::1]:5123`` -> ``::1``).
+
+    What the per-source cap counts by: every connection from one host is one source, whatever its port.
+    """
+    scheme, sep, rest = peer.partition(":")
+    if not sep:
+        return peer[:256]
+    if scheme in ("ipv4", "ipv6"):
+        host = rest.rsplit(":", 1)[0] if rest.count(":") == 1 or rest.startswith("[") else rest
+        return host.strip("[]")[:256]
+    return peer[:256]  # unix sockets and the like: the whole peer names the source
 
 
 def answer_from_status(status: common_pb2.TaskStatus) -> OfferAnswer | None:

@@ -19,14 +19,17 @@ from typing import Any
 from urllib.parse import quote
 
 from libs.errors import InvalidSetting
-from libs.rpc import TlsFiles
 from libs.settings import load_settings
+from libs.wire import WireSettings
 
 PREFIX = "NSFL_SELECTOR_"
 
 
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
+
+
 @dataclass(frozen=True)
-class SelectorSettings:
+class SelectorSettings(WireSettings):
     """Everything the selector process needs to know, validated at start."""
 
     listen: str = "127.0.0.1:50051"
@@ -39,11 +42,10 @@ class SelectorSettings:
     reservation_seconds: float = 600.0
     # How long OfferTask waits for a task manager's answer when the request does not say.
     offer_answer_timeout_seconds: float = 10.0
-    # Mutual TLS: all three files or none.  With TLS, a task manager's
-    # certificate common name must equal the client id it registers.
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    # A client not seen for this long is removed from the registry (and its store) by the sweeper.
+    client_retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    # Distinct client ids one peer host may have registered; Connect beyond it is refused.
+    max_clients_per_source: int = 100
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -58,6 +60,7 @@ class SelectorSettings:
             "heartbeat_timeout_seconds",
             "reservation_seconds",
             "offer_answer_timeout_seconds",
+            "client_retention_seconds",
         ):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -68,17 +71,17 @@ class SelectorSettings:
                 f"(got {self.heartbeat_timeout_seconds} and {self.heartbeat_interval_seconds}), "
                 "so one late heartbeat does not mark a client lost"
             )
-        given = [f for f in (self.tls_ca, self.tls_cert, self.tls_key) if f is not None]
-        if given and len(given) != 3:
+        if self.client_retention_seconds < self.heartbeat_timeout_seconds:
             raise InvalidSetting(
-                "settings 'tls_ca', 'tls_cert' and 'tls_key' go together: give all three or none"
+                "setting 'client_retention_seconds' must be at least 'heartbeat_timeout_seconds' "
+                f"(got {self.client_retention_seconds} and {self.heartbeat_timeout_seconds}): "
+                "a client is only expired once it has been lost"
             )
-
-    @property
-    def tls(self) -> TlsFiles | None:
-        if self.tls_ca is None or self.tls_cert is None or self.tls_key is None:
-            return None
-        return TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
+        if self.max_clients_per_source < 1:
+            raise InvalidSetting(
+                f"setting 'max_clients_per_source' must be at least 1, got {self.max_clients_per_source}"
+            )
+        self.validate_wire([self.listen])
 
     @property
     def resolved_store_url(self) -> str:

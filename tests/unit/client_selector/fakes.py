@@ -1,8 +1,12 @@
-"""A fake task manager and an in-process selector, for the service tests.
+"""A fake task manager, the control plane's callers and an in-process selector, for the service tests.
 
-The fake speaks the real protocol over a real channel: it opens Connect,
-registers, heartbeats on its own task, and answers offers by a fixed policy,
-so the tests exercise the same path a real task manager takes.
+The fake speaks the real protocol over a real mutual-TLS channel: it opens
+Connect with its own client certificate, registers, heartbeats on its own
+task, and answers offers by a fixed policy, so the tests exercise the same
+path a real task manager takes.  :class:`Callers` makes each coordinator-side
+call as the identity the authorisation table expects (the coordinator of the
+request's job, the scheduler for admission probes, the API server for
+ListClients).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import grpc.aio
 
 from client_selector.app import SelectorApp
 from client_selector.settings import SelectorSettings
+from libs.pki.identity import Identity
 from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
-from libs.rpc import TlsFiles, open_channel
+from libs.wire import Wire
+from tests.fixtures.pki import TestPki
 
 HEARTBEAT = 0.1
 TIMEOUT = 0.5
@@ -35,8 +41,9 @@ def selector_stub(channel: grpc.aio.Channel) -> selector_pb2_grpc.ClientSelector
     return make(channel)
 
 
-def settings_for(db: Path, **changes: Any) -> SelectorSettings:
+def settings_for(db: Path, pki: TestPki, **changes: Any) -> SelectorSettings:
     values: dict[str, Any] = {
+        **pki.settings(pki.identity("selector")),
         "listen": "127.0.0.1:0",
         "store_url": f"sqlite://{db}",
         "heartbeat_interval_seconds": HEARTBEAT,
@@ -71,7 +78,7 @@ class FakeTaskManager:
         datasets: tuple[str, ...] = ("digits",),
         labels: dict[str, str] | None = None,
         max_parallel_tasks: int = 1,
-        tls: TlsFiles | None = None,
+        wire: Wire,
     ) -> None:
         self.client_id = client_id
         self.policy: Policy = policy
@@ -89,7 +96,7 @@ class FakeTaskManager:
         self.ended = asyncio.Event()
         self.end_code: grpc.StatusCode | None = None
         self.end_details = ""
-        self._channel = open_channel(target, tls)
+        self._channel = wire.channel(target, wire.control("selector"))
         self._stub = selector_stub(self._channel)
         self._call: Any = None
         self._write_lock = asyncio.Lock()
@@ -110,12 +117,16 @@ class FakeTaskManager:
     async def open_and_fail(self, first: selector_pb2.ClientMessage) -> grpc.aio.AioRpcError:
         """Send ``first`` and return the error the selector ends the stream with."""
         self._call = self._stub.Connect()
-        await self._write(first)
         try:
+            await self._write(first)  # fails at once if the TLS handshake did
             reply = await self._call.read()
         except grpc.aio.AioRpcError as exc:
             return exc
         raise AssertionError(f"the stream did not fail: {reply}")
+
+    async def send(self, message: selector_pb2.ClientMessage) -> None:
+        """Send one more message on the open stream."""
+        await self._write(message)
 
     def stop_heartbeats(self) -> None:
         """Go silent while keeping the stream open, like a hung task manager."""
@@ -177,6 +188,79 @@ class FakeTaskManager:
                 )
             )
         )
+
+
+def client_wire(pki: TestPki, client_id: str) -> Wire:
+    """The wire of the task manager of ``client_id``, with its own client certificate."""
+    return pki.wire(pki.identity("client", client_id))
+
+
+class Callers:
+    """The selector's unary RPCs, each made as the identity allowed to make it (see the module doc)."""
+
+    def __init__(self, pki: TestPki, target: str) -> None:
+        self.pki = pki
+        self._target = target
+        self._channels: dict[Identity, grpc.aio.Channel] = {}
+
+    def stub(self, identity: Identity) -> selector_pb2_grpc.ClientSelectorStub:
+        channel = self._channels.get(identity)
+        if channel is None:
+            wire = self.pki.wire(identity)
+            channel = self._channels[identity] = wire.channel(self._target, wire.control("selector"))
+        return selector_stub(channel)
+
+    def coordinator(self, job_id: str) -> selector_pb2_grpc.ClientSelectorStub:
+        namespace, _, name = job_id.partition("/")
+        return self.stub(self.pki.identity("coordinator", namespace, name))
+
+    async def SelectClients(self, request: selector_pb2.SelectRequest) -> selector_pb2.SelectResponse:
+        """A job's coordinator selects; an admission probe (dry_run) is the scheduler's."""
+        caller = (
+            self.stub(self.pki.identity("scheduler")) if request.dry_run else self.coordinator(request.job_id)
+        )
+        reply: selector_pb2.SelectResponse = await caller.SelectClients(request)
+        return reply
+
+    async def ReleaseClients(self, request: selector_pb2.ReleaseRequest) -> common_pb2.Ack:
+        reply: common_pb2.Ack = await self.coordinator(request.job_id).ReleaseClients(request)
+        return reply
+
+    async def OfferTask(self, request: selector_pb2.OfferTaskRequest) -> selector_pb2.OfferTaskResponse:
+        reply: selector_pb2.OfferTaskResponse = await self.coordinator(request.offer.job_id).OfferTask(
+            request
+        )
+        return reply
+
+    async def OfferTasks(self, request: selector_pb2.OfferTasksRequest) -> selector_pb2.OfferTasksResponse:
+        reply: selector_pb2.OfferTasksResponse = await self.coordinator(
+            request.offers[0].offer.job_id
+        ).OfferTasks(request)
+        return reply
+
+    async def CancelTasks(self, request: selector_pb2.CancelTasksRequest) -> common_pb2.Ack:
+        reply: common_pb2.Ack = await self.coordinator(request.job_id).CancelTasks(request)
+        return reply
+
+    async def ListClients(self, request: selector_pb2.ListClientsRequest) -> selector_pb2.ListClientsResponse:
+        reply: selector_pb2.ListClientsResponse = await self.stub(
+            self.pki.identity("api-server")
+        ).ListClients(request)
+        return reply
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+@contextlib.asynccontextmanager
+async def callers(pki: TestPki, port: int | None) -> AsyncIterator[Callers]:
+    made = Callers(pki, f"127.0.0.1:{port}")
+    try:
+        yield made
+    finally:
+        await made.close()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 3.0, every: float = 0.05) -> None:

@@ -1,4 +1,4 @@
-"""The registry's pure rules: liveness, reservations with expiry, task slots and picks."""
+"""The registry's pure rules: liveness, reservations with expiry, task slots, picks, retention and sources."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from client_selector.registry import (
     Resources,
     active_reservations,
     disconnected,
+    expires_at,
     free_slots,
     is_alive,
+    is_expired,
     liveness,
+    over_source_cap,
     prune_expired,
     register,
     release,
@@ -107,3 +110,30 @@ def test_resources_name_what_they_lack() -> None:
     have = Resources(cpus=4, memory_mb=8000, gpus=0)
     assert have.shortfalls(Resources(cpus=2, memory_mb=4000)) == []
     assert have.shortfalls(Resources(cpus=8, gpus=1)) == ["cpus>=8", "gpus>=1"]
+
+
+def test_a_lost_client_expires_once_the_retention_period_has_passed_since_it_was_last_seen() -> None:
+    record = disconnected(seen(register(None, Registration(ClientId("c1")), now=10.0), now=50.0))
+    assert expires_at(record, retention=100.0) == 150.0
+    assert not is_expired(record, now=149.0, retention=100.0)
+    assert is_expired(record, now=150.0, retention=100.0)
+
+
+def test_a_connected_client_never_expires_however_quiet() -> None:
+    record = register(None, Registration(ClientId("c1")), now=10.0)
+    assert not is_expired(record, now=10_000.0, retention=100.0)
+
+
+def test_a_source_may_register_up_to_its_cap_of_distinct_ids_and_its_known_ids_again() -> None:
+    records = [register(None, Registration(ClientId(f"c{n}")), now=1.0, source="10.0.0.7") for n in range(3)]
+    records.append(register(None, Registration(ClientId("elsewhere")), now=1.0, source="10.0.0.8"))
+    assert over_source_cap(records, ClientId("c1"), "10.0.0.7", cap=3) is None
+    assert over_source_cap(records, ClientId("c9"), "10.0.0.8", cap=3) is None
+    problem = over_source_cap(records, ClientId("c9"), "10.0.0.7", cap=3)
+    assert problem is not None and problem.startswith("10.0.0.7 already registered 3 client ids")
+
+
+def test_a_registration_keeps_the_source_unless_told_a_new_one() -> None:
+    record = register(None, Registration(ClientId("c1")), now=1.0, source="10.0.0.7")
+    assert register(record, Registration(ClientId("c1")), now=2.0).source == "10.0.0.7"
+    assert register(record, Registration(ClientId("c1")), now=2.0, source="10.0.0.9").source == "10.0.0.9"

@@ -41,6 +41,7 @@ def sample_record() -> ClientRecord:
             version="1.0",
         ),
         now=100.0,
+        source="10.0.0.7",
     )
     return reserve(record, JobId("ns/a"), 3, now=100.0, seconds=60.0)
 
@@ -54,6 +55,23 @@ async def test_a_saved_record_loads_back_equal_but_not_connected(store: Document
     assert loaded.runtimes == record.runtimes and loaded.datasets == record.datasets
     assert loaded.connected is False and loaded.labels == {"nsfl.io/zone": "eu", "tier": "gold"}
     assert loaded.reservations[0].expires_at == 160.0 and loaded.picks == {"ns/a": 1}
+    assert loaded.source == "10.0.0.7"
+
+
+async def test_a_document_from_before_sources_were_kept_loads_with_no_source(store: DocumentStore) -> None:
+    data = record_to_data(sample_record())
+    del data["source"]
+    await store.upsert(COLLECTION, "hospital-1", data)
+    [loaded] = await RegistryStore(store).load_all()
+    assert loaded.source == ""
+
+
+async def test_a_deleted_record_is_gone_and_deleting_an_unknown_one_is_harmless(store: DocumentStore) -> None:
+    registry = RegistryStore(store)
+    await registry.save(sample_record())
+    await registry.delete(ClientId("hospital-1"))
+    await registry.delete(ClientId("never-stored"))
+    assert await registry.load_all() == []
 
 
 async def test_an_unreadable_document_is_skipped_not_fatal(store: DocumentStore) -> None:

@@ -1,4 +1,4 @@
-"""The selector over real gRPC: registration, heartbeats, offers, selection, restarts, bad input."""
+"""The selector over real gRPC with mutual TLS: registration, heartbeats, offers, selection, restarts, bad input."""
 
 from __future__ import annotations
 
@@ -13,39 +13,42 @@ import grpc.aio
 import pytest
 
 from client_selector.app import SelectorApp
-from libs.protos import selector_pb2, selector_pb2_grpc
-from libs.rpc import open_channel
+from libs.protos import selector_pb2
+from tests.fixtures.pki import TestPki
 from tests.unit.client_selector.fakes import (
     TIMEOUT,
+    Callers,
     FakeTaskManager,
+    callers,
+    client_wire,
     eventually,
     running_selector,
-    selector_stub,
     settings_for,
 )
 
-Stub = selector_pb2_grpc.ClientSelectorStub
+Stub = Callers
 MakeManager = Callable[..., FakeTaskManager]
 
 
 @pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[SelectorApp]:
-    async with running_selector(settings_for(tmp_path / "selector.db")) as running:
+async def app(tmp_path: Path, test_pki: TestPki) -> AsyncIterator[SelectorApp]:
+    async with running_selector(settings_for(tmp_path / "selector.db", test_pki)) as running:
         yield running
 
 
 @pytest.fixture
-async def stub(app: SelectorApp) -> AsyncIterator[Stub]:
-    channel = open_channel(f"127.0.0.1:{app.port}")
-    yield selector_stub(channel)
-    await channel.close()
+async def stub(app: SelectorApp, test_pki: TestPki) -> AsyncIterator[Stub]:
+    async with callers(test_pki, app.port) as made:
+        yield made
 
 
 @pytest.fixture
-async def manager(app: SelectorApp) -> AsyncIterator[MakeManager]:
+async def manager(app: SelectorApp, test_pki: TestPki) -> AsyncIterator[MakeManager]:
     made: list[FakeTaskManager] = []
 
     def make(client_id: str, **kwargs: Any) -> FakeTaskManager:
+        if "wire" not in kwargs:
+            kwargs["wire"] = client_wire(test_pki, client_id)
         made.append(FakeTaskManager(f"127.0.0.1:{app.port}", client_id, **kwargs))
         return made[-1]
 
@@ -90,8 +93,9 @@ async def test_the_first_message_must_be_register(manager: MakeManager) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "must be Register" in (error.details() or "")
 
 
-async def test_an_invalid_client_id_is_refused(manager: MakeManager) -> None:
-    error = await manager("bad id!").open_and_fail(
+async def test_an_invalid_client_id_is_refused(manager: MakeManager, test_pki: TestPki) -> None:
+    # No certificate can name such an id; a valid client sends it, and the payload check answers first.
+    error = await manager("bad id!", wire=client_wire(test_pki, "c1")).open_and_fail(
         selector_pb2.ClientMessage(register=selector_pb2.Register(client_id="bad id!"))
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a valid client id" in (
@@ -114,20 +118,27 @@ async def test_a_refusal_comes_back_with_the_task_managers_reason(stub: Stub, ma
     assert not answer.accepted and answer.reason == "no free GPU"
 
 
-async def test_a_rounds_offers_go_in_one_call_and_come_back_in_order(stub: Stub, manager: MakeManager) -> None:
+async def test_a_rounds_offers_go_in_one_call_and_come_back_in_order(
+    stub: Stub, manager: MakeManager
+) -> None:
     slow = manager("c1", policy="ignore")
     fast, refusing = manager("c2", policy="accept"), manager("c3", policy="refuse")
     for fake in (slow, fast, refusing):
         await fake.connect()
-    offers = [offer_request(c, task=f"ns/job:1:train:{c}:0", timeout=0.5) for c in ("c1", "c2", "c3", "nobody")]
+    offers = [
+        offer_request(c, task=f"ns/job:1:train:{c}:0", timeout=0.5) for c in ("c1", "c2", "c3", "nobody")
+    ]
     offers[1].offer.model = b"model bytes"
     offers[1].offer.secure_aggregation = False
     started = time.monotonic()
     reply = await stub.OfferTasks(selector_pb2.OfferTasksRequest(offers=offers))
     elapsed = time.monotonic() - started
     assert [(a.accepted, a.reason) for a in reply.answers] == [
-        (False, "client c1 did not answer the offer within 0.5s"), (True, "accepted"), (False, "no free GPU"),
-        (False, "client nobody is not registered")]
+        (False, "client c1 did not answer the offer within 0.5s"),
+        (True, "accepted"),
+        (False, "no free GPU"),
+        (False, "client nobody is not registered"),
+    ]
     assert elapsed < 1.5, "the offers were pushed and awaited together, not one after the other"
     [offered] = fast.offers
     assert offered.model == b"model bytes" and offered.HasField("secure_aggregation"), "passed on untouched"
@@ -294,8 +305,9 @@ async def test_cancel_reaches_the_named_clients_and_names_the_disconnected_ones(
         (select_request(redundancy=0.5), "redundancy must be within [1, 2]"),
         (select_request(redundancy=2.5), "redundancy must be within [1, 2]"),
         (select_request(redundancy=float("nan")), "redundancy must be within [1, 2]"),
-        (select_request(job=""), "job_id is required"),
-        (select_request(job="no-namespace"), 'must be "<namespace>/<name>"'),
+        # No coordinator can be of such a job: the scheduler's admission probe (dry_run) sends them.
+        (select_request(job="", dry_run=True), "job_id is required"),
+        (select_request(job="no-namespace", dry_run=True), 'must be "<namespace>/<name>"'),
         (select_request(reservation_seconds=-1), "reservation_seconds must be a non-negative"),
     ],
 )
@@ -308,35 +320,35 @@ async def test_bad_selection_requests_are_invalid_arguments_with_a_clear_message
     assert message in (caught.value.details() or "")
 
 
-async def test_a_restarted_selector_keeps_its_clients_lost_until_they_reconnect(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path / "selector.db")
-    async with running_selector(settings) as first:
-        fake = FakeTaskManager(f"127.0.0.1:{first.port}", "c1", labels={"nsfl.io/zone": "eu"})
+async def test_a_restarted_selector_keeps_its_clients_lost_until_they_reconnect(
+    tmp_path: Path, test_pki: TestPki
+) -> None:
+    settings = settings_for(tmp_path / "selector.db", test_pki)
+    async with running_selector(settings) as first, callers(test_pki, first.port) as stub:
+        fake = FakeTaskManager(
+            f"127.0.0.1:{first.port}", "c1", labels={"nsfl.io/zone": "eu"}, wire=client_wire(test_pki, "c1")
+        )
         await fake.connect()
-        channel = open_channel(f"127.0.0.1:{first.port}")
-        assert (await selector_stub(channel).SelectClients(select_request("ns/a"))).satisfied
-        await channel.close()
+        assert (await stub.SelectClients(select_request("ns/a"))).satisfied
     await asyncio.wait_for(fake.ended.wait(), 2.0)
     assert fake.end_code == grpc.StatusCode.UNAVAILABLE
     await fake.close()
 
-    async with running_selector(settings) as second:
-        channel = open_channel(f"127.0.0.1:{second.port}")
-        stub = selector_stub(channel)
+    async with running_selector(settings) as second, callers(test_pki, second.port) as stub:
         listed = await stub.ListClients(selector_pb2.ListClientsRequest(include_lost=True))
         [info] = listed.clients
         assert (
             info.client_id == "c1" and info.liveness == "lost" and dict(info.labels) == {"nsfl.io/zone": "eu"}
         )
         assert info.reserved_by == "ns/a", "reservations survive a restart"
+        assert info.source == "127.0.0.1", "so does the source the per-source cap counts"
         assert not (await stub.ListClients(selector_pb2.ListClientsRequest())).clients
         assert not (await stub.SelectClients(select_request("ns/a"))).satisfied
-        again = FakeTaskManager(f"127.0.0.1:{second.port}", "c1")
+        again = FakeTaskManager(f"127.0.0.1:{second.port}", "c1", wire=client_wire(test_pki, "c1"))
         await again.connect()
         answer = await stub.SelectClients(select_request("ns/a", untrained_first=True))
         assert answer.satisfied and "picked 1x for this job" in answer.clients[0].why
         await again.close()
-        await channel.close()
 
 
 async def _is(stub: Stub, client_id: str, state: str) -> bool:
