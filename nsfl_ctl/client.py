@@ -27,6 +27,7 @@ import ipaddress
 import json
 import os
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -40,6 +41,7 @@ from libs.errors import (
     ChecksumMismatch,
     CorruptPayload,
     DeadlineExceeded,
+    InvalidSetting,
     NsflError,
     Unauthenticated,
     Unavailable,
@@ -67,13 +69,18 @@ class Download:
 class ApiClient:
     """Calls to one API base URL with one bearer token."""
 
-    def __init__(self, base_url: str, token: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, base_url: str, token: str = "", *, timeout: float = DEFAULT_TIMEOUT, ca_file: Path | None = None
+    ) -> None:
+        """``ca_file``: the CA bundle that verifies an ``https://`` API (default: the system's)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         handlers: list[urllib.request.BaseHandler] = []
-        if _is_loopback(urlsplit(self.base_url).hostname or ""):
+        if is_loopback_host(urlsplit(self.base_url).hostname or ""):
             handlers.append(urllib.request.ProxyHandler({}))
+        if ca_file is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=_tls_context(ca_file)))
         self._opener = urllib.request.build_opener(*handlers)
 
     # --- JSON and text ------------------------------------------------------------------------
@@ -182,6 +189,11 @@ class ApiClient:
     def _unreachable(self, reason: object) -> NsflError:
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return DeadlineExceeded(f"the API at {self.base_url} did not answer within {self.timeout:g}s")
+        if isinstance(reason, ssl.SSLError):
+            return Unavailable(
+                f"the API at {self.base_url} failed the TLS check ({getattr(reason, 'reason', None) or reason}); "
+                "give the CA that signed its certificate"
+            )
         return Unavailable(
             f"cannot reach the API at {self.base_url}: is the control plane up? (nsfl-ctl standalone up)",
             details={"reason": str(reason)},
@@ -221,13 +233,20 @@ def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
         raise CorruptPayload(f"the download was cut off: {type(error).__name__}") from None
 
 
+def _tls_context(ca_file: Path) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidSetting(f"cannot use {ca_file} as the API's CA bundle: {exc}") from None
+
+
 def _query_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     return value
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -6,8 +6,10 @@ The steps, each printed as it happens:
    temporary one unless ``--state-dir``), every port chosen by the OS;
 2. split scikit-learn's digits into disjoint IID shares, one per client,
    with the example's own ``data.py``;
-3. write one task manager config per client (offering only its own share)
-   and start the task managers as background processes;
+3. write one task manager config per client (offering only its own share,
+   with a client certificate issued from the plane's CA in ``<state>/pki``:
+   every link runs mutual TLS) and start the task managers as background
+   processes;
 4. wait until the API lists every client alive (they register with the
    selector over their outbound stream);
 5. submit the example's ``job.yaml`` through the REST API and watch it with
@@ -45,9 +47,9 @@ from rich.console import Console
 
 from libs.errors import AlreadyExists, DeadlineExceeded, NsflError, TaskFailed, Unavailable
 from nsfl_ctl import config as cli_config
-from nsfl_ctl import digits_example, plots, processes, standalone
+from nsfl_ctl import digits_example, pki, plots, processes, standalone
 from nsfl_ctl.client import ApiClient, path_of
-from nsfl_ctl.control_plane_plan import Ports, base_environment, python_command
+from nsfl_ctl.control_plane_plan import PKI_DIR, Ports, base_environment, python_command
 from nsfl_ctl.processes import ProcessRecord
 from nsfl_ctl.watch import watch_job
 
@@ -169,8 +171,9 @@ def _left(deadline: float, cap: float) -> float:
 def _start_manager(run: DemoRun, client_id: str, share: dict[str, Any], selector: str) -> None:
     directory = run.state_dir / "clients" / client_id
     settings = digits_example.client_config(
-        client_id, selector_address=selector, workspace=directory / "workspace", share=share
-    )
+        client_id, selector_address=selector, workspace=directory / "workspace", share=share,
+        wire=pki.client_wire_settings(run.state_dir / PKI_DIR, client_id),
+    )  # fmt: skip
     path = digits_example.write_client_config(directory / "client.yaml", settings)
     log_file = directory / "task-manager.log"
     argv = python_command("task_manager", "--config", str(path))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -67,10 +68,19 @@ def write_shares(out: Path, clients: int, *, seed: int = 0) -> dict[str, dict[st
 
 
 def client_config(
-    client_id: str, *, selector_address: str, workspace: Path, share: dict[str, Any]
+    client_id: str,
+    *,
+    selector_address: str,
+    workspace: Path,
+    share: dict[str, Any],
+    wire: Mapping[str, str],
 ) -> dict[str, Any]:
-    """A task manager config that offers only this client's own share and the example's script."""
+    """A task manager config that offers only this client's own share and the example's script.
+
+    ``wire`` holds its ``tls_*`` and ``trust_domain`` keys (a certificate for ``client/<client_id>``).
+    """
     return {
+        **wire,
         "client_id": client_id,
         "selector_address": selector_address,
         "workspace": str(workspace),

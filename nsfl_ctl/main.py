@@ -13,6 +13,8 @@ The command tree reads like ``kubectl``: a verb, then a resource::
     nsfl-ctl standalone up|down|status
     nsfl-ctl client up --config client.yaml
     nsfl-ctl demo
+    nsfl-ctl pki init|issue|rotate|show --dir DIR | enroll --api URL --token T --out DIR
+    nsfl-ctl pki enrollment-token --client ID | revoke (--dir DIR --cert F | --client ID)
 
 The group's class (:class:`~nsfl_ctl.errors.TranslatingGroup`) is the CLI's
 one error boundary: user errors print one ``Error: ...`` line and exit with
@@ -35,6 +37,7 @@ from nsfl_ctl.commands.get import get_group
 from nsfl_ctl.commands.health import health
 from nsfl_ctl.commands.jobs import delete_group, logs_group, start_group, stop_group
 from nsfl_ctl.commands.model_files import download_group, upload_group
+from nsfl_ctl.commands.pki import pki_group
 from nsfl_ctl.commands.standalone import standalone_group
 from nsfl_ctl.errors import TranslatingGroup
 
@@ -60,7 +63,7 @@ def cli(ctx: click.Context, config_path: Path | None, api: str | None, request_t
 
 for command in (
     config_group, health, create_group, get_group, start_group, stop_group, delete_group, logs_group,
-    upload_group, download_group, standalone_group, client_group, demo,
+    upload_group, download_group, standalone_group, client_group, demo, pki_group,
 ):  # fmt: skip
     cli.add_command(command)
 

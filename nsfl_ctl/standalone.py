@@ -9,7 +9,12 @@ before), as detached background processes:
 
 They share one SQLite store (``sqlite://<state>/nsfl.db``) and one object
 store (``file://<state>/objects``), given to each through its
-``NSFL_<COMPONENT>_*`` variables.  A port of 0 means "any free port": every
+``NSFL_<COMPONENT>_*`` variables.  Every gRPC link runs mutual TLS: before
+anything starts, ``up`` makes a local CA in ``<state>/pki`` if there is none
+and issues the selector's, scheduler's and API server's certificates (for
+127.0.0.1 and localhost; again when one is missing or near its end), and
+each component gets its files through its variables (see
+``control_plane_plan``).  There is no plaintext switch.  A port of 0 means "any free port": every
 component writes the port it bound to its port file, which is how ``up``
 learns it without racing for a free port.  The API answers
 ``/readyz`` once the store and the scheduler answer it; ``up`` waits for
@@ -20,6 +25,7 @@ The layout of the state directory::
 
     standalone.json       pids, start times, ports, log paths (see ``Record``)
     tokens.yaml           the admin token, generated on first start (0600)
+    pki/                  the local CA and every issued certificate (see libs.pki.directory)
     nsfl.db               the shared SQLite store
     objects/              models, checkpoints, outputs
     jobs/<ns>/<name>/     one work directory per coordinator (the scheduler's)
@@ -53,14 +59,16 @@ from typing import Any
 import yaml
 
 from libs.errors import InvalidSetting, InvalidState, NotFound, Unavailable
-from nsfl_ctl import processes
+from nsfl_ctl import pki, processes
 from nsfl_ctl.control_plane_plan import (
     HOST,
+    PKI_DIR,
     TOKEN_FILE,
     Component,
     Modules,
     Ports,
     api_component,
+    plane_tls,
     scheduler_component,
     selector_component,
 )
@@ -101,6 +109,10 @@ class ControlPlane:
     @property
     def selector_address(self) -> str:
         return next(c.address for c in self.components if c.name == "selector")
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / PKI_DIR
 
 
 def ensure_token(state_dir: Path) -> str:
@@ -167,13 +179,14 @@ def up(
     for stale in (state_dir / "run").glob("*.port"):
         stale.unlink()
     plane = ControlPlane(state_dir.resolve(), "", ensure_token(state_dir))
+    tls = plane_tls(state_dir, pki.ensure_control_plane(state_dir / PKI_DIR).trust_domain())
     deadline = time.monotonic() + timeout
     started = plane.components
     try:
         selector = _start(
-            selector_component(state_dir, ports.selector, modules, env), deadline, report, started
+            selector_component(state_dir, ports.selector, modules, env, tls), deadline, report, started
         )
-        scheduler_plan = scheduler_component(state_dir, ports.scheduler, selector.address, modules, env)
+        scheduler_plan = scheduler_component(state_dir, ports.scheduler, selector.address, modules, env, tls)
         scheduler = _start(scheduler_plan, deadline, report, started)
         api_plan = api_component(
             state_dir,
@@ -182,6 +195,7 @@ def up(
             selector=selector.address,
             modules=modules,
             env=env,
+            tls=tls,
         )
         api = _start(api_plan, deadline, report, started)
         plane.api_url = f"http://{HOST}:{api.port}"

@@ -8,7 +8,8 @@ submitted has no status yet and an older server may omit newer fields.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nsfl_ctl.output import Column, age, metric, short_digest, size, text
@@ -111,6 +112,25 @@ CLIENT_COLUMNS = (
     Column("RESERVED BY", lambda c: c.get("reservedBy")),
     Column("LAST HEARTBEAT", lambda c: age(c.get("lastHeartbeat")), no_wrap=True),
 )
+# Registry hygiene: where a client registered from, and when its entry goes if it stays away.
+HYGIENE_COLUMNS = (
+    Column("SOURCE", lambda c: c.get("source"), no_wrap=True),
+    Column("EXPIRES IN", lambda c: until(c.get("expiresAt")), no_wrap=True),
+)
+
+
+def client_columns(clients: Sequence[Mapping[str, Any]]) -> tuple[Column, ...]:
+    """The client table's columns, with the hygiene ones when the API sends them (older ones do not)."""
+    hygiene = any("source" in c or "expiresAt" in c for c in clients)
+    return CLIENT_COLUMNS + HYGIENE_COLUMNS if hygiene else CLIENT_COLUMNS
+
+
+def until(timestamp: Any, now: float | None = None) -> str:
+    """``3d``, ``5h``... until a Unix timestamp; ``now`` when it passed; empty when unknown."""
+    if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool) or not timestamp:
+        return ""
+    left = timestamp - (time.time() if now is None else now)
+    return age(-left, 0.0) if left > 0 else "now"
 
 
 def evaluation(record: Mapping[str, Any]) -> Mapping[str, Any]:

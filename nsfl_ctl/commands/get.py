@@ -25,11 +25,11 @@ from nsfl_ctl.commands.common import (
 )
 from nsfl_ctl.output import Column, emit, output_option, print_fields
 from nsfl_ctl.views import (
-    CLIENT_COLUMNS,
     JOB_COLUMNS,
     MODEL_COLUMNS,
     ROUND_COLUMNS,
     VERSION_COLUMNS,
+    client_columns,
     job_fields,
 )
 
@@ -130,9 +130,10 @@ def get_model(session: Session, name: str, namespace: str | None, output: str) -
 @output_option
 @pass_session
 def get_clients(session: Session, alive: bool, output: str) -> None:
-    """List the registered clients (task managers) and their liveness."""
+    """List the registered clients (task managers), their liveness, source and expiry."""
     reply = session.client().get("/api/v1/clients", {"includeLost": False} if alive else None)
-    emit(reply, output, rows=reply.get("clients") or [], columns=CLIENT_COLUMNS)
+    rows = reply.get("clients") or []
+    emit(reply, output, rows=rows, columns=client_columns(rows))
 
 
 @get_group.command("namespaces")

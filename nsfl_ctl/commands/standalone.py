@@ -4,6 +4,8 @@ The state directory defaults to ``$XDG_STATE_HOME/nsfl/standalone`` (else
 ``~/.local/state/nsfl/standalone``) and can be set with ``--state-dir`` or
 ``$NSFL_CTL_STATE_DIR``.  ``up`` writes the API URL and the generated admin
 token into the CLI config, so ``nsfl-ctl get jobs`` works right after it.
+The plane always runs with mutual TLS from its own CA in ``<state>/pki``;
+there is deliberately no option to turn it off.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def up(
     click.echo(f"  API       {plane.api_url}")
     click.echo(
         f"  selector  {plane.selector_address}   (task managers: selector_address: {plane.selector_address})"
+    )
+    click.echo(f"  mutual TLS on every gRPC link; the CA is {plane.pki_dir / 'ca.pem'}")
+    click.echo(
+        "  a client's certificate: nsfl-ctl pki enrollment-token --client ID, then on its host "
+        f"nsfl-ctl pki enroll --api {plane.api_url} --token T --out DIR"
     )
     if write_config:
         click.echo(f"  the API URL and admin token are in {session.config_path}")

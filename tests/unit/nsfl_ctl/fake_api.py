@@ -43,6 +43,7 @@ class FakeApi:
     final_state: str = "FINISHED"
     ready: bool = True
     url: str = ""
+    public_paths: tuple[str, ...] = ("/healthz", "/readyz")
 
     # --- helpers for tests -----------------------------------------------------------------
 
@@ -90,7 +91,7 @@ class FakeApi:
     @web.middleware
     async def _record_and_authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
-        public = request.path in ("/healthz", "/readyz")
+        public = request.path in self.public_paths
         if not public and request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return error(401, "Unauthenticated", "the bearer token is not valid")
         response: web.StreamResponse = await handler(request)

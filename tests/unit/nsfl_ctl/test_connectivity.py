@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,27 @@ def test_get_clients_shows_liveness_and_datasets(run: Run, api: FakeApi) -> None
     assert rows[1].split()[:5] == ["client-0", "alive", "pytorch", "digits:383", "1"]
     assert rows[2].split()[:3] == ["client-1", "lost", "tensorflow"]
     assert json.loads(run("get", "clients", "-o", "json").output)["clients"][1]["clientId"] == "client-1"
+
+
+def test_get_clients_shows_where_each_registered_from_and_when_its_entry_expires(run: Run, api: FakeApi) -> None:
+    api.clients = [
+        {"clientId": "client-0", "liveness": "lost", "runtimes": ["pytorch"], "datasets": [],
+         "source": "10.1.2.3", "expiresAt": time.time() + 3 * 86400 + 60},
+        {"clientId": "client-1", "liveness": "alive", "runtimes": ["pytorch"], "datasets": [],
+         "source": "10.1.2.4", "expiresAt": None},
+    ]  # fmt: skip
+    result = run("get", "clients")
+    assert result.exit_code == 0, result.output
+    rows = result.output.splitlines()
+    assert "SOURCE" in rows[0] and "EXPIRES IN" in rows[0]
+    assert rows[1].split()[-2:] == ["10.1.2.3", "3d"]
+    assert rows[2].split()[-1] == "10.1.2.4"
+
+
+def test_get_clients_from_an_api_without_hygiene_fields_shows_no_empty_columns(run: Run, api: FakeApi) -> None:
+    api.clients = [{"clientId": "client-0", "liveness": "alive", "runtimes": [], "datasets": []}]
+    header = run("get", "clients").output.splitlines()[0]
+    assert "SOURCE" not in header and "EXPIRES" not in header
 
 
 def test_get_clients_alive_asks_for_live_clients_only(run: Run, api: FakeApi) -> None:

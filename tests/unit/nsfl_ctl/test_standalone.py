@@ -19,8 +19,10 @@ import pytest
 import yaml
 
 from libs.errors import Unavailable
+from libs.pki.authority import identity_of, load_certificates
+from libs.pki.directory import PkiDirectory
 from nsfl_ctl import control_plane_plan as plan
-from nsfl_ctl import processes, standalone
+from nsfl_ctl import pki, processes, standalone
 from tests.unit.nsfl_ctl.conftest import assert_user_error, invoke
 
 FAKE = "tests.unit.nsfl_ctl.fake_component"
@@ -59,6 +61,41 @@ def test_up_starts_the_three_components_on_one_store(state_dir: Path) -> None:
         scheduler["NSFL_SCHEDULER_SELECTOR"] == control.selector_address == api["NSFL_API_SELECTOR_ADDRESS"]
     )
     assert api["NSFL_API_SCHEDULER_ADDRESS"] == control.components[1].address
+
+
+def test_up_makes_a_local_ca_and_gives_each_component_its_own_certificate(state_dir: Path) -> None:
+    standalone.up(state_dir, ports=ANY_PORTS, modules=MODULES, timeout=20)
+    directory = PkiDirectory(state_dir / plan.PKI_DIR)
+    assert directory.exists() and stat.S_IMODE(directory.issuer_key.stat().st_mode) == 0o600
+    for name, prefix, identity in [("selector", "NSFL_SELECTOR_", "selector"),
+                                   ("scheduler", "NSFL_SCHEDULER_", "scheduler"), ("api", "NSFL_API_", "api-server")]:  # fmt: skip
+        env = environment_of(state_dir, name)
+        cert = load_certificates(Path(env[f"{prefix}TLS_CERT"]).read_bytes())[0]
+        assert identity_of(cert).uri == f"spiffe://nsfl.local/control/{identity}"
+        assert stat.S_IMODE(Path(env[f"{prefix}TLS_KEY"]).stat().st_mode) == 0o600
+        assert Path(env[f"{prefix}TLS_CA"]) == directory.ca.resolve()
+        assert Path(env[f"{prefix}TLS_CRL"]) == directory.crl.resolve()
+        assert env[f"{prefix}TRUST_DOMAIN"] == "nsfl.local"
+        assert not any(key.endswith("INSECURE") for key in env)
+    scheduler, api = environment_of(state_dir, "scheduler"), environment_of(state_dir, "api")
+    assert Path(scheduler["NSFL_SCHEDULER_COORDINATOR_ISSUER_CERT"]) == directory.issuer.resolve()
+    assert Path(scheduler["NSFL_SCHEDULER_COORDINATOR_ISSUER_KEY"]) == directory.issuer_key.resolve()
+    assert Path(api["NSFL_API_PKI_DIR"]) == directory.root.resolve()
+
+
+def test_up_again_keeps_the_ca_and_the_certificates_that_are_still_good(state_dir: Path) -> None:
+    standalone.up(state_dir, ports=ANY_PORTS, modules=MODULES, timeout=20)
+    directory = PkiDirectory(state_dir / plan.PKI_DIR)
+    selector = directory.root / "issued" / "control-selector" / "cert.pem"
+    before = (directory.ca.read_bytes(), selector.read_bytes())
+    standalone.down(state_dir, grace=2.0)
+    standalone.up(state_dir, ports=ANY_PORTS, modules=MODULES, timeout=20)
+    assert (directory.ca.read_bytes(), selector.read_bytes()) == before
+
+
+def test_standalone_up_has_no_plaintext_switch(state_dir: Path) -> None:
+    result = invoke(("standalone", "up", "--insecure", "--state-dir", str(state_dir)), {})
+    assert result.exit_code == 2 and "No such option '--insecure'" in result.output
 
 
 def test_up_generates_a_private_admin_token_once(state_dir: Path) -> None:
@@ -132,11 +169,12 @@ def test_every_variable_of_the_plan_is_a_setting_of_its_component(
     """The components refuse unknown ``NSFL_<COMPONENT>_*`` variables; a renamed setting must fail here."""
     module = pytest.importorskip(settings_module)
     fields = {f.name for f in dataclasses.fields(getattr(module, settings_class))}
+    tls = plan.plane_tls(tmp_path, pki.ensure_control_plane(tmp_path / plan.PKI_DIR).trust_domain())
     builders = {
-        "selector": lambda: plan.selector_component(tmp_path, 0, plan.Modules(), {}),
-        "scheduler": lambda: plan.scheduler_component(tmp_path, 0, "127.0.0.1:1", plan.Modules(), {}),
+        "selector": lambda: plan.selector_component(tmp_path, 0, plan.Modules(), {}, tls),
+        "scheduler": lambda: plan.scheduler_component(tmp_path, 0, "127.0.0.1:1", plan.Modules(), {}, tls),
         "api": lambda: plan.api_component(
-            tmp_path, 0, scheduler="127.0.0.1:1", selector="127.0.0.1:2", modules=plan.Modules(), env={}
+            tmp_path, 0, scheduler="127.0.0.1:1", selector="127.0.0.1:2", modules=plan.Modules(), env={}, tls=tls
         ),  # fmt: skip
     }
     variables = [name for name in builders[component]().env if name.startswith(prefix)]

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from libs.errors import DeadlineExceeded, NotFound, Unavailable
 from libs.jobspec import validate_spec
-from nsfl_ctl import digits_example, plots
+from nsfl_ctl import digits_example, pki, plots
 from nsfl_ctl.demo import DemoOptions, DemoRun, verdict
 from nsfl_ctl.watch import bar_fields, watch_job
 from tests.unit.nsfl_ctl.conftest import assert_user_error, invoke
@@ -109,20 +109,25 @@ def test_each_client_gets_a_disjoint_share_and_a_config_with_only_its_own(tmp_pa
         x = np.load(Path(share["path"]) / "train.npz")["x"]
         seen.extend(row.tobytes() for row in x)
         config = digits_example.client_config(client_id, selector_address="127.0.0.1:5", workspace=tmp_path / client_id,
-                                              share=share)  # fmt: skip
+                                              share=share, wire={})  # fmt: skip
         assert config["datasets"]["digits"]["path"] == share["path"]
         assert config["datasets"]["digits"]["samples"] == share["train"] == len(x)
     assert len(seen) > 1000
 
 
-def test_the_client_config_is_accepted_by_the_task_manager(tmp_path: Path) -> None:
+def test_the_client_config_with_its_certificate_is_accepted_by_the_task_manager(tmp_path: Path) -> None:
     settings = pytest.importorskip("task_manager.settings")
     (tmp_path / "share").mkdir()
+    pki.init(tmp_path / "pki")
+    wire = pki.client_wire_settings(tmp_path / "pki", "client-0")
     config = digits_example.client_config("client-0", selector_address="127.0.0.1:50051", workspace=tmp_path / "ws",
-                                          share={"path": tmp_path / "share", "train": 10})  # fmt: skip
+                                          share={"path": tmp_path / "share", "train": 10}, wire=wire)  # fmt: skip
     path = digits_example.write_client_config(tmp_path / "client.yaml", config)
     loaded = settings.load(path)
     assert loaded.client_id == "client-0" and list(loaded.datasets) == ["digits"]
+    assert loaded.tls_cert == tmp_path / "pki" / "issued" / "client-client-0" / "cert.pem"
+    assert (loaded.tls_ca, loaded.tls_crl) == (tmp_path / "pki" / "ca.pem", tmp_path / "pki" / "crl.pem")
+    assert loaded.trust_domain == "nsfl.local" and not loaded.insecure
 
 
 def test_round_metrics_keep_evaluated_rounds_in_order_and_plot_to_png(tmp_path: Path) -> None:
