@@ -5,9 +5,12 @@ have kubectl, and without it these tests fail rather than skip) and every
 rendered object is checked against the real Kubernetes schemas
 (kubernetes-validate).  Beyond the schemas: every workload is non-root with
 resources and probes, no committed Secret outside the dev overlay holds a
-real value, every Secret and ConfigMap a Pod reads exists with that key, and
-every ``NSFL_*`` variable is a setting its component knows (the settings
-loader refuses unknown ones, so a typo here would stop a Pod at start).
+real value, every Secret and ConfigMap a Pod requires exists with that key
+(rendered, or made by hand with the ``kubectl create`` commands of
+deploy/README.md: certificates are never committed), and every ``NSFL_*``
+variable is a setting its component knows (the settings loader refuses
+unknown ones, so a typo here would stop a Pod at start).  Mutual TLS has its
+own suite, test_deploy_tls.py.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -35,6 +39,7 @@ KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("dev", "prod")
 WORKLOADS = ("Deployment", "StatefulSet")
 EXAMPLE = ROOT / "examples" / "k8s" / "fljob-digits.yaml"
+GUIDE = ROOT / "deploy" / "README.md"
 PLACEHOLDER = "CHANGE_ME"
 RENDER_TIMEOUT_SECONDS = 60
 
@@ -174,24 +179,64 @@ def test_no_committed_secret_outside_dev_holds_a_real_value() -> None:
 
 
 def references(pod: dict[str, Any]) -> Iterator[tuple[str, str, str | None]]:
-    """(kind, name, key or None) of every Secret and ConfigMap a Pod spec reads."""
+    """(kind, name, key or None) of every Secret and ConfigMap a Pod spec requires.
+
+    An ``optional: true`` reference (the revocation list ConfigMap) may be missing: the Pod starts without it.
+    """
     for container in [*pod.get("initContainers", []), *pod["containers"]]:
         for entry in container.get("env", []):
             source = entry.get("valueFrom", {})
             for field, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
-                if field in source:
+                if field in source and not source[field].get("optional"):
                     yield kind, source[field]["name"], source[field]["key"]
         for entry in container.get("envFrom", []):
             for field, kind in (("secretRef", "Secret"), ("configMapRef", "ConfigMap")):
-                if field in entry:
+                if field in entry and not entry[field].get("optional"):
                     yield kind, entry[field]["name"], None
     for volume in pod.get("volumes", []):
-        if "secret" in volume:
-            for item in volume["secret"].get("items", [{"key": None}]):
-                yield "Secret", volume["secret"]["secretName"], item["key"]
-        if "configMap" in volume:
-            for item in volume["configMap"].get("items", [{"key": None}]):
-                yield "ConfigMap", volume["configMap"]["name"], item["key"]
+        for field, kind, name_field in (
+            ("secret", "Secret", "secretName"),
+            ("configMap", "ConfigMap", "name"),
+        ):
+            source = volume.get(field)
+            if source is None or source.get("optional"):
+                continue
+            for item in source.get("items", [{"key": None}]):
+                yield kind, source[name_field], item["key"]
+
+
+@functools.cache
+def made_by_hand() -> tuple[dict[str, Any], ...]:
+    """The Secrets and ConfigMaps deploy/README.md has you create (``kubectl -n NS create secret|configmap``).
+
+    Keys only, as objects ``unresolved`` can look up; ``data`` maps each key to the file it is made from
+    (``--from-file``) or to its literal value (``--from-literal``).
+    """
+    made: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for line in re.sub(r"\\\n\s*", " ", GUIDE.read_text()).splitlines():
+        words = shlex.split(line.strip(), comments=True) if line.strip().startswith("kubectl ") else []
+        if "create" not in words or "-n" not in words:
+            continue
+        rest = words[words.index("create") + 1 :]
+        if rest[:2] == ["secret", "generic"]:
+            kind, name, options = "Secret", rest[2], rest[3:]
+        elif rest[:1] == ["configmap"]:
+            kind, name, options = "ConfigMap", rest[1], rest[2:]
+        else:
+            continue
+        data: dict[str, str] = {}
+        for option in options:
+            flag, _, value = option.partition("=")
+            if flag == "--from-file":
+                key, sep, path = value.partition("=")
+                data[key if sep else Path(value).name] = path if sep else value
+            elif flag == "--from-literal":
+                key, _, literal = value.partition("=")
+                data[key] = literal
+        namespace = words[words.index("-n") + 1]
+        made[kind, namespace, name] = {"kind": kind, "metadata": {"name": name, "namespace": namespace},
+                                       "data": data}  # fmt: skip
+    return tuple(made.values())
 
 
 def unresolved(pod: dict[str, Any], namespace: str, objects: tuple[dict[str, Any], ...]) -> list[str]:
@@ -206,10 +251,27 @@ def unresolved(pod: dict[str, Any], namespace: str, objects: tuple[dict[str, Any
 
 
 def test_every_secret_and_configmap_a_dev_pod_reads_exists_with_that_key() -> None:
+    """Rendered, or made by the guide's commands before `kubectl apply` (the TLS Secrets)."""
     objects = overlay("dev")
     for workload in of_kind(objects, *WORKLOADS):
         pod = workload["spec"]["template"]["spec"]
-        assert unresolved(pod, workload["metadata"]["namespace"], objects) == [], workload["metadata"]["name"]
+        where = workload["metadata"]["namespace"]
+        assert unresolved(pod, where, objects + made_by_hand()) == [], workload["metadata"]["name"]
+
+
+def test_the_tls_secrets_exist_only_when_made_by_hand() -> None:
+    """No certificate or key is committed: without the guide's commands the dev Pods miss exactly those."""
+    objects = overlay("dev")
+    missing = {
+        entry.split(" key ")[0]
+        for workload in of_kind(objects, *WORKLOADS)
+        for entry in unresolved(
+            workload["spec"]["template"]["spec"], workload["metadata"]["namespace"], objects
+        )
+    }
+    assert missing == {"Secret nsfl-system/nsfl-selector-tls", "Secret nsfl-system/nsfl-scheduler-tls",
+                       "Secret nsfl-system/nsfl-api-server-tls", "Secret nsfl-system/nsfl-coordinator-issuer",
+                       "Secret nsfl-system/nsfl-api-server-pki"}  # fmt: skip
 
 
 def test_a_coordinator_pod_in_the_dev_job_namespace_finds_its_secrets() -> None:
@@ -224,9 +286,10 @@ def test_a_coordinator_pod_in_the_dev_job_namespace_finds_its_secrets() -> None:
 
 
 def test_prod_reads_only_the_secret_keys_the_templates_document() -> None:
+    """Templates (base/secrets.yaml) or the guide's `kubectl create secret` commands document every key."""
     documented = {
         (s["metadata"]["name"], key) for s in of_kind(render("base"), "Secret") for key in s["stringData"]
-    }
+    } | {(s["metadata"]["name"], key) for s in of_kind(made_by_hand(), "Secret") for key in s["data"]}
     for workload in of_kind(overlay("prod"), *WORKLOADS):
         for kind, name, key in references(workload["spec"]["template"]["spec"]):
             if kind == "Secret":
