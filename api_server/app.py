@@ -9,6 +9,11 @@ in reverse order, at cleanup.  Any of the four can be injected instead
 (tests, or an embedding process that already has them); injected ones
 belong to the caller and are not closed here.
 
+Both channels come from one :class:`~libs.wire.Wire` (mutual TLS as the
+``api-server`` identity; each channel accepts only the identity it expects
+at the other end).  With the setting ``pki_dir``, the enrolment service is
+opened over the same document store and that PKI.
+
 :func:`serve` adds what a process needs: the listening site, a port file
 written once serving (so a launcher can start the server on port 0), and
 a clean stop on SIGTERM/SIGINT.
@@ -26,6 +31,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api_server.auth import TokenRegistry, load_token_file
+from api_server.enrollment import Enrollment
 from api_server.errors import error_middleware
 from api_server.metrics import RequestMetrics, metrics_middleware
 from api_server.openapi import build_document
@@ -36,6 +42,7 @@ from api_server.scheduler_client import GrpcJobScheduler, JobScheduler
 from api_server.selector_client import ClientDirectory, GrpcClientDirectory
 from api_server.settings import ApiSettings
 from api_server.state import (
+    ENROLLMENT,
     METRICS,
     OBJECTS,
     OPENAPI,
@@ -47,7 +54,9 @@ from api_server.state import (
     TOKENS,
 )
 from libs.objects import ObjectStore, open_object_store
+from libs.pki.directory import PkiDirectory
 from libs.store import DocumentStore, open_document_store
+from libs.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +111,12 @@ def _dependencies(
             opened_objects = objects or open_object_store(settings.resolved_object_store_url)
             if objects is None:
                 closers.append(opened_objects.close)
-            opened_scheduler = scheduler or GrpcJobScheduler(
-                settings.scheduler_address, timeout=settings.rpc_timeout_seconds, tls=settings.tls
-            )
-            if scheduler is None:
-                closers.append(opened_scheduler.close)
-            opened_selector = selector or GrpcClientDirectory(
-                settings.selector_address, timeout=settings.rpc_timeout_seconds, tls=settings.tls
-            )
-            if selector is None:
-                closers.append(opened_selector.close)
+            opened_scheduler, opened_selector = _grpc_peers(settings, scheduler, selector, closers)
+            if settings.pki_dir is not None:
+                pki = PkiDirectory(settings.pki_dir)
+                app[ENROLLMENT] = await asyncio.to_thread(
+                    Enrollment.open, opened_store, pki, settings.trust_domain
+                )
             app[STORE] = opened_store
             app[OBJECTS] = opened_objects
             app[SCHEDULER] = opened_scheduler
@@ -126,6 +131,29 @@ def _dependencies(
                     log.exception("closing a dependency failed")
 
     return lifecycle
+
+
+def _grpc_peers(
+    settings: ApiSettings,
+    scheduler: JobScheduler | None,
+    selector: ClientDirectory | None,
+    closers: list[Callable[[], Awaitable[None]]],
+) -> tuple[JobScheduler, ClientDirectory]:
+    """The scheduler and the selector: as injected, or over channels of this process's one wire."""
+    if scheduler is not None and selector is not None:
+        return scheduler, selector
+    wire = Wire.from_settings(settings, role="api-server")
+    if scheduler is None:
+        scheduler = GrpcJobScheduler(
+            settings.scheduler_address, wire=wire, timeout=settings.rpc_timeout_seconds
+        )
+        closers.append(scheduler.close)
+    if selector is None:
+        selector = GrpcClientDirectory(
+            settings.selector_address, wire=wire, timeout=settings.rpc_timeout_seconds
+        )
+        closers.append(selector.close)
+    return scheduler, selector
 
 
 async def _hide_server_banner(request: web.Request, response: web.StreamResponse) -> None:

@@ -11,6 +11,7 @@ The token file (``token_file`` setting) is YAML::
         sha256: "<hex SHA-256 of the token>"   # instead of the plain token
         namespaces: ["*"]
         role: viewer
+        expires: 2030-01-31T00:00:00Z          # optional, RFC 3339 with a time zone
 
 Decisions, and why:
 
@@ -25,23 +26,32 @@ Decisions, and why:
   before the role check, and both before any lookup.
 * **Roles**: ``viewer`` reads; ``editor`` also creates, changes and deletes
   jobs and models in its namespaces; ``admin`` may do what an editor may and
-  is the role meant for operators (today it grants nothing more; the role
-  exists so operator-only endpoints can be added without re-issuing tokens).
+  is the role for operators.  An admin over every namespace (``["*"]``)
+  alone may use the platform-wide endpoints: enrolment tokens, client
+  revocation, and the namespaces with the tokens that reach them.  Those
+  act on shared things (a client serves every namespace, the PKI is one),
+  so an admin of one namespace may not; it gets 403 like a viewer would.
   A viewer that tries to change something gets 403: it can already see the
   resource, so hiding it would only confuse.
+* **A token may expire** (``expires``): from that instant it is refused
+  with 401 and a message saying it expired, so a short-lived token for a
+  contractor or a CI run needs no one to remember to remove it.  The time
+  must carry its zone (``Z`` or ``+02:00``): a local time would mean
+  something different on each server.
 * The file is read once at start; a bad file stops the server with a
   message naming the entry (a typo must not silently drop a token).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import hashlib
 import hmac
 import logging
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +66,7 @@ ALL_NAMESPACES = "*"
 MIN_TOKEN_LENGTH = 16
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_ENTRY_KEYS = frozenset({"name", "token", "sha256", "namespaces", "role"})
+_ENTRY_KEYS = frozenset({"name", "token", "sha256", "namespaces", "role", "expires"})
 
 
 class Role(enum.StrEnum):
@@ -71,15 +81,21 @@ class Role(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the token's name, role and namespaces (``*`` for all)."""
+    """Who is calling: the token's name, role and namespaces (``*`` for all), and when it expires."""
 
     name: str
     role: Role
     namespaces: frozenset[str]
+    expires_at: dt.datetime | None = None
 
     @property
     def all_namespaces(self) -> bool:
         return ALL_NAMESPACES in self.namespaces
+
+    @property
+    def is_platform_admin(self) -> bool:
+        """An admin over every namespace: the one caller of the platform-wide endpoints."""
+        return self.role is Role.ADMIN and self.all_namespaces
 
     def sees(self, namespace: str) -> bool:
         return self.all_namespaces or namespace in self.namespaces
@@ -96,6 +112,13 @@ class Caller:
                 "an editor or admin token is needed to change anything"
             )
 
+    def require_platform_admin(self) -> None:
+        if not self.is_platform_admin:
+            raise PermissionDenied(
+                f"token {self.name!r} is not an admin over every namespace; this endpoint acts on the "
+                "whole platform and needs a token with role 'admin' and namespaces ['*']"
+            )
+
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
@@ -104,14 +127,25 @@ def hash_token(token: str) -> bytes:
 class TokenRegistry:
     """The known tokens, by hash.  Lookups take the same time whichever token matches."""
 
-    def __init__(self, entries: Sequence[tuple[bytes, Caller]]) -> None:
+    def __init__(
+        self,
+        entries: Sequence[tuple[bytes, Caller]],
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         digests = [digest for digest, _ in entries]
         if len(set(digests)) != len(digests):
             raise InvalidSetting("the token file lists the same token twice")
         self._entries = list(entries)
+        self._clock = clock
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def callers(self) -> list[Caller]:
+        """Every token's caller (names, roles, namespaces; never a token or a hash)."""
+        return [caller for _, caller in self._entries]
 
     def lookup(self, token: str) -> Caller | None:
         presented = hash_token(token)
@@ -132,6 +166,10 @@ class TokenRegistry:
         caller = self.lookup(token)
         if caller is None:
             raise Unauthenticated("the bearer token is not valid")
+        if caller.expires_at is not None and self._clock() >= caller.expires_at:
+            raise Unauthenticated(
+                f"the bearer token expired at {caller.expires_at.isoformat()}; ask for a new one"
+            )
         return caller
 
 
@@ -184,7 +222,28 @@ def _parse_entry(path: Path, index: int, entry: Any) -> tuple[bytes, Caller]:
     for namespace in namespaces:
         if namespace != ALL_NAMESPACES and not (isinstance(namespace, str) and _DNS_LABEL.match(namespace)):
             raise InvalidSetting(f"{where}: namespace {namespace!r} is not a DNS-1123 label or '*'")
-    return digest, Caller(name=name, role=role, namespaces=frozenset(namespaces))
+    expires = _expiry_of(where, entry.get("expires"))
+    return digest, Caller(name=name, role=role, namespaces=frozenset(namespaces), expires_at=expires)
+
+
+def _expiry_of(where: str, value: Any) -> dt.datetime | None:
+    """``expires`` as an aware datetime: YAML gives a datetime for a bare timestamp, a str if quoted."""
+    if value is None:
+        return None
+    when: dt.datetime | None = None
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            when = None
+    if when is None or when.tzinfo is None:
+        raise InvalidSetting(
+            f"{where}: 'expires' must be an RFC 3339 timestamp with its time zone, "
+            f"such as 2030-01-31T00:00:00Z, got {str(value)[:80]!r}"
+        )
+    return when.astimezone(dt.UTC)
 
 
 def _digest_of(where: str, entry: Mapping[str, Any]) -> bytes:

@@ -21,7 +21,7 @@ from api_server.schemas import component_schemas, ref
 ERROR_DESCRIPTIONS = {
     400: "The request is not valid; the message and details.errors name each problem.",
     401: "No bearer token, or one that is not valid.",
-    403: "The token's role may not do this.",
+    403: "The token's role may not do this (platform-wide endpoints need an admin over every namespace).",
     404: "Not found, or in a namespace this token cannot see.",
     409: "Conflicts with the current state (already exists, changed concurrently, or not allowed now).",
     413: "The body is larger than the limit.",
@@ -44,7 +44,7 @@ def error_statuses(route: Route) -> list[int]:
         statuses.add(400)
     if "ns" in route.path_parameters or len(route.path_parameters) > 1:
         statuses.add(404)
-    if route.access is Access.WRITE:
+    if route.access in (Access.WRITE, Access.ADMIN):
         statuses.add(403)
     if route.body is not None:
         statuses.add(413)

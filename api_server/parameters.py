@@ -26,6 +26,10 @@ _DEFS = load_schema()["$defs"]
 DNS_LABEL: dict[str, Any] = {k: _DEFS["dnsLabel"][k] for k in ("type", "minLength", "maxLength", "pattern")}
 MODEL_NAME: dict[str, Any] = {k: _DEFS["modelName"][k] for k in ("type", "minLength", "maxLength", "pattern")}
 VERSION: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**53}
+# What a client certificate can carry (libs.pki.identity): the task manager's client id.
+CLIENT_ID: dict[str, Any] = {
+    "type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+}  # fmt: skip
 
 # name -> (schema, words for messages)
 PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
@@ -33,6 +37,10 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "name": (DNS_LABEL, "a job name: a DNS-1123 label (lowercase letters, digits and '-', at most 63)"),
     "model": (MODEL_NAME, "a model name (lowercase letters, digits, '-', '_', '.', at most 253)"),
     "version": (VERSION, "a version number (a positive integer)"),
+    "clientId": (
+        CLIENT_ID,
+        "a client id (1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)",
+    ),
 }
 
 
@@ -47,7 +55,7 @@ def _matches(value: str, schema: dict[str, Any]) -> bool:
 
 
 def path_name(request: web.Request, parameter: str) -> str:
-    """The path parameter ``parameter`` (``ns``, ``name`` or ``model``), checked."""
+    """The path parameter ``parameter`` (``ns``, ``name``, ``model`` or ``clientId``), checked."""
     value = request.match_info[parameter]
     schema, words = PATH_PARAMETERS[parameter]
     if not _matches(value, schema):

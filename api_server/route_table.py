@@ -12,7 +12,8 @@ knows its route's :class:`Access` without a lookup, and a route added
 without one does not exist.  The order is fixed and deliberate (DESIGN §9):
 401 for a missing or unknown token, 400 for a malformed namespace, 404 for a
 namespace the caller cannot see (its existence is not revealed), and only
-then 403 for a viewer trying to change something.
+then 403 for a viewer trying to change something, or for anyone but an
+admin over every namespace calling a platform-wide endpoint (:data:`Access.ADMIN`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Access(enum.Enum):
     CALLER = "caller"  # any valid token
     READ = "read"  # a token that sees the path's namespace
     WRITE = "write"  # ... with a role that may change things
+    ADMIN = "admin"  # an admin over every namespace: platform-wide endpoints (enrolment, revocation)
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,11 @@ def guarded(route: Route) -> Handler:
             request[CALLER] = caller
             if "ns" in request.match_info:
                 caller.require_namespace(path_name(request, "ns"))
+            if route.access is Access.ADMIN:
+                caller.require_platform_admin()
             if route.access is Access.WRITE:
                 caller.require_write()
+            if route.access is Access.WRITE or (route.access is Access.ADMIN and request.method != "GET"):
                 response = await route.handler(request)
                 # An audit line per change: who (the token's name, never the token), what, and the outcome.
                 log.info("%s %s -> %d by %s", request.method, request.path, response.status, caller.name)

@@ -6,6 +6,16 @@ Every change to a job goes through the scheduler, which owns job state
 not on gRPC, so the wire stays in this module; the tests run the real
 adapter against a fake ``JobControl`` server on a loopback port.
 
+Every user RPC carries the end user's namespaces in the ``nsfl-namespaces``
+metadata (:func:`namespaces_metadata`): a comma-separated list of the
+namespaces the bearer token allows, or ``*`` for a token over all of them.
+The REST routes already refused a namespace the token cannot see; the
+scheduler checks the header again against the job's namespace, so a bug
+here cannot widen what a user reaches (issue 12: only the API server may
+call these RPCs, and only for its caller).  The channel is the process's
+one :class:`~libs.wire.Wire`, and TLS checks that the scheduler's identity
+answers.
+
 Jobs travel as JSON text in both directions (``scheduler.proto``); a reply
 that is not a JSON object is the scheduler's bug and surfaces as a 500 with
 the detail in the log.
@@ -17,32 +27,43 @@ import json
 import logging
 from typing import Any, Protocol
 
+from api_server.auth import ALL_NAMESPACES, Caller
 from api_server.upstream import upstream_errors
 from libs.errors import CATALOGUE, NsflError
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
-from libs.rpc import TlsFiles, open_channel
+from libs.wire import Wire
 
 log = logging.getLogger(__name__)
 
 SCHEDULER = "the job scheduler"
+NAMESPACES_METADATA = "nsfl-namespaces"
+Metadata = tuple[tuple[str, str], ...]
+
+
+def namespaces_metadata(caller: Caller) -> Metadata:
+    """The ``nsfl-namespaces`` header for ``caller``: ``*``, or its namespaces sorted and comma-separated."""
+    value = ALL_NAMESPACES if caller.all_namespaces else ",".join(sorted(caller.namespaces))
+    return ((NAMESPACES_METADATA, value),)
 
 
 class JobScheduler(Protocol):
-    """The job operations the REST API forwards to the scheduler."""
+    """The job operations the REST API forwards to the scheduler, each on behalf of ``caller``."""
 
-    async def submit(self, namespace: str, spec: dict[str, Any]) -> dict[str, Any]: ...
+    async def submit(self, caller: Caller, namespace: str, spec: dict[str, Any]) -> dict[str, Any]: ...
 
     async def update(
-        self, namespace: str, name: str, spec: dict[str, Any], *, expected_version: int
+        self, caller: Caller, namespace: str, name: str, spec: dict[str, Any], *, expected_version: int
     ) -> dict[str, Any]: ...
 
-    async def start(self, namespace: str, name: str, *, from_scratch: bool) -> dict[str, Any]: ...
+    async def start(
+        self, caller: Caller, namespace: str, name: str, *, from_scratch: bool
+    ) -> dict[str, Any]: ...
 
-    async def stop(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def stop(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]: ...
 
-    async def delete(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def delete(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]: ...
 
-    async def logs(self, namespace: str, name: str, *, tail_lines: int) -> str: ...
+    async def logs(self, caller: Caller, namespace: str, name: str, *, tail_lines: int) -> str: ...
 
     async def ping(self) -> None:
         """Return once the scheduler can be reached (callers bound the wait with a timeout)."""
@@ -63,10 +84,10 @@ def _job_of(reply: scheduler_pb2.JobReply) -> dict[str, Any]:
 
 
 class GrpcJobScheduler:
-    """:class:`JobScheduler` over a gRPC channel (mutual TLS when ``tls`` is given)."""
+    """:class:`JobScheduler` over a channel of ``wire`` that only the scheduler's identity can answer."""
 
-    def __init__(self, address: str, *, timeout: float, tls: TlsFiles | None = None) -> None:
-        self._channel = open_channel(address, tls)
+    def __init__(self, address: str, *, wire: Wire, timeout: float) -> None:
+        self._channel = wire.channel(address, wire.control("scheduler"))
         self._stub = scheduler_pb2_grpc.JobControlStub(self._channel)
         self._timeout = timeout
 
@@ -74,37 +95,54 @@ class GrpcJobScheduler:
     def _ref(namespace: str, name: str) -> scheduler_pb2.JobRef:
         return scheduler_pb2.JobRef(namespace=namespace, name=name)
 
-    async def submit(self, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, caller: Caller, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
         request = scheduler_pb2.SubmitJobRequest(namespace=namespace, spec_json=json.dumps(spec))
         with upstream_errors(SCHEDULER):
-            return _job_of(await self._stub.SubmitJob(request, timeout=self._timeout))
+            reply = await self._stub.SubmitJob(
+                request, timeout=self._timeout, metadata=namespaces_metadata(caller)
+            )
+        return _job_of(reply)
 
     async def update(
-        self, namespace: str, name: str, spec: dict[str, Any], *, expected_version: int
+        self, caller: Caller, namespace: str, name: str, spec: dict[str, Any], *, expected_version: int
     ) -> dict[str, Any]:
         request = scheduler_pb2.UpdateJobRequest(
             ref=self._ref(namespace, name), spec_json=json.dumps(spec), expected_version=expected_version
         )
         with upstream_errors(SCHEDULER):
-            return _job_of(await self._stub.UpdateJob(request, timeout=self._timeout))
+            reply = await self._stub.UpdateJob(
+                request, timeout=self._timeout, metadata=namespaces_metadata(caller)
+            )
+        return _job_of(reply)
 
-    async def start(self, namespace: str, name: str, *, from_scratch: bool) -> dict[str, Any]:
+    async def start(self, caller: Caller, namespace: str, name: str, *, from_scratch: bool) -> dict[str, Any]:
         request = scheduler_pb2.StartJobRequest(ref=self._ref(namespace, name), from_scratch=from_scratch)
         with upstream_errors(SCHEDULER):
-            return _job_of(await self._stub.StartJob(request, timeout=self._timeout))
+            reply = await self._stub.StartJob(
+                request, timeout=self._timeout, metadata=namespaces_metadata(caller)
+            )
+        return _job_of(reply)
 
-    async def stop(self, namespace: str, name: str) -> dict[str, Any]:
+    async def stop(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]:
         with upstream_errors(SCHEDULER):
-            return _job_of(await self._stub.StopJob(self._ref(namespace, name), timeout=self._timeout))
+            reply = await self._stub.StopJob(
+                self._ref(namespace, name), timeout=self._timeout, metadata=namespaces_metadata(caller)
+            )
+        return _job_of(reply)
 
-    async def delete(self, namespace: str, name: str) -> dict[str, Any]:
+    async def delete(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]:
         with upstream_errors(SCHEDULER):
-            return _job_of(await self._stub.DeleteJob(self._ref(namespace, name), timeout=self._timeout))
+            reply = await self._stub.DeleteJob(
+                self._ref(namespace, name), timeout=self._timeout, metadata=namespaces_metadata(caller)
+            )
+        return _job_of(reply)
 
-    async def logs(self, namespace: str, name: str, *, tail_lines: int) -> str:
+    async def logs(self, caller: Caller, namespace: str, name: str, *, tail_lines: int) -> str:
         request = scheduler_pb2.JobLogsRequest(ref=self._ref(namespace, name), tail_lines=tail_lines)
         with upstream_errors(SCHEDULER):
-            reply = await self._stub.GetJobLogs(request, timeout=self._timeout)
+            reply = await self._stub.GetJobLogs(
+                request, timeout=self._timeout, metadata=namespaces_metadata(caller)
+            )
         return str(reply.text)
 
     async def ping(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from api_server.job_views import STATES
 from api_server.parameters import MODEL_NAME
+from api_server.pki_schemas import pki_schemas
 from api_server.registry import RUNTIMES
 from libs.jobspec import load_schema
 
@@ -213,6 +214,14 @@ def component_schemas() -> dict[str, Any]:
                 "lastHeartbeat": {"type": ["number", "null"]},
                 "runningTasks": {"type": "integer"},
                 "reservedBy": {"type": ["string", "null"]},
+                "source": {
+                    "type": ["string", "null"],
+                    "description": "The peer host it last registered from.",
+                },
+                "expiresAt": {
+                    "type": ["number", "null"],
+                    "description": "Seconds since the epoch when its registry entry expires if it stays away.",
+                },
                 "runtimes": {"type": "array", "items": {"type": "string"}},
                 "datasets": {"type": "array", "items": {"type": "object"}},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -225,6 +234,23 @@ def component_schemas() -> dict[str, Any]:
             {
                 "namespaces": {"type": "array", "items": {"type": "string"}},
                 "allNamespaces": {"type": "boolean", "description": "The token sees every namespace."},
+                "details": {
+                    "type": "array",
+                    "description": "Only for an admin over every namespace.",
+                    "items": _object(
+                        {
+                            "namespace": {"type": "string"},
+                            "jobs": {"type": "integer"},
+                            "models": {"type": "integer"},
+                            "tokens": {
+                                "type": "array",
+                                "description": "The tokens that reach it (by name; never the token).",
+                                "items": _object({"name": {"type": "string"}, "role": {"type": "string"}}),
+                            },
+                        },
+                        ["namespace", "jobs", "models", "tokens"],
+                    ),
+                },
             },
             ["namespaces", "allNamespaces"],
         ),
@@ -236,5 +262,6 @@ def component_schemas() -> dict[str, Any]:
             ["status"],
         ),
     }
+    schemas.update(pki_schemas())
     schemas.update(job_spec_schemas())
     return schemas

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from api_server.upstream import upstream_errors
 from libs.protos import selector_pb2, selector_pb2_grpc
-from libs.rpc import TlsFiles, open_channel
+from libs.wire import Wire
 
 SELECTOR = "the client selector"
 
@@ -36,6 +36,9 @@ def client_to_json(info: selector_pb2.ClientInfo) -> dict[str, Any]:
         "lastHeartbeat": info.last_heartbeat_unix or None,
         "runningTasks": info.running_tasks,
         "reservedBy": info.reserved_by or None,
+        # Registry hygiene: the peer host it registered from, and when its entry expires if it stays away.
+        "source": info.source or None,
+        "expiresAt": info.expires_at_unix or None,
         "runtimes": list(info.runtimes),
         "datasets": [{"name": d.name, "samples": d.samples, "tags": list(d.tags)} for d in info.datasets],
         "labels": dict(info.labels),
@@ -49,10 +52,10 @@ def client_to_json(info: selector_pb2.ClientInfo) -> dict[str, Any]:
 
 
 class GrpcClientDirectory:
-    """:class:`ClientDirectory` over a gRPC channel to the selector."""
+    """:class:`ClientDirectory` over a channel of ``wire`` that only the selector's identity can answer."""
 
-    def __init__(self, address: str, *, timeout: float, tls: TlsFiles | None = None) -> None:
-        self._channel = open_channel(address, tls)
+    def __init__(self, address: str, *, wire: Wire, timeout: float) -> None:
+        self._channel = wire.channel(address, wire.control("selector"))
         self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
         self._timeout = timeout
 

@@ -12,6 +12,20 @@ streamed to the object store and never held in memory, so
 enforced before the bytes are buffered: a declared ``Content-Length`` over
 the limit is refused before anything is read.
 
+Why the gRPC links need mutual TLS: the API server is the only caller
+the scheduler accepts for its user RPCs, on behalf of end users whose
+namespaces it passes along (issue 12), so its channels to the scheduler and
+the selector use the shared wire settings (:class:`~libs.wire.WireSettings`:
+``tls_ca``, ``tls_cert``, ``tls_key``, ``tls_crl``, ``trust_domain``,
+``insecure``) and refuse to start without them.  The REST listener is plain
+HTTP here (TLS for it is a front proxy's or an ingress's job); those wire
+settings do not touch it.
+
+Why ``pki_dir`` is optional: with it (the directory ``nsfl-ctl pki init``
+made; the standalone launcher passes ``NSFL_API_PKI_DIR``), the API server
+redeems enrolment tokens and revokes clients' certificates; without it those
+endpoints answer 503 saying to set it, and everything else works.
+
 Why a token file is required: the API is the one public entry (DESIGN §9),
 so there is no unauthenticated mode to fall into by forgetting a setting.
 The standalone launcher writes a token file next to its state.
@@ -30,8 +44,8 @@ from typing import Any
 from urllib.parse import quote
 
 from libs.errors import InvalidSetting
-from libs.rpc import TlsFiles
 from libs.settings import load_settings
+from libs.wire import WireSettings
 
 PREFIX = "NSFL_API_"
 MIB = 1024 * 1024
@@ -47,7 +61,7 @@ def _check_address(name: str, value: str, *, allow_port_zero: bool) -> None:
 
 
 @dataclass(frozen=True)
-class ApiSettings:
+class ApiSettings(WireSettings):
     """Everything the API server process needs to know, validated at start."""
 
     listen: str = "127.0.0.1:8080"
@@ -57,7 +71,7 @@ class ApiSettings:
     # Empty: ``sqlite:///<state_dir>/nsfl.db`` and ``file:///<state_dir>/objects``.
     store_url: str = ""
     object_store_url: str = ""
-    # YAML: ``tokens: [{token | sha256, namespaces: [...] or ["*"], role, name}]`` (see auth.py).
+    # YAML: ``tokens: [{token | sha256, namespaces: [...] or ["*"], role, name, expires?}]`` (see auth.py).
     token_file: Path | None = None
     max_body_bytes: int = 1 * MIB
     max_model_bytes: int = 4 * 1024 * MIB
@@ -66,10 +80,8 @@ class ApiSettings:
     rpc_timeout_seconds: float = 10.0
     # How long /readyz waits for the scheduler's channel to connect.
     ready_timeout_seconds: float = 2.0
-    # Mutual TLS towards the scheduler and the selector: all three files or none.
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    # The PKI directory (`nsfl-ctl pki init`): enrolment and client revocation need it.
+    pki_dir: Path | None = None
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -94,17 +106,8 @@ class ApiSettings:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise InvalidSetting(f"setting {name!r} must be a positive number of seconds, got {value!r}")
-        given = [f for f in (self.tls_ca, self.tls_cert, self.tls_key) if f is not None]
-        if given and len(given) != 3:
-            raise InvalidSetting(
-                "settings 'tls_ca', 'tls_cert' and 'tls_key' go together: give all three or none"
-            )
-
-    @property
-    def tls(self) -> TlsFiles | None:
-        if self.tls_ca is None or self.tls_cert is None or self.tls_key is None:
-            return None
-        return TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
+        # The gRPC links it dials; the REST listener is HTTP and not the wire's business.
+        self.validate_wire([self.scheduler_address, self.selector_address])
 
     @property
     def listen_host(self) -> str:

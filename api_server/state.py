@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from api_server.auth import Caller, TokenRegistry
+from api_server.enrollment import Enrollment
 from api_server.metrics import RequestMetrics
 from api_server.registry import ModelRegistry
 from api_server.scheduler_client import JobScheduler
@@ -30,6 +31,8 @@ SCHEDULER: web.AppKey[JobScheduler] = web.AppKey("scheduler")
 SELECTOR: web.AppKey[ClientDirectory] = web.AppKey("selector")
 REGISTRY: web.AppKey[ModelRegistry] = web.AppKey("registry", ModelRegistry)
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+# Present only when the setting pki_dir names a PKI (enrolment and revocation need it).
+ENROLLMENT: web.AppKey[Enrollment] = web.AppKey("enrollment", Enrollment)
 
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)

@@ -7,8 +7,10 @@ exists in both or in neither.
 from __future__ import annotations
 
 from api_server.route_table import Route
-from api_server.routes import clients, health, job_actions, jobs, models
+from api_server.routes import clients, enrollment, health, job_actions, jobs, models
 
 
 def all_routes() -> list[Route]:
-    return [*health.ROUTES, *clients.ROUTES, *jobs.ROUTES, *job_actions.ROUTES, *models.ROUTES]
+    return [
+        *health.ROUTES, *clients.ROUTES, *enrollment.ROUTES, *jobs.ROUTES, *job_actions.ROUTES, *models.ROUTES
+    ]  # fmt: skip

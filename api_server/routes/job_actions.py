@@ -22,7 +22,7 @@ from api_server.parameters import path_name, query_int
 from api_server.route_table import Access, Body, QueryParam, Reply, Route
 from api_server.routes.jobs import JOB_PATH, reply_job
 from api_server.schemas import REGISTER_MODEL_BODY, START_BODY, ref
-from api_server.state import OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STORE
+from api_server.state import CALLER, OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STORE
 from libs.errors import InvalidState, NsflError
 
 MAX_ROUNDS_PAGE = 10_000
@@ -40,7 +40,7 @@ async def start_job(request: web.Request) -> web.StreamResponse:
     )
     await get_job(request.app[STORE], namespace, name)
     job = await request.app[SCHEDULER].start(
-        namespace, name, from_scratch=bool(body.get("fromScratch", False))
+        request[CALLER], namespace, name, from_scratch=bool(body.get("fromScratch", False))
     )
     return reply_job(job)
 
@@ -48,7 +48,7 @@ async def start_job(request: web.Request) -> web.StreamResponse:
 async def stop_job(request: web.Request) -> web.StreamResponse:
     namespace, name = request.match_info["ns"], path_name(request, "name")
     await get_job(request.app[STORE], namespace, name)
-    return reply_job(await request.app[SCHEDULER].stop(namespace, name))
+    return reply_job(await request.app[SCHEDULER].stop(request[CALLER], namespace, name))
 
 
 async def job_metrics(request: web.Request) -> web.StreamResponse:
@@ -72,7 +72,7 @@ async def job_logs(request: web.Request) -> web.StreamResponse:
     namespace, name = request.match_info["ns"], path_name(request, "name")
     tail = query_int(request, "tail", default=0, low=0, high=MAX_LOG_LINES)
     await get_job(request.app[STORE], namespace, name)
-    text = await request.app[SCHEDULER].logs(namespace, name, tail_lines=tail)
+    text = await request.app[SCHEDULER].logs(request[CALLER], namespace, name, tail_lines=tail)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

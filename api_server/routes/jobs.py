@@ -31,7 +31,7 @@ from api_server.route_table import Access, Body, QueryParam, Reply, Route
 from api_server.schemas import ref
 from api_server.spec_patching import patched_spec
 from api_server.spec_references import check_references
-from api_server.state import OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STORE
+from api_server.state import CALLER, OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STORE
 from libs.errors import InvalidState, ValidationFailed
 from libs.jobspec import validate_spec
 
@@ -62,7 +62,7 @@ async def create_job(request: web.Request) -> web.StreamResponse:
     namespace = request.match_info["ns"]
     raw = await read_document(request, request.app[SETTINGS].max_body_bytes, allow_yaml=True)
     spec = await validated(request, raw, namespace)
-    job = await request.app[SCHEDULER].submit(namespace, spec)
+    job = await request.app[SCHEDULER].submit(request[CALLER], namespace, spec)
     response = reply_job(job, status=201)
     response.headers["Location"] = f"/api/v1/namespaces/{namespace}/jobs/{spec['name']}"
     return response
@@ -100,14 +100,16 @@ async def update_job(request: web.Request) -> web.StreamResponse:
     spec = await validated(
         request, patched_spec(current if isinstance(current, dict) else {}, patch), namespace
     )
-    job = await request.app[SCHEDULER].update(namespace, name, spec, expected_version=document.version)
+    job = await request.app[SCHEDULER].update(
+        request[CALLER], namespace, name, spec, expected_version=document.version
+    )
     return reply_job(job)
 
 
 async def delete_job(request: web.Request) -> web.StreamResponse:
     namespace, name = request.match_info["ns"], path_name(request, "name")
     await get_job(request.app[STORE], namespace, name)
-    return reply_job(await request.app[SCHEDULER].delete(namespace, name))
+    return reply_job(await request.app[SCHEDULER].delete(request[CALLER], namespace, name))
 
 
 _SPEC_BODY = Body(

@@ -1,6 +1,10 @@
 """Fixtures: a real API server app on an in-process test client, a SQLite store and a file
 object store in ``tmp_path``, and fake scheduler/selector gRPC servers on loopback port 0.
 
+The gRPC links run with mutual TLS as in production: the API server has the test PKI's
+``control/api-server`` certificate, the fakes ``control/scheduler`` and ``control/selector``,
+and the API server's ``pki_dir`` is the test PKI (enrolment signs with its CA).
+
 Four tokens cover the access rules: an admin for every namespace, an editor and a viewer of
 ``team-a``, and an editor of ``team-b``.
 """
@@ -23,6 +27,7 @@ from api_server.app import make_app
 from api_server.settings import ApiSettings
 from libs.objects import FileObjectStore, ObjectStore
 from libs.store import DocumentStore, open_document_store
+from tests.fixtures.pki import TestPki
 from tests.unit.api_server.fakes import FakeJobControl, FakeSelector, start_fake_servers
 
 ADMIN = "admin-token-0123456789abcdef"
@@ -53,9 +58,10 @@ def write_token_file(path: Path) -> Path:
 class Fakes:
     scheduler: FakeJobControl
     selector: FakeSelector
-    server: grpc.aio.Server
+    servers: list[grpc.aio.Server]
     scheduler_port: int
     selector_port: int
+    pki: TestPki
 
 
 @pytest.fixture
@@ -74,11 +80,16 @@ async def objects(tmp_path: Path) -> AsyncIterator[ObjectStore]:
 
 
 @pytest.fixture
-async def fakes(store: DocumentStore) -> AsyncIterator[Fakes]:
+async def fakes(store: DocumentStore, test_pki: TestPki) -> AsyncIterator[Fakes]:
     scheduler, selector = FakeJobControl(store), FakeSelector()
-    server, scheduler_port, selector_port = await start_fake_servers(scheduler, selector)
-    yield Fakes(scheduler, selector, server, scheduler_port, selector_port)
-    await server.stop(None)
+    servers, scheduler_port, selector_port = await start_fake_servers(
+        scheduler, selector,
+        scheduler_wire=test_pki.wire(test_pki.identity("scheduler")),
+        selector_wire=test_pki.wire(test_pki.identity("selector")),
+    )  # fmt: skip
+    yield Fakes(scheduler, selector, servers, scheduler_port, selector_port, test_pki)
+    for server in servers:
+        await server.stop(None)
 
 
 def make_settings(tmp_path: Path, fakes: Fakes, **changes: Any) -> ApiSettings:
@@ -93,6 +104,8 @@ def make_settings(tmp_path: Path, fakes: Fakes, **changes: Any) -> ApiSettings:
         "max_model_bytes": 256 * 1024,
         "rpc_timeout_seconds": 5.0,
         "ready_timeout_seconds": 1.0,
+        **fakes.pki.settings(fakes.pki.identity("api-server")),
+        "pki_dir": fakes.pki.directory.root,
         **changes,
     }
     settings = ApiSettings(**values)

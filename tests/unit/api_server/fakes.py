@@ -2,10 +2,13 @@
 
 They speak the real protocols over real channels on loopback port 0, so the
 API server's gRPC adapters, error mapping and timeouts are exercised as in
-production.  The fake scheduler keeps jobs in the same SQLite file the API
+production, over mutual TLS with the identities of the test PKI: the fake
+scheduler answers as ``control/scheduler`` and the fake selector as
+``control/selector``, each behind the real authorisation guard.  The fake scheduler keeps jobs in the same SQLite file the API
 server reads (through its own connection), as the real scheduler does, and
 follows the state rules of DESIGN §4 closely enough for the REST tests; it
-records every call so tests can check what was forwarded.
+records every call (with the ``nsfl-namespaces`` header and the verified
+caller) so tests can check what was forwarded and on whose behalf.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import grpc
 import grpc.aio
 
 from libs.errors import InvalidState, VersionConflict
+from libs.pki.identity import Identity
 from libs.protos import common_pb2, scheduler_pb2, scheduler_pb2_grpc, selector_pb2, selector_pb2_grpc
-from libs.rpc import add_port, handle_errors, make_server
+from libs.rpc import handle_errors
 from libs.store import DocumentStore
+from libs.wire import Wire, current_caller
 
 UPDATABLE = {"QUEUED", "PENDING", "FINISHED", "FAILED", "STOPPED"}
 TERMINAL = {"FINISHED", "FAILED", "STOPPED"}
@@ -48,11 +53,26 @@ def _reply(data: dict[str, Any], version: int | None = None) -> scheduler_pb2.Jo
     return scheduler_pb2.JobReply(job_json=json.dumps({**data, **({"version": version} if version else {})}))
 
 
+@dataclass(frozen=True)
+class Forwarded:
+    """On whose behalf a call came: the ``nsfl-namespaces`` header and the caller's certificate identity."""
+
+    method: str
+    namespaces: str | None
+    caller: Identity | None
+
+
 @dataclass
 class FakeJobControl(scheduler_pb2_grpc.JobControlServicer):
     store: DocumentStore
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    forwarded: list[Forwarded] = field(default_factory=list)
     logs: str = "line 1\nline 2\nline 3\n"
+
+    def _record(self, method: str, request: Any, context: Context) -> None:
+        self.calls.append((method, request))
+        header = dict(context.invocation_metadata() or ()).get("nsfl-namespaces")
+        self.forwarded.append(Forwarded(method, header, current_caller()))
 
     async def _set_state(self, namespace: str, name: str, state: str) -> scheduler_pb2.JobReply:
         document = await self.store.get("jobs", f"{namespace}/{name}")
@@ -65,7 +85,7 @@ class FakeJobControl(scheduler_pb2_grpc.JobControlServicer):
     async def SubmitJob(
         self, request: scheduler_pb2.SubmitJobRequest, context: Context
     ) -> scheduler_pb2.JobReply:
-        self.calls.append(("SubmitJob", request))
+        self._record("SubmitJob", request, context)
         spec = json.loads(request.spec_json)
         document = await self.store.insert(
             "jobs", f"{request.namespace}/{spec['name']}", job_document(request.namespace, spec)
@@ -76,7 +96,7 @@ class FakeJobControl(scheduler_pb2_grpc.JobControlServicer):
     async def UpdateJob(
         self, request: scheduler_pb2.UpdateJobRequest, context: Context
     ) -> scheduler_pb2.JobReply:
-        self.calls.append(("UpdateJob", request))
+        self._record("UpdateJob", request, context)
         key = f"{request.ref.namespace}/{request.ref.name}"
         document = await self.store.get("jobs", key)
         if document.version != request.expected_version:
@@ -92,7 +112,7 @@ class FakeJobControl(scheduler_pb2_grpc.JobControlServicer):
     async def StartJob(
         self, request: scheduler_pb2.StartJobRequest, context: Context
     ) -> scheduler_pb2.JobReply:
-        self.calls.append(("StartJob", request))
+        self._record("StartJob", request, context)
         document = await self.store.get("jobs", f"{request.ref.namespace}/{request.ref.name}")
         if document.data["state"] not in TERMINAL | {"QUEUED"}:
             raise InvalidState(
@@ -102,7 +122,7 @@ class FakeJobControl(scheduler_pb2_grpc.JobControlServicer):
 
     @handle_errors
     async def StopJob(self, request: scheduler_pb2.JobRef, context: Context) -> scheduler_pb2.JobReply:
-        self.calls.append(("StopJob", request))
+        self._record("StopJob", request, context)
         document = await self.store.get("jobs", f"{request.namespace}/{request.name}")
         state = document.data["state"]
         if state == "FINISHED" or state == "FAILED":
@@ -112,7 +132,7 @@ class FakeJobControl(scheduler_pb2_grpc.JobControlServicer):
 
     @handle_errors
     async def DeleteJob(self, request: scheduler_pb2.JobRef, context: Context) -> scheduler_pb2.JobReply:
-        self.calls.append(("DeleteJob", request))
+        self._record("DeleteJob", request, context)
         key = f"{request.namespace}/{request.name}"
         document = await self.store.get("jobs", key)
         if document.data["state"] not in TERMINAL | {"QUEUED", "PENDING"}:
@@ -140,7 +160,7 @@ class FakeJobControl(scheduler_pb2_grpc.JobControlServicer):
     async def GetJobLogs(
         self, request: scheduler_pb2.JobLogsRequest, context: Context
     ) -> scheduler_pb2.JobLogsReply:
-        self.calls.append(("GetJobLogs", request))
+        self._record("GetJobLogs", request, context)
         lines = self.logs.splitlines(keepends=True)
         tail = lines[-request.tail_lines :] if request.tail_lines else lines
         return scheduler_pb2.JobLogsReply(text="".join(tail))
@@ -159,7 +179,8 @@ class FakeSelector(selector_pb2_grpc.ClientSelectorServicer):
             selector_pb2.ClientInfo(
                 client_id="hospital-a", runtimes=["pytorch"], liveness="alive", last_heartbeat_unix=time.time(),
                 datasets=[common_pb2.Dataset(name="mnist", samples=600)], labels={"region": "eu"},
-                resources=common_pb2.Resources(cpus=4, memory_mb=8192),
+                resources=common_pb2.Resources(cpus=4, memory_mb=8192), source="10.0.0.7",
+                expires_at_unix=2_000_000_000.0,
             ),
             selector_pb2.ClientInfo(client_id="hospital-b", runtimes=["pytorch"], liveness="lost"),
         ]  # fmt: skip
@@ -184,6 +205,9 @@ class FakeSelector(selector_pb2_grpc.ClientSelectorServicer):
     async def OfferTask(self, request: selector_pb2.OfferTaskRequest, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not used by the API server")
 
+    async def OfferTasks(self, request: selector_pb2.OfferTasksRequest, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not used by the API server")
+
     async def CancelTasks(self, request: selector_pb2.CancelTasksRequest, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not used by the API server")
 
@@ -192,13 +216,25 @@ _add_scheduler: Callable[[Any, grpc.aio.Server], None] = scheduler_pb2_grpc.add_
 _add_selector: Callable[[Any, grpc.aio.Server], None] = selector_pb2_grpc.add_ClientSelectorServicer_to_server
 
 
-async def start_fake_servers(
-    scheduler: FakeJobControl, selector: FakeSelector
-) -> tuple[grpc.aio.Server, int, int]:
-    """One gRPC server on a free loopback port hosting both fakes; (server, scheduler port, selector port)."""
-    server = make_server()
-    _add_scheduler(scheduler, server)
-    _add_selector(selector, server)
-    port = add_port(server, "127.0.0.1:0")
+async def start_fake_server(
+    wire: Wire, add: Callable[[grpc.aio.Server], None]
+) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server of ``wire`` (its identity, its guard) on a free loopback port; (server, port)."""
+    server = wire.server()
+    add(server)
+    port = wire.add_port(server, "127.0.0.1:0")
     await server.start()
-    return server, port, port
+    return server, port
+
+
+async def start_fake_servers(
+    scheduler: FakeJobControl, selector: FakeSelector, *, scheduler_wire: Wire, selector_wire: Wire
+) -> tuple[list[grpc.aio.Server], int, int]:
+    """The fake scheduler and the fake selector, each as its own identity; (servers, scheduler port, selector port)."""
+    scheduler_server, scheduler_port = await start_fake_server(
+        scheduler_wire, lambda server: _add_scheduler(scheduler, server)
+    )
+    selector_server, selector_port = await start_fake_server(
+        selector_wire, lambda server: _add_selector(selector, server)
+    )
+    return [scheduler_server, selector_server], scheduler_port, selector_port

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from pathlib import Path
 
 import pytest
 
-from api_server.auth import Role, load_token_file
+from api_server.auth import Role, TokenRegistry, hash_token, load_token_file
 from libs.errors import InvalidSetting, Unauthenticated
 from libs.store import DocumentStore
-from tests.unit.api_server.conftest import ADMIN, EDITOR_A, EDITOR_B, VIEWER_A, Client, Fakes, bearer
+from tests.unit.api_server.conftest import (
+    ADMIN,
+    EDITOR_A,
+    EDITOR_B,
+    VIEWER_A,
+    Client,
+    Fakes,
+    bearer,
+    make_settings,
+    running_client,
+)
 from tests.unit.api_server.test_jobs import JOBS, SPEC, put_job, submit
 
 
@@ -77,9 +88,79 @@ async def test_an_admin_token_for_every_namespace_sees_both(client: Client, stor
         response = await client.get(f"/api/v1/namespaces/{namespace}/jobs", headers=bearer(ADMIN))
         assert len((await response.json())["jobs"]) == 1
     listed = await (await client.get("/api/v1/namespaces", headers=bearer(ADMIN))).json()
-    assert listed == {"namespaces": ["team-a", "team-b"], "allNamespaces": True}
+    assert (listed["namespaces"], listed["allNamespaces"]) == (["team-a", "team-b"], True)
     own = await (await client.get("/api/v1/namespaces", headers=bearer(EDITOR_B))).json()
     assert own == {"namespaces": ["team-b"], "allNamespaces": False}
+
+
+async def test_an_admin_sees_every_known_namespace_with_its_jobs_models_and_tokens(
+    client: Client, store: DocumentStore
+) -> None:
+    await put_job(store, "a-job", "QUEUED", namespace="team-a")
+    await put_job(store, "c-job", "QUEUED", namespace="team-c")  # known only from its job
+    listed = await (await client.get("/api/v1/namespaces", headers=bearer(ADMIN))).json()
+    assert listed["namespaces"] == ["team-a", "team-b", "team-c"]  # team-b: known only from the token file
+    details = {entry["namespace"]: entry for entry in listed["details"]}
+    assert (details["team-a"]["jobs"], details["team-b"]["jobs"], details["team-c"]["jobs"]) == (1, 0, 1)
+    assert details["team-a"]["tokens"] == [
+        {"name": "editor-a", "role": "editor"}, {"name": "viewer-a", "role": "viewer"},
+        {"name": "admin", "role": "admin"},
+    ]  # fmt: skip
+    assert details["team-c"]["tokens"] == [{"name": "admin", "role": "admin"}]
+    assert ADMIN not in await (await client.get("/api/v1/namespaces", headers=bearer(ADMIN))).text()
+    own = await (await client.get("/api/v1/namespaces", headers=bearer(EDITOR_A))).json()
+    assert "details" not in own
+
+
+async def test_only_an_admin_over_every_namespace_may_use_platform_wide_endpoints(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    tokens = tmp_path / "scoped.yaml"
+    scoped = "scoped-admin-token-0123456789"
+    tokens.write_text(f"tokens: [{{name: scoped, token: {scoped}, namespaces: [team-a], role: admin}}]\n")
+    async with running_client(make_settings(tmp_path, fakes, token_file=tokens)) as scoped_client:
+        for method, path in (("GET", "/api/v1/enrollment-tokens"), ("POST", "/api/v1/enrollment-tokens"),
+                             ("POST", "/api/v1/clients/hospital-a/revoke")):  # fmt: skip
+            response = await scoped_client.request(
+                method, path, json={"clientId": "x"}, headers=bearer(scoped)
+            )
+            assert response.status == 403, (method, path)
+            assert "every namespace" in (await response.json())["error"]["message"]
+        # It is still an admin of its own namespace.
+        assert (await scoped_client.get(JOBS, headers=bearer(scoped))).status == 200
+
+
+def expiring_token_file(path: Path, expires: str) -> Path:
+    path.write_text(
+        f"tokens: [{{name: contractor, token: {EDITOR_A}, namespaces: [team-a], role: editor, expires: {expires}}}]\n"
+    )
+    return path
+
+
+async def test_an_expired_token_is_401_saying_it_expired(tmp_path: Path, fakes: Fakes) -> None:
+    expired = expiring_token_file(tmp_path / "expired.yaml", "2020-01-01T00:00:00Z")
+    async with running_client(make_settings(tmp_path, fakes, token_file=expired)) as client:
+        response = await client.get(JOBS, headers=bearer(EDITOR_A))
+        assert response.status == 401
+        error = (await response.json())["error"]
+        assert error["code"] == "Unauthenticated" and "expired" in error["message"]
+        assert "2020-01-01" in error["message"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_a_token_works_until_it_expires(tmp_path: Path, fakes: Fakes) -> None:
+    later = expiring_token_file(tmp_path / "later.yaml", '"2999-01-01T00:00:00+02:00"')
+    async with running_client(make_settings(tmp_path, fakes, token_file=later)) as client:
+        assert (await client.get(JOBS, headers=bearer(EDITOR_A))).status == 200
+    registry = load_token_file(later)
+    caller = registry.lookup(EDITOR_A)
+    assert caller is not None and caller.expires_at == dt.datetime(2998, 12, 31, 22, tzinfo=dt.UTC)
+    now = caller.expires_at - dt.timedelta(seconds=1)
+    ticking = TokenRegistry([(hash_token(EDITOR_A), caller)], clock=lambda: now)
+    assert ticking.authenticate(f"Bearer {EDITOR_A}") == caller
+    now = caller.expires_at
+    with pytest.raises(Unauthenticated, match="expired"):
+        ticking.authenticate(f"Bearer {EDITOR_A}")
 
 
 async def test_a_malformed_namespace_in_the_path_is_400_naming_it(client: Client) -> None:
@@ -116,6 +197,12 @@ def test_tokens_are_kept_hashed_and_may_be_given_as_hashes(tmp_path: Path) -> No
         ("{token: long-enough-token-value, namespaces: [Bad_NS], role: viewer}", "DNS-1123"),
         ("{token: long-enough-token-value, namespaces: [a], role: viewer, admin: true}", "unknown keys"),
         ("{namespaces: [a], role: viewer}", "exactly one of 'token' and 'sha256'"),
+        ("{token: long-enough-token-value, namespaces: [a], role: viewer, expires: soon}", "RFC 3339"),
+        ("{token: long-enough-token-value, namespaces: [a], role: viewer, expires: 2030-01-01}", "RFC 3339"),
+        (
+            "{token: long-enough-token-value, namespaces: [a], role: viewer, expires: 2030-01-01T00:00:00}",
+            "time zone",
+        ),
     ],
 )
 def test_a_bad_token_file_entry_is_refused_naming_it(tmp_path: Path, entry: str, problem: str) -> None:

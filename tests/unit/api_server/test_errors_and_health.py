@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api_server.app import make_app
+from api_server.auth import Caller
 from libs.store import DocumentStore, open_document_store
 from tests.unit.api_server.conftest import (
     EDITOR_A,
@@ -69,6 +70,11 @@ async def test_clients_are_listed_with_liveness(client: Client, fakes: Fakes) ->
         ("hospital-b", "lost"),
     ]
     assert everyone["clients"][0]["datasets"] == [{"name": "mnist", "samples": 600, "tags": []}]
+    # Registry hygiene, as the selector reports it: where each registered from, when it expires.
+    assert [(c["source"], c["expiresAt"]) for c in everyone["clients"]] == [
+        ("10.0.0.7", 2_000_000_000.0),
+        (None, None),
+    ]
     alive = await (await client.get("/api/v1/clients?includeLost=false", headers=bearer(VIEWER_A))).json()
     assert [c["clientId"] for c in alive["clients"]] == ["hospital-a"]
 
@@ -94,7 +100,7 @@ async def test_unknown_routes_and_methods_answer_in_the_error_shape(client: Clie
 class ExplodingScheduler:
     """A scheduler adapter with a bug: its exception text must never reach a caller."""
 
-    async def submit(self, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, caller: Caller, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("internal detail: /var/lib/secret-path password=hunter2")
 
     async def ping(self) -> None:

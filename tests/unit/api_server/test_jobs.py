@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from api_server.auth import Caller, Role
+from api_server.scheduler_client import namespaces_metadata
 from libs.store import DocumentStore
-from tests.unit.api_server.conftest import EDITOR_A, VIEWER_A, Client, Fakes, bearer
+from tests.unit.api_server.conftest import ADMIN, EDITOR_A, VIEWER_A, Client, Fakes, bearer
 from tests.unit.api_server.fakes import COORDINATOR_SECRET, job_document
 
 JOBS = "/api/v1/namespaces/team-a/jobs"
@@ -222,3 +224,28 @@ async def test_metrics_checkpoints_and_logs_of_a_job(
     assert logs.status == 200 and logs.content_type == "text/plain"
     assert await logs.text() == "line 2\nline 3\n"
     assert fakes.scheduler.calls[-1][1].tail_lines == 2
+
+
+async def test_every_scheduler_call_carries_the_callers_namespaces_from_the_api_servers_identity(
+    client: Client, store: DocumentStore, fakes: Fakes
+) -> None:
+    await submit(client)
+    await client.post(f"{JOBS}/mnist:stop", headers=bearer(EDITOR_A))
+    await client.get(f"{JOBS}/mnist/logs", headers=bearer(ADMIN))
+    await put_job(store, "gone", "FINISHED", namespace="team-b")
+    deleted = await client.delete("/api/v1/namespaces/team-b/jobs/gone", headers=bearer(ADMIN))
+    assert deleted.status == 200
+    api_server = fakes.pki.identity("api-server")
+    assert [(f.method, f.namespaces, f.caller) for f in fakes.scheduler.forwarded] == [
+        ("SubmitJob", "team-a", api_server),
+        ("StopJob", "team-a", api_server),
+        ("GetJobLogs", "*", api_server),
+        ("DeleteJob", "*", api_server),
+    ]
+
+
+def test_the_namespaces_header_lists_a_tokens_namespaces_sorted_or_a_star() -> None:
+    several = Caller("ci", Role.EDITOR, frozenset({"team-b", "team-a"}))
+    everyone = Caller("ops", Role.VIEWER, frozenset({"*"}))
+    assert namespaces_metadata(several) == (("nsfl-namespaces", "team-a,team-b"),)
+    assert namespaces_metadata(everyone) == (("nsfl-namespaces", "*"),)

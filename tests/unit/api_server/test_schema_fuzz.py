@@ -1,8 +1,8 @@
 """Schema fuzzing: schemathesis drives every operation of ``/openapi.json`` and no answer is a 5xx.
 
 The API server runs for real (aiohttp on a loopback port, the fake
-scheduler and selector over gRPC, SQLite and file storage in a temporary
-directory) in a thread with its own event loop, because schemathesis calls
+scheduler and selector over gRPC with mutual TLS, the test PKI for
+enrolment, SQLite and file storage in a temporary directory) in a thread with its own event loop, because schemathesis calls
 it with the blocking ``requests`` client.  Cases come from both positive
 (valid by the schema) and negative (violating it) generation, with an
 admin token so that requests get past authentication into the handlers.
@@ -29,6 +29,7 @@ from schemathesis.core.result import Ok
 from api_server.app import bound_port, make_app
 from api_server.settings import ApiSettings
 from libs.store import open_document_store
+from tests.fixtures.pki import TestPki
 from tests.unit.api_server.conftest import ADMIN, EDITOR_A, bearer, write_token_file
 from tests.unit.api_server.fakes import FakeJobControl, FakeSelector, start_fake_servers
 
@@ -38,9 +39,10 @@ EXAMPLES_PER_OPERATION = 15
 class ServerThread(threading.Thread):
     """The API server and its fake dependencies on an event loop of their own."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pki: TestPki) -> None:
         super().__init__(name="api-server-under-fuzz", daemon=True)
         self.root = root
+        self.pki = pki
         self.port = 0
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -57,12 +59,17 @@ class ServerThread(threading.Thread):
     async def _serve(self) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         store = await open_document_store(f"sqlite://{self.root}/nsfl.db")
-        grpc_server, port, _ = await start_fake_servers(FakeJobControl(store), FakeSelector())
+        pki = self.pki
+        grpc_servers, scheduler_port, selector_port = await start_fake_servers(
+            FakeJobControl(store), FakeSelector(),
+            scheduler_wire=pki.wire(pki.identity("scheduler")), selector_wire=pki.wire(pki.identity("selector")),
+        )  # fmt: skip
         settings = ApiSettings(
-            listen="127.0.0.1:0", scheduler_address=f"127.0.0.1:{port}", selector_address=f"127.0.0.1:{port}",
+            listen="127.0.0.1:0", scheduler_address=f"127.0.0.1:{scheduler_port}",
+            selector_address=f"127.0.0.1:{selector_port}",
             state_dir=self.root, store_url=f"sqlite://{self.root}/nsfl.db",
             object_store_url=f"file://{self.root}/objects", token_file=write_token_file(self.root / "tokens.yaml"),
-            max_model_bytes=64 * 1024,
+            max_model_bytes=64 * 1024, pki_dir=pki.directory.root, **pki.settings(pki.identity("api-server")),
         )  # fmt: skip
         runner = web.AppRunner(make_app(settings))
         await runner.setup()
@@ -73,7 +80,8 @@ class ServerThread(threading.Thread):
             await self._stopping.wait()
         finally:
             await runner.cleanup()
-            await grpc_server.stop(None)
+            for grpc_server in grpc_servers:
+                await grpc_server.stop(None)
             await store.close()
 
     def stop(self) -> None:
@@ -83,8 +91,8 @@ class ServerThread(threading.Thread):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    thread = ServerThread(tmp_path)
+def server(tmp_path: Path, test_pki: TestPki) -> Iterator[str]:
+    thread = ServerThread(tmp_path, test_pki)
     thread.start()
     assert thread.ready.wait(timeout=20), "the API server did not start"
     if thread.error is not None:
