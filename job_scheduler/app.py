@@ -8,6 +8,12 @@ Tests start it in-process on port 0, optionally with a fake platform or a
 fake client availability; :func:`serve` adds what a process needs (signal
 handling, a port file) and is what ``python -m job_scheduler`` runs.
 
+The wire: one :class:`~libs.wire.Wire` (role ``scheduler``) serves
+``JobControl`` with mutual TLS and the authorisation guard, and dials the
+selector, which must prove it is the selector.  The coordinators' issuing
+CA is read at start (:class:`~job_scheduler.coordinator_certificates.CoordinatorIssuer`),
+so a wrong file fails the start rather than the first launch.
+
 Stopping the scheduler does not stop coordinators: they keep training, and
 the next scheduler on the same state adopts them (DESIGN §4).  Shutdown
 order: the supervisor first (no new launches), then the server with a short
@@ -41,6 +47,7 @@ import grpc.aio
 
 from job_scheduler.admission import Limits
 from job_scheduler.cleanup import JobCleanup
+from job_scheduler.coordinator_certificates import CoordinatorIssuer
 from job_scheduler.coordinators import Coordinators, LaunchConfig
 from job_scheduler.grpc_service import JobControlServicer
 from job_scheduler.job_store import JobLocks, JobStore
@@ -53,8 +60,8 @@ from job_scheduler.supervisor import Supervisor
 from libs.objects import open_object_store
 from libs.objects.protocol import ObjectStore
 from libs.protos import scheduler_pb2_grpc
-from libs.rpc import add_port, make_server
 from libs.store import DocumentStore, open_document_store
+from libs.wire import Wire
 
 if TYPE_CHECKING:
     from job_scheduler.k8s_api import KubeApi, KubeCredentials
@@ -72,8 +79,20 @@ _add_servicer: Callable[[scheduler_pb2_grpc.JobControlServicer, grpc.aio.Server]
 )
 
 
+def coordinator_issuer(settings: SchedulerSettings) -> CoordinatorIssuer | None:
+    """The CA that signs coordinators' certificates; None for an insecure scheduler (plaintext coordinators)."""
+    cert, key = settings.coordinator_issuer_cert, settings.coordinator_issuer_key
+    if settings.insecure or settings.tls is None or cert is None or key is None:
+        settings.validate()  # unless insecure, this says which setting is missing
+        return None
+    return CoordinatorIssuer.load(
+        cert, key, trust_domain=settings.trust_domain, ca=settings.tls.ca, crl=settings.tls.crl
+    )
+
+
 def build_platform(settings: SchedulerSettings, kube: KubeApi | None = None) -> Platform:
     """The platform the settings name: ``local`` subprocesses or ``kubernetes`` Pods (needs ``kube``)."""
+    certificates = coordinator_issuer(settings)
     if settings.platform == "kubernetes":
         from job_scheduler.k8s_platform import KubernetesPlatform
 
@@ -82,10 +101,13 @@ def build_platform(settings: SchedulerSettings, kube: KubeApi | None = None) -> 
         _, _, port = settings.listen.rpartition(":")
         # Each launch gets the scheduler's bound address; this one only has to be valid.
         pod_settings = settings.coordinator_pod_settings(f"{settings.advertise_host}:{int(port) or 1}")
-        return KubernetesPlatform(kube, image=settings.coordinator_image, pod_settings=pod_settings)
+        return KubernetesPlatform(
+            kube, image=settings.coordinator_image, pod_settings=pod_settings, certificates=certificates
+        )
     standby = settings.coordinator_standby and settings.coordinator_module == "coordinator"
     platform = LocalPlatform(
         settings.jobs_dir,
+        certificates=certificates,
         python=settings.python_executable,
         module=settings.coordinator_module,
         listen_host=settings.coordinator_listen_host,
@@ -123,6 +145,7 @@ class SchedulerApp:
         self._objects: ObjectStore | None = None
         self._selector: SelectorAvailability | None = None
         self._server: grpc.aio.Server | None = None
+        self.wire: Wire | None = None
         self._supervisor_task: asyncio.Task[None] | None = None
         self.supervisor: Supervisor | None = None
         self.service: JobService | None = None
@@ -132,6 +155,7 @@ class SchedulerApp:
         settings = self.settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.wire = wire = Wire.from_settings(settings, role="scheduler")
             self._store = await open_document_store(settings.resolved_store_url)
             self._objects = open_object_store(settings.resolved_object_store_url)
             if settings.platform == "kubernetes":
@@ -141,7 +165,7 @@ class SchedulerApp:
             availability = self._availability
             if availability is None:
                 self._selector = SelectorAvailability(
-                    settings.selector, timeout=settings.selector_timeout_seconds
+                    settings.selector, wire, timeout=settings.selector_timeout_seconds
                 )
                 availability = self._selector
             jobs = JobStore(self._store, self._clock or time.time)
@@ -178,9 +202,9 @@ class SchedulerApp:
                 wake=self.supervisor.wake,
                 log_tail_lines=settings.log_tail_lines,
             )
-            self._server = make_server()
+            self._server = wire.server()
             _add_servicer(JobControlServicer(self.service), self._server)
-            self.port = add_port(self._server, settings.listen)
+            self.port = wire.add_port(self._server, settings.listen)
             await self._server.start()
             self._supervisor_task = asyncio.create_task(
                 self.supervisor.run(), name="job-scheduler-supervisor"

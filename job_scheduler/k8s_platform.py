@@ -10,6 +10,7 @@ Per job, in the job's namespace (where its ``FederatedJob`` lives)::
     Service    nsfl-coord-<job>        one per job; annotation nsfl.io/launch = latest launch created
     ConfigMap  nsfl-coord-<job>-r<n>   the spec of launch n
     Secret     nsfl-coord-<job>-r<n>   the token of launch n
+    Secret     nsfl-coord-<job>-tls    the certificate of the latest launch (ca.crt, tls.crt, tls.key)
     Pod        nsfl-coord-<job>-r<n>   launch n, restartPolicy Never
 
 How the :class:`~job_scheduler.platform.Platform` promises are kept:
@@ -19,7 +20,11 @@ How the :class:`~job_scheduler.platform.Platform` promises are kept:
   that exists is adopted, never doubled.  The one object that is replaced
   is the token Secret of a launch whose Pod does not exist yet: a retried
   launch carries a new token, and the coordinator must present the one the
-  scheduler now expects (see :mod:`libs.k8s.objects`).
+  scheduler now expects (see :mod:`libs.k8s.objects`).  So is the
+  certificate Secret: each launch that creates its Pod signs a new
+  certificate (:mod:`job_scheduler.coordinator_certificates`), and the
+  Pods of earlier launches, ended, no longer read it
+  (:mod:`libs.k8s.coordinator_tls`).
 - **Owner first.**  Every object is controlled by the job's
   ``FederatedJob``, so the launch needs its uid.  The mirror
   (:mod:`job_scheduler.k8s_mirror`) creates the object of a job submitted
@@ -53,6 +58,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from job_scheduler.coordinator_certificates import (
+    CoordinatorIssuer,
+    coordinator_environment,
+    insecure_environment,
+)
 from job_scheduler.k8s_api import (
     BY_KIND,
     CONFIGMAPS,
@@ -68,11 +78,18 @@ from libs.k8s import (
     COORDINATOR_PORT,
     CoordinatorPodSettings,
     CoordinatorPodState,
+    OwnerRef,
     coordinator_name,
     coordinator_objects,
     coordinator_pod_name,
     owner_of,
     pod_phase_outcome,
+)
+from libs.k8s.coordinator_tls import (
+    coordinator_tls_paths,
+    coordinator_tls_secret,
+    coordinator_tls_secret_name,
+    with_coordinator_wire,
 )
 from libs.k8s.naming import COMPONENT, JOB_LABEL, LAUNCH_LABEL, MANAGED_BY
 from libs.k8s.objects import CONTAINER_NAME
@@ -141,9 +158,18 @@ def coordinator_info(
 class KubernetesPlatform:
     """Coordinators as Pods in their jobs' namespaces (see the module doc)."""
 
-    def __init__(self, api: KubeApi, *, image: str, pod_settings: CoordinatorPodSettings) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        image: str,
+        pod_settings: CoordinatorPodSettings,
+        certificates: CoordinatorIssuer | None,
+    ) -> None:
         pod_settings.validate()
         self._api = api
+        # Signs each launch's certificate; None only for an insecure scheduler (plaintext coordinators).
+        self._certificates = certificates
         self._image = image
         self._pod_settings = pod_settings
 
@@ -167,6 +193,7 @@ class KubernetesPlatform:
                 request.spec, owner=owner_of(owner), image=self._image, settings=settings,
                 launch=launch, token=request.token,
             )  # fmt: skip
+            objects = self._with_wire(request, owner_of(owner), objects)
         except ValueError as exc:
             raise ValidationFailed(f"cannot build the coordinator of {namespace}/{name}: {exc}") from None
         adopted = False
@@ -215,6 +242,7 @@ class KubernetesPlatform:
         for object_name in sorted(per_launch):
             await self._api.delete(SECRETS, namespace, object_name)
             await self._api.delete(CONFIGMAPS, namespace, object_name)
+        await self._api.delete(SECRETS, namespace, coordinator_tls_secret_name(name))
         await self._api.delete(SERVICES, namespace, coordinator_name(name))
         log.info("removed the coordinator objects of %s/%s", namespace, name)
 
@@ -240,6 +268,31 @@ class KubernetesPlatform:
 
     # --- helpers ------------------------------------------------------------------------------
 
+    def _with_wire(
+        self, request: LaunchRequest, owner: OwnerRef, objects: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``objects`` with this launch's certificate Secret before the Pod, and the Pod pointed at it."""
+        *others, pod = objects
+        issuer = self._certificates
+        if issuer is None:
+            return [*others, with_coordinator_wire(pod, environment=insecure_environment(), tls_secret=None)]
+        service = coordinator_name(request.name)
+        host = self._pod_settings.advertise_host(
+            service=service, namespace=request.namespace, job=request.name
+        )
+        issued = issuer.issue(request.namespace, request.name, request.spec, hosts=(host,))
+        secret = coordinator_tls_secret(
+            request.namespace, request.name, owner=owner, launch=request.launch,
+            ca_pem=issuer.ca_pem(), cert_pem=issued.cert_pem, key_pem=issued.key_pem,
+        )  # fmt: skip
+        paths = coordinator_tls_paths()
+        environment = coordinator_environment(
+            ca=paths["ca"], cert=paths["cert"], key=paths["key"], crl=paths["crl"],
+            trust_domain=issuer.trust_domain,
+        )  # fmt: skip
+        pod = with_coordinator_wire(pod, environment=environment, tls_secret=secret["metadata"]["name"])
+        return [*others, secret, pod]
+
     async def _pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The job's coordinator Pods, oldest launch first."""
         pods = await self._api.list(PODS, namespace, labels=job_selector(name))
@@ -254,8 +307,8 @@ class KubernetesPlatform:
             if item["kind"] == "Pod":
                 return True
             if item["kind"] == "Secret":
-                # The Pod of this launch does not exist (checked first), so nothing read this token:
-                # replace it with the one the scheduler expects now.
+                # The Pod of this launch does not exist (checked first), so nothing read this token (or
+                # this certificate): replace it with the one the scheduler expects now.
                 object_name = str(item["metadata"]["name"])
                 await self._api.delete(SECRETS, namespace, object_name, grace_seconds=0)
                 await self._api.create(SECRETS, namespace, item)

@@ -8,6 +8,7 @@ Layout, one work directory per job (``<state_dir>/jobs/<ns>/<name>/``)::
     coordinator.pid     {"pid", "startTime", "launch", "launchedAt", "name"}
     coordinator.exit    {"launch", "code", "at"} once this scheduler reaped it
     status.json         written by the coordinator (docs/contracts.md)
+    tls/                (0700) cert.pem and key.pem (0600): this launch's certificate
 
 Why a lock file *and* a pid file.  Coordinators must outlive the scheduler
 (a restarted scheduler adopts them), so they run in their own session and
@@ -35,6 +36,10 @@ The next standby is started ``standby_delay_seconds`` after a handoff, not at
 once: its imports take a core for a second or two, and at once would be while
 the job just handed over runs its first rounds, which would pay for it.
 
+Certificates: each launch that starts a process (cold or by the standby) gets a
+fresh one in ``tls/``, named by ``NSFL_COORDINATOR_TLS_*`` variables
+(:mod:`job_scheduler.coordinator_certificates`); an adopted coordinator keeps its own.
+
 Processes are started with ``os.posix_spawnp`` rather than ``subprocess``:
 a ``Popen`` object for a process meant to outlive us would warn when it is
 collected, and all that is needed is a pid, a session and redirected output.
@@ -57,6 +62,12 @@ from typing import Any
 
 import psutil
 
+from job_scheduler.coordinator_certificates import (
+    WIRE_VARIABLES,
+    CoordinatorIssuer,
+    insecure_environment,
+    write_certificate,
+)
 from job_scheduler.coordinator_standby import Standby
 from job_scheduler.platform import (
     EXIT_CODES_BY_STATE,
@@ -75,6 +86,7 @@ EXIT_FILE = "coordinator.exit"
 LOG_FILE = "coordinator.log"
 STATUS_FILE = "status.json"
 JOB_FILE = "job.json"
+TLS_DIR = "tls"
 _TAIL_BLOCK = 64 * 1024
 STANDBY_DELAY_SECONDS = 5.0
 
@@ -86,6 +98,7 @@ class LocalPlatform:
         self,
         jobs_dir: Path,
         *,
+        certificates: CoordinatorIssuer | None,
         python: str,
         module: str = "coordinator",
         listen_host: str = "127.0.0.1",
@@ -95,6 +108,8 @@ class LocalPlatform:
         standby_delay_seconds: float = STANDBY_DELAY_SECONDS,
     ) -> None:
         self.jobs_dir = jobs_dir
+        # Signs each launch's certificate; None only for an insecure scheduler (plaintext coordinators).
+        self._certificates = certificates
         # "python -m <standby_module>" is kept started ahead of need (job_scheduler.coordinator_standby).
         self._standby_module = standby_module
         self._standby: Standby | None = None
@@ -221,7 +236,8 @@ class LocalPlatform:
             "--listen", f"{self._listen_host}:0", "--advertise-host", self._advertise_host,
         ]  # fmt: skip
         base = os.environ if self._environment is None else self._environment
-        env = {**base, TOKEN_VARIABLE: request.token}
+        inherited = {k: v for k, v in base.items() if k not in WIRE_VARIABLES}
+        env = {**inherited, TOKEN_VARIABLE: request.token, **self._wire_environment(request, workdir)}
         log_fd = os.open(workdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -243,6 +259,13 @@ class LocalPlatform:
         finally:
             os.close(log_fd)
         return self._launched(request, workdir, name, pid)
+
+    def _wire_environment(self, request: LaunchRequest, workdir: Path) -> dict[str, str]:
+        """This launch's certificate written under ``tls/`` and named, or plaintext if insecure."""
+        if self._certificates is None:
+            return insecure_environment()
+        hosts = (self._advertise_host, self._listen_host)
+        return write_certificate(self._certificates, request, workdir / TLS_DIR, hosts)
 
     def _launched(self, request: LaunchRequest, workdir: Path, name: str, pid: int) -> int:
         _write_json(

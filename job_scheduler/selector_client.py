@@ -11,6 +11,10 @@ The selector never returns a partial set: when too few match, ``satisfied``
 is false and ``matched`` says how many were eligible.  A selector that
 cannot be reached counts as zero matching clients (with that reason), so a
 PENDING job still reaches its deadline instead of waiting forever.
+
+The channel goes through the scheduler's :class:`~libs.wire.Wire`: TLS checks
+the server is the control plane's selector, and the selector's table lets
+the scheduler ask only with ``dry_run``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import grpc.aio
 
 from libs.errors import NsflError
 from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
-from libs.rpc import call_errors, open_channel
+from libs.rpc import call_errors
+from libs.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,8 @@ def requirement_of(spec: Mapping[str, Any]) -> selector_pb2.ClientRequirement:
 class SelectorAvailability:
     """:class:`ClientAvailability` over the selector's gRPC API."""
 
-    def __init__(self, target: str, *, timeout: float = 5.0) -> None:
-        self._channel: grpc.aio.Channel = open_channel(target)
+    def __init__(self, target: str, wire: Wire, *, timeout: float = 5.0) -> None:
+        self._channel: grpc.aio.Channel = wire.channel(target, wire.control("selector"))
         self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
         self._timeout = timeout
 

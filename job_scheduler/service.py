@@ -22,6 +22,10 @@ Every mutation takes the job's lock, persists its transition, then acts:
   when it has stopped.  Deleting a job that is DELETING is a no-op; a job
   that is gone is ``NotFound``.
 - **report_progress** is the coordinator's call (see :mod:`.coordinators`).
+
+``scope`` (the end user's namespaces, :mod:`.namespaces`) bounds ``submit``
+and ``list`` when the call comes from a user through the API server; the
+Kubernetes operator, acting for the cluster, passes none.
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ from job_scheduler.cleanup import JobCleanup
 from job_scheduler.coordinators import Coordinators, Report
 from job_scheduler.documents import job_key, new_job, parse_job_id, restarted, state_of
 from job_scheduler.job_store import JobLocks, JobStore
+from job_scheduler.namespaces import NamespaceScope
 from job_scheduler.platform import Platform
 from job_scheduler.states import JobEvent, JobState
-from libs.errors import NsflError, ValidationFailed
+from libs.errors import NsflError, PermissionDenied, ValidationFailed
 from libs.jobspec import parse_spec_text, validate_spec
 from libs.store import Document
 
@@ -68,9 +73,13 @@ class JobService:
         self._wake = wake
         self._log_tail_lines = log_tail_lines
 
-    async def submit(self, namespace: str, spec_text: str, *, resource_uid: str = "") -> Document:
+    async def submit(
+        self, namespace: str, spec_text: str, *, resource_uid: str = "", scope: NamespaceScope | None = None
+    ) -> Document:
         """Store a new job QUEUED; ``resource_uid`` names the FederatedJob it was applied as."""
         spec = _spec_from(spec_text, namespace=namespace)
+        if scope is not None and not scope.allows(spec["namespace"]):
+            raise PermissionDenied(f"you may not create jobs in namespace {spec['namespace']!r}")
         data = new_job(spec, self._jobs.clock())
         if resource_uid:
             data["resourceUid"] = resource_uid
@@ -83,11 +92,22 @@ class JobService:
         return await self._jobs.get(namespace, name)
 
     async def list(
-        self, namespace: str, states: Sequence[str], limit: int, page_token: str
+        self,
+        namespace: str,
+        states: Sequence[str],
+        limit: int,
+        page_token: str,
+        *,
+        scope: NamespaceScope | None = None,
     ) -> tuple[list[Document], str]:
+        """One page of jobs, of ``namespace`` (all if empty) within ``scope``; the next page's token."""
         where: dict[str, Any] = {}
         if namespace:
             where["namespace"] = namespace
+            if scope is not None and not scope.allows(namespace):
+                where["namespace"] = {"$in": []}  # matches nothing: as if the namespace had no jobs
+        elif scope is not None and not scope.everything:
+            where["namespace"] = {"$in": sorted(scope.names)}
         if states:
             where["state"] = {"$in": [_state(s).value for s in states]}
         if limit < 0:

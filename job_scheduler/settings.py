@@ -27,6 +27,14 @@ and tests (an emulated API server), and the token is never logged.
 Credentials of MongoDB and S3 never pass through these settings on their way
 to a coordinator: its Pod reads them from the Secrets named by
 ``coordinator_document_store_secret`` and ``coordinator_object_store_secret``.
+
+The wire (:class:`~libs.wire.WireSettings`): the scheduler serves and dials
+with mutual TLS (``tls_ca``, ``tls_cert``, ``tls_key``, ``tls_crl``), and it
+signs each coordinator's short-lived certificate at launch with the issuing
+CA named by ``coordinator_issuer_cert`` and ``coordinator_issuer_key`` (in
+standalone mode the PKI directory's ``issuer.pem`` and ``issuer-key.pem``).
+Both are required unless ``insecure`` (loopback tests only), where the
+coordinators run in plaintext too.
 """
 
 from __future__ import annotations
@@ -41,13 +49,14 @@ from urllib.parse import quote
 from libs.errors import InvalidSetting
 from libs.k8s.pod_settings import CoordinatorPodSettings
 from libs.settings import load_settings
+from libs.wire import WireSettings
 
 PREFIX = "NSFL_SCHEDULER_"
 PLATFORMS = ("local", "kubernetes")
 
 
 @dataclass(frozen=True)
-class SchedulerSettings:
+class SchedulerSettings(WireSettings):
     """Everything the scheduler process needs to know, validated at start."""
 
     listen: str = "127.0.0.1:50052"
@@ -97,6 +106,11 @@ class SchedulerSettings:
     kube_context: str = ""
     # How often every FederatedJob's .status is compared with the store, besides after each change.
     status_resync_seconds: float = 60.0
+    # --- coordinators' certificates ---------------------------------------------------------------
+    # The CA that signs each coordinator's certificate at launch: its certificate (then the chain above
+    # it but the root) and its key.  Required unless 'insecure'.
+    coordinator_issuer_cert: Path | None = None
+    coordinator_issuer_key: Path | None = None
 
     def validate(self) -> None:
         _check_address("listen", self.listen)
@@ -122,6 +136,25 @@ class SchedulerSettings:
                 raise InvalidSetting(f"setting {name!r} must not be empty")
         if self.platform == "kubernetes":
             self._validate_kubernetes()
+        self._validate_wire()
+
+    def _validate_wire(self) -> None:
+        # A local coordinator listens on coordinator_listen_host: plaintext only if that is loopback too.
+        addresses = [self.listen, self.selector]
+        if self.platform == "local":
+            addresses.append(f"{self.coordinator_listen_host}:0")
+        self.validate_wire(addresses)
+        given = [f for f in (self.coordinator_issuer_cert, self.coordinator_issuer_key) if f is not None]
+        if len(given) == 1:
+            raise InvalidSetting(
+                "settings 'coordinator_issuer_cert' and 'coordinator_issuer_key' go together: give both or neither"
+            )
+        if not given and not self.insecure:
+            raise InvalidSetting(
+                "the scheduler signs each coordinator's certificate: give 'coordinator_issuer_cert' and "
+                "'coordinator_issuer_key' (a PKI directory's issuer.pem and issuer-key.pem, made by "
+                "`nsfl-ctl pki init`); for a test on loopback only, set 'insecure: true'"
+            )
 
     def _validate_kubernetes(self) -> None:
         if not self.coordinator_image:

@@ -11,9 +11,12 @@ job's ``parameters.fake`` (so each job of a test can behave differently):
 - ``stopSeconds``: on SIGTERM, wait that long (ignoring more SIGTERMs) then
   write STOPPED and exit 3;
 - ``report``: call ``JobControl.ReportProgress`` with the token from
-  ``NSFL_COORDINATOR_TOKEN``, as the real coordinator does (best effort).
+  ``NSFL_COORDINATOR_TOKEN``, as the real coordinator does (best effort),
+  over mutual TLS with the certificate the scheduler issued it
+  (``NSFL_COORDINATOR_TLS_*``), or in plaintext if told ``NSFL_COORDINATOR_INSECURE``.
 
-It writes ``status.json`` like the real one (docs/contracts.md).
+It writes ``status.json`` like the real one (docs/contracts.md), plus
+``wire``: the ``NSFL_COORDINATOR_TLS_*`` variables it was started with.
 """
 
 from __future__ import annotations
@@ -41,15 +44,28 @@ def write_status(workdir: Path, status: dict[str, Any]) -> None:
     os.replace(tmp, workdir / "status.json")
 
 
+def wire_from_environment() -> Any:
+    """The coordinator's wire as the scheduler configured it through ``NSFL_COORDINATOR_*`` variables."""
+    from libs.wire import Wire, WireSettings
+
+    env = os.environ
+    if env.get("NSFL_COORDINATOR_INSECURE") == "true":
+        return Wire.insecure()
+    crl = env.get("NSFL_COORDINATOR_TLS_CRL")
+    settings = WireSettings(
+        tls_ca=Path(env["NSFL_COORDINATOR_TLS_CA"]), tls_cert=Path(env["NSFL_COORDINATOR_TLS_CERT"]),
+        tls_key=Path(env["NSFL_COORDINATOR_TLS_KEY"]), tls_crl=Path(crl) if crl else None,
+        trust_domain=env.get("NSFL_COORDINATOR_TRUST_DOMAIN", "nsfl.local"))
+    return Wire.from_settings(settings, role="coordinator")
+
+
 class Reporter:
     def __init__(self, scheduler: str, job_id: str, token: str) -> None:
-        import grpc
-
         from libs.protos import scheduler_pb2, scheduler_pb2_grpc
-        from libs.rpc import CHANNEL_OPTIONS
 
         self._pb = scheduler_pb2
-        self._channel = grpc.insecure_channel(scheduler, options=CHANNEL_OPTIONS)
+        wire = wire_from_environment()
+        self._channel = wire.sync_channel(scheduler, wire.control("scheduler"))
         self._stub = scheduler_pb2_grpc.JobControlStub(self._channel)
         self._job_id = job_id
         self._token = token
@@ -64,6 +80,12 @@ class Reporter:
             self._stub.ReportProgress(request, timeout=3)
         except Exception as exc:  # best effort, like the real coordinator
             print(f"report failed: {exc}", flush=True)
+
+
+def _wire_variables() -> dict[str, str]:
+    """The wire settings it was given (for the tests to check; the real coordinator reads them)."""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(("NSFL_COORDINATOR_TLS_", "NSFL_COORDINATOR_INSECURE", "NSFL_COORDINATOR_TRUST"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     reporter = Reporter(args.scheduler, job_id, token) if fake.get("report") and args.scheduler else None
     rounds = int(fake.get("rounds", 1))
     status: dict[str, Any] = {"job_id": job_id, "state": "RUNNING", "reason": "", "round": 0,
-                              "rounds": rounds, "endpoint": "127.0.0.1:1", "history": []}
+                              "rounds": rounds, "endpoint": "127.0.0.1:1", "history": [],
+                              "wire": _wire_variables()}
     write_status(workdir, status)
     print(f"fake coordinator for {job_id} started (pid {os.getpid()})", flush=True)
     if reporter:

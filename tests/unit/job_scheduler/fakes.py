@@ -17,6 +17,7 @@ from typing import Any
 
 from job_scheduler.admission import Limits
 from job_scheduler.cleanup import JobCleanup
+from job_scheduler.coordinator_certificates import CoordinatorIssuer
 from job_scheduler.coordinators import Coordinators, LaunchConfig, Report
 from job_scheduler.job_store import JobLocks, JobStore
 from job_scheduler.platform import CoordinatorInfo, Launched, LaunchRequest, coordinator_name
@@ -26,6 +27,20 @@ from job_scheduler.supervisor import Supervisor
 from libs.objects import open_object_store
 from libs.objects.protocol import ObjectStore
 from libs.store import Document, DocumentStore, open_document_store
+from tests.fixtures.pki import TestPki
+
+
+def issuer_of(pki: TestPki) -> CoordinatorIssuer:
+    """The coordinators' issuing CA of ``pki``, as a scheduler with that PKI's settings loads it."""
+    directory = pki.directory
+    return CoordinatorIssuer.load(directory.issuer, directory.issuer_key, trust_domain=pki.trust_domain,
+                                  ca=directory.ca, crl=directory.crl)
+
+
+def scheduler_wire(pki: TestPki) -> dict[str, Any]:
+    """The settings of a scheduler of ``pki``: its certificate, and the CA it signs coordinators with."""
+    return {**pki.settings(pki.identity("scheduler")), "coordinator_issuer_cert": pki.directory.issuer,
+            "coordinator_issuer_key": pki.directory.issuer_key}
 
 
 class Clock:

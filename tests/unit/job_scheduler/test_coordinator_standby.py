@@ -13,13 +13,16 @@ import psutil
 
 from job_scheduler.coordinator_standby import STANDBY_LOG
 from job_scheduler.local_platform import LocalPlatform
+from tests.fixtures.pki import TestPki
+from tests.unit.job_scheduler.fakes import issuer_of
 from tests.unit.job_scheduler.test_local_platform import FAKE, ROOT, ended, launches, request, until
 
 STANDBY = "coordinator.standby"
 
 
-def platform_with_standby(tmp_path: Path, delay: float = 0.0) -> LocalPlatform:
-    return LocalPlatform(tmp_path / "jobs", python=sys.executable, module=FAKE, standby_module=STANDBY,
+def platform_with_standby(tmp_path: Path, pki: TestPki, delay: float = 0.0) -> LocalPlatform:
+    return LocalPlatform(tmp_path / "jobs", certificates=issuer_of(pki), python=sys.executable, module=FAKE,
+                         standby_module=STANDBY,
                          environment={**os.environ, "PYTHONPATH": str(ROOT)}, standby_delay_seconds=delay)
 
 
@@ -35,8 +38,10 @@ def gone(pid: int) -> bool:
         return True
 
 
-async def test_a_launch_hands_the_job_to_the_standby_and_starts_the_next_one(tmp_path: Path) -> None:
-    platform = platform_with_standby(tmp_path)
+async def test_a_launch_hands_the_job_to_the_standby_and_starts_the_next_one(
+    tmp_path: Path, test_pki: TestPki
+) -> None:
+    platform = platform_with_standby(tmp_path, test_pki)
     platform.start_standby()
     await until("the standby to import", lambda: standby_ready(tmp_path))
     first = platform._standby
@@ -49,6 +54,9 @@ async def test_a_launch_hands_the_job_to_the_standby_and_starts_the_next_one(tmp
     assert json.loads((workdir / "coordinator.pid").read_text())["pid"] == first.pid
     info = await ended(platform, "warm")
     assert (info.exit_code, info.status["state"]) == (0, "FINISHED")
+    tls = workdir / "tls"
+    assert info.status["wire"]["NSFL_COORDINATOR_TLS_CERT"] == str(tls / "cert.pem"), "handed over with the job"
+    assert info.status["wire"]["NSFL_COORDINATOR_TLS_KEY"] == str(tls / "key.pem") and (tls / "key.pem").exists()
     assert "fake coordinator exits with 0" in await platform.logs("ns", "warm", 20)
     assert launches(tmp_path) == ["ns/warm"]
     second = platform._standby
@@ -58,9 +66,9 @@ async def test_a_launch_hands_the_job_to_the_standby_and_starts_the_next_one(tmp
 
 
 async def test_the_job_lock_is_held_across_the_handoff_and_a_dead_standby_means_a_cold_launch(
-    tmp_path: Path,
+    tmp_path: Path, test_pki: TestPki
 ) -> None:
-    platform = platform_with_standby(tmp_path)
+    platform = platform_with_standby(tmp_path, test_pki)
     platform.start_standby()
     await until("the standby to import", lambda: standby_ready(tmp_path))
     assert platform._standby is not None
@@ -84,8 +92,10 @@ async def test_the_job_lock_is_held_across_the_handoff_and_a_dead_standby_means_
     await platform.close()
 
 
-async def test_the_next_standby_starts_only_after_the_delay_so_the_new_job_has_the_cpu(tmp_path: Path) -> None:
-    platform = platform_with_standby(tmp_path, delay=1.5)
+async def test_the_next_standby_starts_only_after_the_delay_so_the_new_job_has_the_cpu(
+    tmp_path: Path, test_pki: TestPki
+) -> None:
+    platform = platform_with_standby(tmp_path, test_pki, delay=1.5)
     platform.start_standby()
     await until("the standby to import", lambda: standby_ready(tmp_path))
     first = platform._standby
@@ -105,8 +115,8 @@ async def test_the_next_standby_starts_only_after_the_delay_so_the_new_job_has_t
     assert gone(second.pid)
 
 
-async def test_a_platform_closed_before_the_delay_starts_no_standby(tmp_path: Path) -> None:
-    platform = platform_with_standby(tmp_path, delay=0.5)
+async def test_a_platform_closed_before_the_delay_starts_no_standby(tmp_path: Path, test_pki: TestPki) -> None:
+    platform = platform_with_standby(tmp_path, test_pki, delay=0.5)
     platform.start_standby()
     await until("the standby to import", lambda: standby_ready(tmp_path))
     await platform.launch(request(tmp_path, "quick", exit=0))

@@ -28,9 +28,9 @@ from job_scheduler.service import JobService
 from job_scheduler.settings import SchedulerSettings
 from libs.errors import NotFound
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
-from libs.rpc import open_channel
 from libs.store import open_document_store
-from tests.unit.job_scheduler.fakes import FakeAvailability, spec
+from tests.fixtures.pki import TestPki
+from tests.unit.job_scheduler.fakes import FakeAvailability, scheduler_wire, spec
 from tests.unit.job_scheduler.test_k8s_emulator import (
     ApiServer,
     Kubelet,
@@ -67,7 +67,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: flo
 class Cluster:
     """The emulated API, the scheduler in Kubernetes mode, and the parts the test plays."""
 
-    def __init__(self, server: ApiServer, api: KubeApi, tmp_path: Path) -> None:
+    def __init__(self, server: ApiServer, api: KubeApi, tmp_path: Path, pki: TestPki) -> None:
         self.server, self.api, self.kubelet = server, api, Kubelet(api)
         self.availability = FakeAvailability(clients=10)
         self.store_url = f"sqlite://{tmp_path / 'state' / 'nsfl.db'}"
@@ -75,7 +75,9 @@ class Cluster:
             listen="127.0.0.1:0", state_dir=tmp_path / "state", platform="kubernetes",
             coordinator_image="nsfl/coordinator:test", kube_api_url=str(server.url), kube_api_token="test",
             admission_interval_seconds=0.05, watch_interval_seconds=0.05, status_resync_seconds=30.0,
+            **scheduler_wire(pki),
         )  # fmt: skip
+        self.pki = pki
         self.app: SchedulerApp | None = None
 
     async def start(self) -> None:
@@ -159,10 +161,10 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(kmock: ApiServer, tmp_path: Path) -> AsyncIterator[Cluster]:
+async def cluster(kmock: ApiServer, tmp_path: Path, test_pki: TestPki) -> AsyncIterator[Cluster]:
     before = asyncio.all_tasks()
     async with connected(kmock) as api:
-        made = Cluster(kmock, api, tmp_path)
+        made = Cluster(kmock, api, tmp_path, test_pki)
         await made.start()
         try:
             yield made
@@ -284,11 +286,13 @@ async def test_restarting_the_scheduler_mid_job_creates_nothing_twice(cluster: C
     await cluster.stop()
     await cluster.start()
     await asyncio.sleep(1.0)  # resume handlers, recovery, several watch passes
-    for plural in ("pods", "services", "configmaps", "secrets", "federatedjobs"):
+    for plural in ("pods", "services", "configmaps", "federatedjobs"):
         assert len(live_objects(cluster.server, plural, NS)) == 1, plural
+    secrets = [s["metadata"]["name"] for s in live_objects(cluster.server, "secrets", NS)]
+    assert sorted(secrets) == [POD1, "nsfl-coord-mnist-tls"], "its token and its certificate, once each"
     creates = [r for r in cluster.server if r.method == "POST" and "/namespaces/team-a/" in r.url.path]
     assert sorted(r.url.path.rsplit("/", 1)[-1] for r in creates) == [
-        "configmaps", "federatedjobs", "pods", "secrets", "services"]  # fmt: skip
+        "configmaps", "federatedjobs", "pods", "secrets", "secrets", "services"]  # fmt: skip
     job = await cluster.job()
     assert job is not None and job["state"] == "RUNNING" and job["coordinator"]["launches"] == 1
     await cluster.report(POD1, round_number=1, record=RECORD)  # the coordinator's token still holds
@@ -341,11 +345,13 @@ async def test_a_spec_change_follows_rest_rules_applied_while_waiting_refused_wh
 async def test_a_job_submitted_over_rest_appears_as_a_federatedjob_that_follows_it(cluster: Cluster) -> None:
     cluster.availability.per_job[f"{NS}/rest"] = 0
     assert cluster.app is not None and cluster.app.port
-    channel = open_channel(f"127.0.0.1:{cluster.app.port}")
+    api_server = cluster.pki.wire(cluster.pki.identity("api-server"))
+    channel = api_server.channel(f"127.0.0.1:{cluster.app.port}", api_server.control("scheduler"))
+    user = (("nsfl-namespaces", NS),)  # the end user's namespaces, as the API server passes them
     try:
         stub = scheduler_pb2_grpc.JobControlStub(channel)
         body = json.dumps(spec("rest", NS, rounds=3))
-        await stub.SubmitJob(scheduler_pb2.SubmitJobRequest(namespace=NS, spec_json=body))
+        await stub.SubmitJob(scheduler_pb2.SubmitJobRequest(namespace=NS, spec_json=body), metadata=user)
         fljob = await eventually(lambda: cluster.fljob("rest"), "the FederatedJob of a REST job")
         stored = await cluster.job("rest")
         assert stored is not None and fljob["spec"]["rounds"] == 3 and fljob["spec"]["taskEntry"] == "train"
@@ -356,23 +362,25 @@ async def test_a_job_submitted_over_rest_appears_as_a_federatedjob_that_follows_
 
         updated = json.dumps(spec("rest", NS, rounds=5))
         await stub.UpdateJob(scheduler_pb2.UpdateJobRequest(ref=scheduler_pb2.JobRef(namespace=NS, name="rest"),
-                                                            spec_json=updated))  # fmt: skip
+                                                            spec_json=updated), metadata=user)  # fmt: skip
         fljob = await eventually(lambda: _fljob_rounds(cluster, "rest", 5), "the REST update in the object")
         await eventually(lambda: _observed(cluster, "rest", fljob["metadata"]["generation"]), "observed")
         await asyncio.sleep(0.5)
         assert (await cluster.service.get(NS, "rest")).version == version + 1, "the operator changed nothing"
 
-        await stub.DeleteJob(scheduler_pb2.JobRef(namespace=NS, name="rest"))
+        await stub.DeleteJob(scheduler_pb2.JobRef(namespace=NS, name="rest"), metadata=user)
         await eventually(lambda: _gone(cluster.fljob("rest")), "the FederatedJob of the deleted job")
         assert await cluster.job("rest") is None
     finally:
         await channel.close()
 
 
-async def test_the_scheduler_stops_when_its_operator_ends_unasked(kmock: ApiServer, tmp_path: Path) -> None:
+async def test_the_scheduler_stops_when_its_operator_ends_unasked(
+    kmock: ApiServer, tmp_path: Path, test_pki: TestPki
+) -> None:
     stopped = asyncio.Event()
     async with connected(kmock) as api:
-        settings = Cluster(kmock, api, tmp_path).settings
+        settings = Cluster(kmock, api, tmp_path, test_pki).settings
         app = SchedulerApp(settings, availability=FakeAvailability(0), on_operator_exit=stopped.set)
         await app.start()
         try:

@@ -1,14 +1,17 @@
-"""The Kubernetes platform against KMock's emulated API over real HTTP: Pods, Services, and what they mean."""
+"""The Kubernetes platform against KMock's emulated API over real HTTP: Pods, Services, certificates, and what they mean."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
+from job_scheduler.coordinator_certificates import CoordinatorIssuer
 from job_scheduler.k8s_api import (
     CONFIGMAPS,
     FEDERATED_JOBS,
@@ -22,7 +25,9 @@ from job_scheduler.platform import Launched, LaunchRequest
 from job_scheduler.settings import SchedulerSettings
 from libs.errors import InvalidSetting, PermissionDenied, Unavailable
 from libs.jobspec import validate_spec
-from tests.unit.job_scheduler.fakes import spec, stack
+from libs.pki.authority import identity_of, utcnow
+from tests.fixtures.pki import TestPki
+from tests.unit.job_scheduler.fakes import issuer_of, scheduler_wire, spec, stack
 from tests.unit.job_scheduler.test_k8s_emulator import (
     ApiServer,
     Kubelet,
@@ -35,6 +40,7 @@ pytestmark = pytest.mark.kmock(cls=ApiServer)
 
 NS = "team-a"
 POD1, POD2, SERVICE = "nsfl-coord-mnist-r1", "nsfl-coord-mnist-r2", "nsfl-coord-mnist"
+TLS_SECRET = "nsfl-coord-mnist-tls"
 RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
 SETTINGS = SchedulerSettings(platform="kubernetes", coordinator_image="nsfl/coordinator:test",
                              selector="nsfl-client-selector.nsfl-system.svc:50051")  # fmt: skip
@@ -46,10 +52,15 @@ async def api(kmock: ApiServer) -> AsyncIterator[KubeApi]:
         yield client
 
 
-@pytest.fixture
-def platform(api: KubeApi) -> KubernetesPlatform:
+def platform_of(api: KubeApi, issuer: CoordinatorIssuer | None) -> KubernetesPlatform:
     pod_settings = SETTINGS.coordinator_pod_settings("nsfl-job-scheduler.nsfl-system.svc:50052")
-    return KubernetesPlatform(api, image=SETTINGS.coordinator_image, pod_settings=pod_settings)
+    return KubernetesPlatform(api, image=SETTINGS.coordinator_image, pod_settings=pod_settings,
+                              certificates=issuer)  # fmt: skip
+
+
+@pytest.fixture
+def platform(api: KubeApi, test_pki: TestPki) -> KubernetesPlatform:
+    return platform_of(api, issuer_of(test_pki))
 
 
 async def applied(api: KubeApi, name: str = "mnist") -> dict[str, Any]:
@@ -76,7 +87,7 @@ async def test_a_launch_creates_one_pod_and_one_service_owned_and_labelled_with_
         SERVICE
     ]
     assert [c["metadata"]["name"] for c in live_objects(kmock, "configmaps", NS)] == [POD1]
-    assert [s["metadata"]["name"] for s in live_objects(kmock, "secrets", NS)] == [POD1]
+    assert [s["metadata"]["name"] for s in live_objects(kmock, "secrets", NS)] == [POD1, TLS_SECRET]
     pod, service = pods[0], services[0]
     for item in (pod, service):
         assert item["metadata"]["ownerReferences"] == [{
@@ -108,6 +119,7 @@ async def test_a_launch_creates_one_pod_and_one_service_owned_and_labelled_with_
     assert service["spec"]["selector"]["nsfl.io/job"] == "mnist"
     secret = live_objects(kmock, "secrets", NS)[0]
     assert base64.b64decode(secret["data"]["token"]).decode() == "token-1"
+    assert "PRIVATE KEY" not in str(pod) and "BEGIN CERTIFICATE" not in str(pod), "the certificate too"
 
 
 async def test_launching_the_same_launch_again_adopts_its_pod_and_creates_nothing(
@@ -230,8 +242,10 @@ async def test_remove_deletes_every_coordinator_object_of_the_job_and_nothing_el
     await platform.launch(request(launch=2))
     await platform.launch(request(name="other"))
     await platform.remove(NS, "mnist")
-    for plural in ("pods", "configmaps", "secrets"):
+    for plural in ("pods", "configmaps"):
         assert [o["metadata"]["name"] for o in live_objects(kmock, plural, NS)] == ["nsfl-coord-other-r1"]
+    assert [o["metadata"]["name"] for o in live_objects(kmock, "secrets", NS)] == [
+        "nsfl-coord-other-r1", "nsfl-coord-other-tls"]  # fmt: skip
     assert [o["metadata"]["name"] for o in live_objects(kmock, "services", NS)] == ["nsfl-coord-other"]
     assert len(live_objects(kmock, "federatedjobs", NS)) == 2, "the FederatedJob is not the platform's"
 
@@ -258,16 +272,17 @@ async def test_a_namespace_without_the_schedulers_rolebinding_is_permission_deni
     assert await api.try_get(CONFIGMAPS, NS, POD1) is None, "nothing after the refusal"
 
 
-def test_the_kubernetes_platform_needs_a_coordinator_image_and_valid_pod_settings() -> None:
-    SchedulerSettings(platform="kubernetes", coordinator_image="img").validate()
+def test_the_kubernetes_platform_needs_a_coordinator_image_and_valid_pod_settings(test_pki: TestPki) -> None:
+    wire = scheduler_wire(test_pki)
+    SchedulerSettings(platform="kubernetes", coordinator_image="img", **wire).validate()
     with pytest.raises(InvalidSetting, match="coordinator_image"):
-        SchedulerSettings(platform="kubernetes").validate()
+        SchedulerSettings(platform="kubernetes", **wire).validate()
     with pytest.raises(InvalidSetting, match="service_type"):
         SchedulerSettings(platform="kubernetes", coordinator_image="img",
-                          coordinator_service_type="Ingress").validate()  # fmt: skip
+                          coordinator_service_type="Ingress", **wire).validate()  # fmt: skip
     with pytest.raises(InvalidSetting, match="advertise_host_template"):
         SchedulerSettings(platform="kubernetes", coordinator_image="img",
-                          coordinator_advertise_host_template="{pod}.example.com").validate()  # fmt: skip
+                          coordinator_advertise_host_template="{pod}.example.com", **wire).validate()  # fmt: skip
 
 
 def test_explicit_credentials_win_and_never_show_their_token() -> None:
@@ -301,3 +316,66 @@ async def test_an_unreachable_api_server_delays_a_launch_and_never_fails_the_job
             await jobs.state("team-a/mnist") == "STARTING" and jobs.platform.launches_of("team-a/mnist") == 1
         )
         assert (await jobs.job("team-a/mnist"))["coordinator"]["launches"] == 1
+
+
+async def test_each_launch_gets_a_certificate_of_exactly_its_job_in_a_secret_mounted_read_only(
+    api: KubeApi, platform: KubernetesPlatform, kmock: ApiServer, test_pki: TestPki
+) -> None:
+    owner = await applied(api)
+    await platform.launch(request())
+    secret = next(s for s in live_objects(kmock, "secrets", NS) if s["metadata"]["name"] == TLS_SECRET)
+    assert secret["type"] == "kubernetes.io/tls" and sorted(secret["data"]) == ["ca.crt", "tls.crt", "tls.key"]
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
+    assert base64.b64decode(secret["data"]["ca.crt"]) == test_pki.directory.ca.read_bytes()
+    first = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    assert identity_of(first).uri == "spiffe://nsfl.local/coordinator/team-a/mnist"
+    names = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)  # fmt: skip
+    assert names == ["mnist.team-a.coordinator.nsfl.local", "nsfl-coord-mnist.team-a.svc"], "and its advertised host"
+    rounds, timeout = request().spec["rounds"], request().spec["roundTimeoutSeconds"]
+    lifetime = dt.timedelta(seconds=rounds * timeout, days=1)
+    assert abs(first.not_valid_after_utc - (utcnow() + lifetime)) < dt.timedelta(minutes=2)
+
+    pod = live_objects(kmock, "pods", NS)[0]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["tls"]["secret"] == {"secretName": TLS_SECRET, "defaultMode": 0o400}
+    assert volumes["crl"]["configMap"]["name"] == "nsfl-crl" and volumes["crl"]["configMap"]["optional"] is True
+    mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["tls"] == {"name": "tls", "mountPath": "/etc/nsfl/tls", "readOnly": True}
+    assert mounts["crl"]["mountPath"] == "/etc/nsfl/crl" and mounts["crl"]["readOnly"]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert {k: v for k, v in env.items() if "TLS" in k or "TRUST" in k or "INSECURE" in k} == {
+        "NSFL_COORDINATOR_TLS_CA": "/etc/nsfl/tls/ca.crt", "NSFL_COORDINATOR_TLS_CERT": "/etc/nsfl/tls/tls.crt",
+        "NSFL_COORDINATOR_TLS_KEY": "/etc/nsfl/tls/tls.key", "NSFL_COORDINATOR_TLS_CRL": "/etc/nsfl/crl/crl.pem",
+        "NSFL_COORDINATOR_TRUST_DOMAIN": "nsfl.local"}  # fmt: skip
+
+    await Kubelet(api).terminated(NS, POD1, 137)
+    await platform.launch(request(launch=2))
+    secret = await api.get(SECRETS, NS, TLS_SECRET)
+    second = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    assert second.serial_number != first.serial_number, "a relaunch gets a fresh certificate"
+    assert secret["metadata"]["annotations"]["nsfl.io/launch"] == "2"
+
+
+async def test_a_certificate_secret_that_already_exists_does_not_fail_the_launch(
+    api: KubeApi, platform: KubernetesPlatform
+) -> None:
+    await applied(api)
+    stale = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TLS_SECRET, "namespace": NS},
+             "data": {"tls.crt": base64.b64encode(b"stale").decode()}}  # fmt: skip
+    await api.create(SECRETS, NS, stale)
+    assert not (await platform.launch(request())).adopted
+    secret = await api.get(SECRETS, NS, TLS_SECRET)
+    assert base64.b64decode(secret["data"]["tls.crt"]).startswith(b"-----BEGIN CERTIFICATE")
+
+
+async def test_an_insecure_schedulers_coordinator_is_told_plaintext_and_gets_no_certificate(
+    api: KubeApi, kmock: ApiServer
+) -> None:
+    await applied(api)
+    await platform_of(api, None).launch(request())
+    assert [s["metadata"]["name"] for s in live_objects(kmock, "secrets", NS)] == [POD1]
+    container = live_objects(kmock, "pods", NS)[0]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NSFL_COORDINATOR_INSECURE"] == "true" and "NSFL_COORDINATOR_TLS_CERT" not in env
+    assert all(m["name"] != "tls" for m in container["volumeMounts"])
