@@ -13,6 +13,14 @@ channel's memory but never use it (their work is data loading, and they end
 with ``os._exit``), which is safe with gRPC's fork support off, its default;
 what is never safe, using a channel in a forked child, nsfl does not do.
 
+Every channel runs over the process's one :class:`~libs.wire.Wire`, made
+from the executor's settings (the task manager's TLS files): it presents the
+client's certificate and expects the coordinator of the task's job at the
+other end, so an endpoint that serves any other certificate (another job's
+coordinator, a client's, another CA's) fails the handshake before a byte of
+the task leaves.  Channels are kept per (endpoint, job).  Plaintext
+(``insecure``) dials loopback endpoints only.
+
 At most :data:`MAX_CHANNELS` endpoints are kept (a job executor serves one
 coordinator; a restarted coordinator gets a new executor), the oldest closed
 first.
@@ -28,7 +36,9 @@ from typing import TypeVar
 import grpc
 import grpc.experimental as grpc_experimental
 
-from libs.rpc import CHANNEL_OPTIONS
+from libs.errors import InvalidSetting
+from libs.wire import Wire, WireSettings
+from libs.wire.settings import is_loopback
 
 T = TypeVar("T")
 
@@ -37,17 +47,33 @@ MAX_CHANNELS = 4
 # gRPC would start for each call.
 SINGLE_THREADED_STREAMS = (grpc_experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
 
-_channels: OrderedDict[str, grpc.Channel] = OrderedDict()
+_channels: OrderedDict[tuple[str, str], grpc.Channel] = OrderedDict()
+_wires: dict[WireSettings, Wire] = {}
 
 
-def channel_to(endpoint: str) -> grpc.Channel:
-    """The kept channel to ``endpoint``, opened on first use."""
-    channel = _channels.get(endpoint)
+def wire_of(settings: WireSettings) -> Wire:
+    """The process's wire for ``settings`` (its client certificate is checked once)."""
+    wire = _wires.get(settings)
+    if wire is None:
+        wire = _wires[settings] = Wire.from_settings(settings, role="client")
+    return wire
+
+
+def channel_to(endpoint: str, job_id: str, settings: WireSettings) -> grpc.Channel:
+    """The kept channel to the coordinator of ``job_id`` at ``endpoint``, opened on first use."""
+    key = (endpoint, job_id)
+    channel = _channels.get(key)
     if channel is not None:
-        _channels.move_to_end(endpoint)
+        _channels.move_to_end(key)
         return channel
-    channel = grpc.insecure_channel(endpoint, options=[*CHANNEL_OPTIONS, SINGLE_THREADED_STREAMS])
-    _channels[endpoint] = channel
+    wire = wire_of(settings)
+    if not wire.secure and not is_loopback(endpoint):
+        raise InvalidSetting(
+            f"refusing to send a task in plaintext to {endpoint!r}: 'insecure' is for loopback only; "
+            "give the task manager 'tls_ca', 'tls_cert' and 'tls_key'"
+        )
+    channel = wire.sync_channel(endpoint, wire.coordinator_of(job_id), [SINGLE_THREADED_STREAMS])
+    _channels[key] = channel
     while len(_channels) > MAX_CHANNELS:
         _, oldest = _channels.popitem(last=False)
         oldest.close()

@@ -134,9 +134,11 @@ class CoordinatorClient:
     :meth:`close` leaves open for the next task of a long-lived executor.
     """
 
-    def __init__(self, endpoint: str, settings: ExecutorSettings, deadline_unix: float | None = None) -> None:
+    def __init__(
+        self, endpoint: str, job_id: str, settings: ExecutorSettings, deadline_unix: float | None = None
+    ) -> None:
         self._endpoint = endpoint
-        self._channel = channel_to(endpoint)
+        self._channel = channel_to(endpoint, job_id, settings)
         self._stub = _STUB(self._channel)
         self._settings = settings
         self._deadline = deadline_unix
@@ -209,7 +211,9 @@ class CoordinatorClient:
         if len(memoryview(payload)) <= SUBMIT_MAX_BYTES and self._endpoint not in _NO_SUBMIT:
             submission = coordinator_pb2.UpdateSubmission(header=header, payload=bytes(payload))
             try:
-                result: coordinator_pb2.UploadResult = self._stub.SubmitUpdate(submission, timeout=self._timeout())
+                result: coordinator_pb2.UploadResult = self._stub.SubmitUpdate(
+                    submission, timeout=self._timeout()
+                )
                 return result
             except grpc.RpcError as exc:
                 if not (isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNIMPLEMENTED):
@@ -226,5 +230,7 @@ class CoordinatorClient:
                 yield frame
 
         with call_errors():
-            streamed: coordinator_pb2.UploadResult = self._stub.UploadUpdate(frames(), timeout=self._timeout())
+            streamed: coordinator_pb2.UploadResult = self._stub.UploadUpdate(
+                frames(), timeout=self._timeout()
+            )
         return streamed

@@ -109,7 +109,7 @@ def awaited_model(spec: TaskSpec, settings: ExecutorSettings) -> tuple[TaskSpec,
     """For a task offered ahead: wait for its round; the task as the round offers it, and the model
     if it came in the answer (None: it is downloaded).  :class:`TaskWithdrawn` if the round did not come.
     """
-    with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
+    with CoordinatorClient(spec.coordinator_endpoint, spec.job_id, settings, spec.deadline_unix) as client:
         reply = client.await_model(spec)
     if not reply.ready:
         raise TaskWithdrawn(reply.reason or "the coordinator withdrew the task")
@@ -144,7 +144,9 @@ def _perform(spec: TaskSpec, settings: ExecutorSettings, task_dir: Path) -> Outc
         elif spec.model_file is not None:
             payload = offered_model(task_dir, spec)
         else:
-            with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
+            with CoordinatorClient(
+                spec.coordinator_endpoint, spec.job_id, settings, spec.deadline_unix
+            ) as client:
                 payload = client.download_model(spec)
         # Tensors under reserved names (SCAFFOLD's c, broadcast files) travel beside the model.
         global_weights, attachments = split_attachments(decode(payload))
@@ -183,7 +185,7 @@ def _perform(spec: TaskSpec, settings: ExecutorSettings, task_dir: Path) -> Outc
         payload_sha256=sha256_hex(body) if body else "",
         payload_size=len(body),
     )
-    with CoordinatorClient(spec.coordinator_endpoint, settings, spec.deadline_unix) as client:
+    with CoordinatorClient(spec.coordinator_endpoint, spec.job_id, settings, spec.deadline_unix) as client:
         result = client.upload(header, body)
     if not result.accepted:
         raise UpdateRejected(f"the coordinator rejected the {spec.kind} update: {result.reason}")

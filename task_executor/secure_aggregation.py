@@ -105,7 +105,7 @@ def prefetch_task_plan(spec: TaskSpec, settings: ExecutorSettings) -> None:
         return  # the offer carried the plan
     try:
         stub, request, timeout = (
-            _STUB(channel_to(spec.coordinator_endpoint)),
+            _STUB(channel_to(spec.coordinator_endpoint, spec.job_id, settings)),
             _plan_request(spec),
             _timeout(spec, settings),
         )
@@ -123,7 +123,7 @@ def secure_round_required(spec: TaskSpec, settings: ExecutorSettings) -> bool:
         if pending is not None:
             plan = pending.result()
         else:
-            plan = _STUB(channel_to(spec.coordinator_endpoint)).GetTaskPlan(
+            plan = _STUB(channel_to(spec.coordinator_endpoint, spec.job_id, settings)).GetTaskPlan(
                 _plan_request(spec), timeout=_timeout(spec, settings)
             )
     except grpc.RpcError as exc:
@@ -164,7 +164,7 @@ class SecureStream:
     """The client end of one ``SecureAggregate`` stream (over the process's kept channel)."""
 
     def __init__(self, spec: TaskSpec, settings: ExecutorSettings) -> None:
-        self._channel = channel_to(spec.coordinator_endpoint)
+        self._channel = channel_to(spec.coordinator_endpoint, spec.job_id, settings)
         self._outbox: queue.Queue[coordinator_pb2.SecAggClientFrame | None] = queue.Queue()
         self._chunk = settings.chunk_bytes
         self._replies: Iterator[coordinator_pb2.SecAggServerFrame] = _STUB(self._channel).SecureAggregate(

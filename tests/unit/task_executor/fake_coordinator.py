@@ -5,7 +5,9 @@ synchronous server (a thread pool) on a free loopback port: a test calls the
 runner directly, with no event loop to share.  The fake serves models by
 SHA-256 exactly as the contract says (header, then chunks from the requested
 offset), can be told to corrupt a model or to break a stream once, and
-records every upload it receives.
+records every upload it receives.  It serves mutual TLS with a certificate
+from the test PKI (the coordinator of ``ns/job`` unless told another
+identity) and records who called (the identity of each caller's certificate).
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from cryptography import x509
 
+from libs.pki.authority import identity_of
+from libs.pki.identity import Identity
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.rpc import SERVER_OPTIONS
 from libs.weights.streaming import frames_for
 from libs.weights.tensors import WeightMap, decode, encode, sha256_hex
+from libs.wire.tls import ServerCertificates, TlsFiles
+from tests.fixtures.pki import TestPki
 
 
 @dataclass
@@ -50,14 +57,27 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     submit: bool = True  # False: SubmitUpdate answers UNIMPLEMENTED, as an older coordinator does
     chunk_size: int = 64
     endpoint: str = ""  # set by FakeServer
+    callers: list[str] = field(default_factory=list)  # the caller's identity URI, per call
+    # The wire settings (tls_* and trust_domain) of an executor that talks to this fake: client c1's.
+    client_wire: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _record_caller(self, context: grpc.ServicerContext) -> None:
+        pems = context.auth_context().get("x509_pem_cert") or []
+        caller = identity_of(x509.load_pem_x509_certificate(pems[0])).uri if pems else "anonymous"
+        with self._lock:
+            self.callers.append(caller)
+
     def GetTaskPlan(self, request: coordinator_pb2.TaskPlanRequest, context: Any) -> coordinator_pb2.TaskPlan:
+        self._record_caller(context)
         with self._lock:
             self.plans.append(request)
         return coordinator_pb2.TaskPlan(secure_aggregation=False)
 
-    def AwaitModel(self, request: coordinator_pb2.AwaitModelRequest, context: Any) -> coordinator_pb2.AwaitModelReply:
+    def AwaitModel(
+        self, request: coordinator_pb2.AwaitModelRequest, context: Any
+    ) -> coordinator_pb2.AwaitModelReply:
+        self._record_caller(context)
         with self._lock:
             self.awaits.append(request)
         return self.await_reply
@@ -71,6 +91,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     def DownloadModel(
         self, request: Any, context: grpc.ServicerContext
     ) -> Iterator[common_pb2.TransferFrame]:
+        self._record_caller(context)
         with self._lock:
             self.downloads.append(request)
             broken_at, self.break_after = self.break_after, None
@@ -88,6 +109,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
             yield frame
 
     def UploadUpdate(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        self._record_caller(context)
         header = None
         chunks: list[bytes] = []
         for frame in request_iterator:
@@ -106,6 +128,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         return coordinator_pb2.UploadResult(accepted=accepted, reason=reason, received=len(payload))
 
     def SubmitUpdate(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._record_caller(context)
         if not self.submit:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "a coordinator from before SubmitUpdate")
         header, payload = request.header, request.payload
@@ -123,15 +146,33 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
 
 
 class FakeServer:
-    """The fake on ``127.0.0.1:<free port>``; ``endpoint`` is what task.json names."""
+    """The fake on ``127.0.0.1:<free port>``; ``endpoint`` is what task.json names.
 
-    def __init__(self, fake: FakeCoordinator) -> None:
+    With ``tls`` (the files of ``identity`` from the test PKI) it serves mutual TLS; without, plaintext.
+    """
+
+    def __init__(self, fake: FakeCoordinator, tls: TlsFiles | None = None) -> None:
         self.fake = fake
         self._server = grpc.server(ThreadPoolExecutor(max_workers=4), options=SERVER_OPTIONS)
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(fake, self._server)
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            port = self._server.add_secure_port("127.0.0.1:0", ServerCertificates(tls).credentials())
         self.endpoint = fake.endpoint = f"127.0.0.1:{port}"
         self._server.start()
 
     def stop(self) -> None:
         self._server.stop(grace=None).wait()
+
+
+def serving_files(pki: TestPki, identity: Identity | None = None) -> TlsFiles:
+    """The TLS files a fake coordinator serves: ``identity``'s (the coordinator of ns/job by default)."""
+    files = pki.files(identity or pki.identity("coordinator", "ns", "job"))
+    return TlsFiles(ca=files.ca, cert=files.cert, key=files.key)
+
+
+def serve_fake(fake: FakeCoordinator, pki: TestPki, identity: Identity | None = None) -> FakeServer:
+    """Serve ``fake`` over mutual TLS as ``identity``, for executors with client c1's certificate."""
+    fake.client_wire = pki.settings(pki.identity("client", "c1"))
+    return FakeServer(fake, serving_files(pki, identity))

@@ -32,12 +32,17 @@ from task_executor.privacy import LEDGER
 from task_executor.runner import run_task
 from task_executor.settings import ExecutorSettings
 from task_executor.task import parse_task
-from tests.unit.task_executor.fake_coordinator import FakeCoordinator, FakeServer
+from tests.fixtures.pki import TestPki
+from tests.unit.task_executor.fake_coordinator import FakeCoordinator, serve_fake
 from tests.unit.task_executor.tasks import linear_weights, read_result, task_json, write_script, write_task
 
 torch = pytest.importorskip("torch")
 
-SETTINGS = ExecutorSettings(chunk_bytes=4096)
+
+def settings(coordinator: FakeCoordinator) -> ExecutorSettings:
+    """An executor's settings with client c1's certificate, to talk to ``coordinator`` over mutual TLS."""
+    return ExecutorSettings(chunk_bytes=4096, **coordinator.client_wire)
+
 
 # One SGD step (lr 1) on a loss whose gradient is 0: only the proximal term moves the weights back.
 FEDPROX_SCRIPT = """
@@ -95,9 +100,9 @@ BROADCAST_SCRIPT = """
 
 
 @pytest.fixture
-def coordinator() -> Iterator[FakeCoordinator]:
+def coordinator(test_pki: TestPki) -> Iterator[FakeCoordinator]:
     fake = FakeCoordinator()
-    server = FakeServer(fake)
+    server = serve_fake(fake, test_pki)
     try:
         yield fake
     finally:
@@ -122,7 +127,7 @@ def run(
     task_dir = write_task(
         tmp_path / name, task_json(script=script, endpoint=coordinator.endpoint, model_sha256=sha, **task)
     )
-    code = run_task(task_dir, SETTINGS)
+    code = run_task(task_dir, settings(coordinator))
     return code, read_result(task_dir)
 
 

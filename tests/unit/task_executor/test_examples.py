@@ -19,7 +19,8 @@ from examples.pytorch_digits.simulate import simulate
 from libs.jobspec import parse_spec_text, validate_spec
 from task_executor.runner import run_task
 from task_executor.settings import ExecutorSettings
-from tests.unit.task_executor.fake_coordinator import FakeCoordinator, FakeServer
+from tests.fixtures.pki import TestPki
+from tests.unit.task_executor.fake_coordinator import FakeCoordinator, serve_fake
 from tests.unit.task_executor.tasks import read_result, task_json, write_task
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -79,7 +80,9 @@ def test_pytorch_function_mode_gives_the_script_modes_numbers(one_torch_thread: 
     assert script == function
 
 
-def test_keras_example_trains_against_a_global_model_named_by_another_process(tmp_path: Path) -> None:
+def test_keras_example_trains_against_a_global_model_named_by_another_process(
+    tmp_path: Path, test_pki: TestPki
+) -> None:
     keras = pytest.importorskip("keras")
     from libs.weights.frameworks import from_keras_model
 
@@ -91,7 +94,7 @@ def test_keras_example_trains_against_a_global_model_named_by_another_process(tm
         for name, array in from_keras_model(model).items()
     }
     fake = FakeCoordinator()
-    server = FakeServer(fake)
+    server = serve_fake(fake, test_pki)
     try:
         sha = fake.publish(global_weights)
         task = task_json(
@@ -102,7 +105,7 @@ def test_keras_example_trains_against_a_global_model_named_by_another_process(tm
             datasets={"digits": str(tmp_path / "data" / "client-0")},
         )
         task["entry"]["working_dir"] = str(tmp_path)
-        code = run_task(write_task(tmp_path / "task", task), ExecutorSettings())
+        code = run_task(write_task(tmp_path / "task", task), ExecutorSettings(**fake.client_wire))
     finally:
         server.stop()
 

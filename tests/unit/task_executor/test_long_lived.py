@@ -12,12 +12,17 @@ from task_executor import channels
 from task_executor.execution import function_module
 from task_executor.runner import run_task
 from task_executor.settings import ExecutorSettings
-from tests.unit.task_executor.fake_coordinator import FakeCoordinator, FakeServer
+from tests.fixtures.pki import TestPki
+from tests.unit.task_executor.fake_coordinator import FakeCoordinator, serve_fake
 from tests.unit.task_executor.tasks import linear_weights, read_result, task_json, write_script, write_task
 
 pytest.importorskip("torch")
 
-SETTINGS = ExecutorSettings(chunk_bytes=64)
+
+def settings(coordinator: FakeCoordinator) -> ExecutorSettings:
+    """An executor's settings with client c1's certificate, to talk to ``coordinator`` over mutual TLS."""
+    return ExecutorSettings(chunk_bytes=64, **coordinator.client_wire)
+
 
 SCRIPT = """
     import torch
@@ -38,9 +43,9 @@ SCRIPT = """
 
 
 @pytest.fixture
-def coordinator() -> Iterator[FakeCoordinator]:
+def coordinator(test_pki: TestPki) -> Iterator[FakeCoordinator]:
     fake = FakeCoordinator()
-    server = FakeServer(fake)
+    server = serve_fake(fake, test_pki)
     try:
         yield fake
     finally:
@@ -54,7 +59,7 @@ def run(tmp_path: Path, coordinator: FakeCoordinator, name: str, **task: object)
     sha = coordinator.publish(linear_weights())
     task_dir = write_task(tmp_path / name, task_json(script=script, endpoint=coordinator.endpoint,
                                                      model_sha256=sha, **task))
-    return run_task(task_dir, SETTINGS), read_result(task_dir)
+    return run_task(task_dir, settings(coordinator)), read_result(task_dir)
 
 
 def test_a_train_task_that_evaluates_first_uploads_the_evaluation_beside_its_update(
@@ -94,7 +99,9 @@ def test_tasks_run_one_after_another_in_one_process_share_one_kept_channel(
         code, result = run(tmp_path, coordinator, f"task-{index}", task_id=f"ns/job:{index}:train:c1:0")
         assert code == 0, result
     assert len(coordinator.uploads) == 3
-    assert channels.channel_to(coordinator.endpoint) is channels.channel_to(coordinator.endpoint)
+    kept = channels.channel_to(coordinator.endpoint, "ns/job", settings(coordinator))
+    assert kept is channels.channel_to(coordinator.endpoint, "ns/job", settings(coordinator))
+    assert set(coordinator.callers) == {"spiffe://nsfl.local/client/c1"}, "the client's own certificate"
 
 
 def test_a_function_module_is_loaded_once_per_process_and_again_when_it_changes(tmp_path: Path) -> None:

@@ -16,12 +16,20 @@ from libs.weights.tensors import WeightMap
 from task_executor import coordinator_client
 from task_executor.runner import run_task
 from task_executor.settings import ExecutorSettings
-from tests.unit.task_executor.fake_coordinator import FakeCoordinator, FakeServer
+from tests.fixtures.pki import TestPki
+from tests.unit.task_executor.fake_coordinator import FakeCoordinator, serve_fake
 from tests.unit.task_executor.tasks import linear_weights, read_result, task_json, write_script, write_task
 
 pytest.importorskip("torch")
 
-SETTINGS = ExecutorSettings(chunk_bytes=64)
+SETTINGS = ExecutorSettings(chunk_bytes=64)  # for tasks that never reach a coordinator
+
+
+
+def settings(coordinator: FakeCoordinator) -> ExecutorSettings:
+    """An executor's settings with client c1's certificate, to talk to ``coordinator`` over mutual TLS."""
+    return ExecutorSettings(chunk_bytes=64, **coordinator.client_wire)
+
 
 TRAIN_SCRIPT = """
     import sys
@@ -40,9 +48,9 @@ TRAIN_SCRIPT = """
 
 
 @pytest.fixture
-def coordinator() -> Iterator[FakeCoordinator]:
+def coordinator(test_pki: TestPki) -> Iterator[FakeCoordinator]:
     fake = FakeCoordinator()
-    server = FakeServer(fake)
+    server = serve_fake(fake, test_pki)
     try:
         yield fake
     finally:
@@ -54,7 +62,7 @@ def _run(
 ) -> tuple[int, dict[str, Any]]:
     script = write_script(tmp_path, source)
     task_dir = write_task(tmp_path / "task", task_json(script=script, endpoint=coordinator.endpoint, **task))
-    code = run_task(task_dir, SETTINGS)
+    code = run_task(task_dir, settings(coordinator))
     return code, read_result(task_dir)
 
 
@@ -167,12 +175,19 @@ def _init_weights(tmp_path: Path, coordinator: FakeCoordinator, job_id: str) -> 
     return upload.weights()
 
 
-def test_init_uploads_full_weights_seeded_by_the_job(tmp_path: Path, coordinator: FakeCoordinator) -> None:
+def test_init_uploads_full_weights_seeded_by_the_job(
+    tmp_path: Path, coordinator: FakeCoordinator, test_pki: TestPki
+) -> None:
     first = _init_weights(tmp_path, coordinator, "ns/job")
     torch = pytest.importorskip("torch")
     torch.manual_seed(12345)  # whatever the process did before, the job id decides the init
     again = _init_weights(tmp_path, coordinator, "ns/job")
-    other = _init_weights(tmp_path, coordinator, "ns/other")
+    other_coordinator = FakeCoordinator()  # another job has its own coordinator (and certificate)
+    server = serve_fake(other_coordinator, test_pki, test_pki.identity("coordinator", "ns", "other"))
+    try:
+        other = _init_weights(tmp_path, other_coordinator, "ns/other")
+    finally:
+        server.stop()
 
     assert set(first) == {"weight", "bias"} and coordinator.downloads == []
     assert all(np.array_equal(first[name], again[name]) for name in first)
@@ -390,7 +405,7 @@ def test_a_missing_script_fails_before_any_download(tmp_path: Path, coordinator:
     sha = coordinator.publish(linear_weights())
     task = task_json(script=tmp_path / "absent.py", endpoint=coordinator.endpoint, model_sha256=sha)
 
-    code = run_task(write_task(tmp_path / "task", task), SETTINGS)
+    code = run_task(write_task(tmp_path / "task", task), settings(coordinator))
 
     assert code == 2 and "absent.py is not a file" in str(read_result(tmp_path / "task")["reason"])
     assert coordinator.downloads == []
