@@ -237,7 +237,9 @@ def revoke_client(root: Path, client_id: str, reason: str = "") -> list[Certific
             found.setdefault(cert.serial_number, path)
     if not found:
         raise NotFound(
-            f"this PKI issued no certificate to client {client_id!r} (nothing under {root}/issued)"
+            f"this PKI issued no certificate to client {client_id!r} (nothing under {root}/issued); "
+            "certificates from enrolment are known to the API server: `nsfl-ctl pki revoke --client ID` "
+            "without --dir revokes them"
         )
     for path in found.values():
         directory.revoke(_leaf(path), reason)

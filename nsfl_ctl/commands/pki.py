@@ -197,7 +197,9 @@ def revoke(
         click.echo(f"revoked client {client_id} through the API: {len(certificates)} certificate(s), "
                    f"{reply.get('revokedTokens', 0)} unused enrolment token(s)")  # fmt: skip
         for entry in certificates:
-            click.echo(f"  serial {entry.get('serial')} (valid until {entry.get('expiresAt')})")
+            serial = str(entry.get("serial"))
+            shown = format(int(serial), "x") if serial.isdigit() else serial  # as `pki show` prints serials
+            click.echo(f"  serial {shown} (valid until {entry.get('expiresAt')})")
         return
     if cert_file is not None:
         revoked = [local_pki.revoke_certificate(directory, cert_file, reason)]
