@@ -201,6 +201,8 @@ async def test_a_federatedjob_trains_with_its_coordinator_pod_on_mongodb_and_s3_
         coordinator_image="nsfl/coordinator:test", coordinator_advertise_host_template="127.0.0.1",
         kube_api_url=str(kmock.url), kube_api_token="test",
         admission_interval_seconds=0.2, watch_interval_seconds=0.2,
+        coordinator_issuer_cert=cluster.pki.directory.issuer, coordinator_issuer_key=cluster.pki.directory.issuer_key,
+        **cluster.pki.settings(cluster.pki.identity("scheduler")),
     )  # fmt: skip
     kubelet = ProcessKubelet(api, tmp_path / "kubelet")
     kubelet_task = asyncio.create_task(kubelet.run())
