@@ -26,7 +26,11 @@ the token revoked (and the compare-and-set fails): no certificate escapes
 a revocation.
 
 Certificates made by ``nsfl-ctl pki issue`` are not recorded here; they are
-revoked with ``nsfl-ctl pki revoke``.
+revoked with ``nsfl-ctl pki revoke``.  Where the PKI directory is mounted
+read-only (the Kubernetes enrolment component mounts it from a Secret, so
+replicas and restarts cannot disagree about the CRL), a revocation still
+cancels the client's unused tokens, then answers 409 naming the serials to
+revoke with ``nsfl-ctl pki revoke`` where the PKI is kept.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from cryptography import x509
 
 from libs.errors import (
     InvalidSetting,
+    InvalidState,
     NotFound,
     NsflError,
     PermissionDenied,
@@ -251,7 +256,10 @@ class Enrollment:
             revoked = []
             for record in records:
                 cert = load_certificates(str(record.data["certificate"]).encode("ascii"))[0]
-                await asyncio.to_thread(self._pki.revoke, cert, reason or f"client revoked by {by}")
+                try:
+                    await asyncio.to_thread(self._pki.revoke, cert, reason or f"client revoked by {by}")
+                except OSError as exc:
+                    raise self._unwritable(client_id, records, len(pending), exc) from None
                 if record.data.get("revokedAt") is None:
                     # NotFound: a losing redeem dropped its undelivered certificate meanwhile.
                     with contextlib.suppress(NotFound):
@@ -260,3 +268,13 @@ class Enrollment:
         log.warning("client %s revoked by %s: %d certificate(s), %d unused token(s)",
                     client_id, by, len(revoked), len(pending))  # fmt: skip
         return {"clientId": client_id, "revokedCertificates": revoked, "revokedTokens": len(pending)}
+
+    def _unwritable(self, client_id: str, records: list[Document], tokens: int, exc: OSError) -> InvalidState:
+        """The PKI is mounted read-only (a Kubernetes Secret): say where to revoke instead."""
+        log.error("cannot rewrite the CRL in %s: %s", self._pki.root, exc)
+        return InvalidState(
+            f"the PKI directory {self._pki.root} cannot be written here ({exc.strerror}), so the CRL was not "
+            f"changed: revoke client {client_id!r} with `nsfl-ctl pki revoke` where the PKI is kept and "
+            f"publish its crl.pem; its {tokens} unused enrolment token(s) were cancelled",
+            details={"clientId": client_id, "serials": [r.key for r in records], "revokedTokens": tokens},
+        )

@@ -120,9 +120,10 @@ ROUTES = [
         "Revoke every certificate enrolment issued to a client, and its unused tokens", "clients",
         Reply(200, "What was revoked.", ref("ClientRevoked")),
         body=Body({"application/json": ref("RevokeClientRequest")}, "Why.", required=False),
-        errors=(404, 503),
+        errors=(404, 409, 503),
         description="Needs an admin token over every namespace. Servers refuse the certificates from their "
-        "next call (they reload the CRL within a second). 404 if enrolment issued nothing to this client. "
-        + _NEEDS_PKI,
+        "next call (they reload the CRL within a second). 404 if enrolment issued nothing to this client; "
+        "409 if the PKI directory is read-only here (its unused tokens are still cancelled; the error names "
+        "the serials to revoke with `nsfl-ctl pki revoke`). " + _NEEDS_PKI,
     ),
 ]  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,34 @@ async def test_revoking_a_client_puts_its_certificates_in_the_crl_that_servers_r
         await asyncio.sleep(0.1)
     status, refused = await redeem(client, pending["token"], certificate_request(new_key()))
     assert status == 403 and "revoked" in refused["error"]["message"]
+
+
+async def test_a_read_only_pki_cancels_the_tokens_and_says_where_to_revoke_the_certificates(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    pki = tmp_path / "pki"
+    shutil.copytree(fakes.pki.directory.root, pki)
+    async with running_client(make_settings(tmp_path, fakes, pki_dir=pki)) as client:
+        status, body = await redeem(
+            client, (await create_token(client, "hospital-ro"))["token"], certificate_request(new_key())
+        )
+        assert status == 201
+        pending = await create_token(client, "hospital-ro")
+        crl_before = (pki / "crl.pem").read_bytes()
+        (pki / "revoked.json").unlink()
+        (pki / "revoked.json").mkdir()  # cannot be read or replaced, as on a read-only mount
+        response = await client.post(revoke_path("hospital-ro"), headers=bearer(ADMIN))
+        assert response.status == 409
+        error = (await response.json())["error"]
+        assert "nsfl-ctl pki revoke" in error["message"] and "cancelled" in error["message"]
+        assert error["details"] == {
+            "clientId": "hospital-ro",
+            "serials": [body["serial"]],
+            "revokedTokens": 1,
+        }
+        assert (pki / "crl.pem").read_bytes() == crl_before
+        status, refused = await redeem(client, pending["token"], certificate_request(new_key()))
+        assert status == 403 and "revoked" in refused["error"]["message"]
 
 
 async def test_revoking_a_client_enrolment_never_saw_is_404(client: Client) -> None:
