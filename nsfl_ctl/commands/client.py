@@ -5,7 +5,9 @@ The same daemon as ``python -m task_manager``, run in this process through
 the systemd unit.  Ctrl-C or SIGTERM sets the stop event, and ``serve``
 shuts down in its documented order (stream, executors, workers, workspace
 lock), so nothing is left running.  A bad config is one ``Error:`` line
-with the catalogue's exit code, like every other command.
+with the catalogue's exit code, like every other command.  The config's
+``tls_*`` keys are the host's certificate (``nsfl-ctl pki enroll`` writes
+them); without them the task manager refuses to start, saying how to fix it.
 
 The task manager is imported when the command runs, not when the CLI
 starts: it pulls in gRPC and the executors, which the other commands never
@@ -37,8 +39,10 @@ def up(config_file: Path, log_json: bool) -> None:
 
     settings = load(config_file, overrides={"log_json": True} if log_json else None)
     configure_logging(settings.log_level, json_output=settings.log_json, component="task_manager")
-    click.echo(f"task manager {settings.client_id} connecting to {settings.selector_address} (Ctrl-C stops it)",
-               err=True)  # fmt: skip
+    tls = settings.tls
+    wire = f"mutual TLS as {tls.identity().uri}" if tls is not None else "PLAINTEXT (insecure: true)"
+    click.echo(f"task manager {settings.client_id} connecting to {settings.selector_address} with {wire} "
+               "(Ctrl-C stops it)", err=True)  # fmt: skip
 
     async def run() -> None:
         from task_manager.app import serve

@@ -158,3 +158,23 @@ def test_client_up_with_a_bad_config_is_one_error_line(tmp_path: Path) -> None:
     config = tmp_path / "client.yaml"
     config.write_text("client_id: c1\nselector_adress: 127.0.0.1:1\n")
     assert_user_error(invoke(("client", "up", "--config", str(config)), {}), 2, "selector_adress")
+
+
+def a_client_config(tmp_path: Path, wire: dict[str, str], selector: str = "127.0.0.1:1") -> Path:
+    (tmp_path / "share").mkdir(exist_ok=True)
+    config = digits_example.client_config("c1", selector_address=selector, workspace=tmp_path / "ws",
+                                          share={"path": tmp_path / "share", "train": 10}, wire=wire)  # fmt: skip
+    return digits_example.write_client_config(tmp_path / "client.yaml", config)
+
+
+def test_client_up_without_a_certificate_says_how_to_get_one(tmp_path: Path) -> None:
+    pytest.importorskip("task_manager.settings")
+    config = a_client_config(tmp_path, {}, selector="selector.example.com:50051")
+    assert_user_error(invoke(("client", "up", "--config", str(config)), {}), 2, "mutual TLS is required", "pki enroll")
+
+
+def test_client_up_with_another_clients_certificate_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("task_manager.settings")
+    pki.init(tmp_path / "pki")
+    config = a_client_config(tmp_path, pki.client_wire_settings(tmp_path / "pki", "someone-else"))
+    assert_user_error(invoke(("client", "up", "--config", str(config)), {}), 2, "identifies client 'someone-else'")
