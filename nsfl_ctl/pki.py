@@ -172,8 +172,11 @@ def rotate(
         raise NotFound(
             f"no certificate of {identity.uri} in {files.cert.parent} to rotate; issue one with `nsfl-ctl pki issue`"
         )
+    current = _leaf(files.cert)
+    if _identity_or_none(current) != identity:
+        raise ValidationFailed(f"{files.cert} is not a certificate of {identity.uri}; nothing rotated")
     if not hosts and identity.server_name is not None:
-        hosts = _extra_hosts(load_certificates(files.cert.read_bytes())[0], identity)
+        hosts = _extra_hosts(current, identity)
     return issue(root, identity, hosts=hosts, days=days, out=out)
 
 
@@ -184,7 +187,7 @@ def ensure_issued(directory: PkiDirectory, identity: Identity, hosts: Sequence[s
         cert = load_certificates(files.cert.read_bytes())[0]
         fresh = (
             files.key.is_file()
-            and cert.issuer == directory.authority().cert.subject
+            and _issued_by(directory, cert)
             and cert.not_valid_after_utc - utcnow() > RENEW_BEFORE
             and identity_of(cert) == identity
             and set(hosts) <= set(_extra_hosts(cert, identity))

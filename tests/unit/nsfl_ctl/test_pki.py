@@ -154,6 +154,14 @@ def test_rotate_replaces_key_and_certificate_in_place_and_keeps_the_hosts(ca: Pa
     assert not half_written
 
 
+def test_rotate_refuses_files_of_another_identity(ca: Path, tmp_path: Path) -> None:
+    pki("issue", "--dir", str(ca), "--client", "alice", "--out", str(tmp_path / "tls"))
+    before = (tmp_path / "tls" / "cert.pem").read_bytes()
+    result = pki("rotate", "--dir", str(ca), "--client", "bob", "--out", str(tmp_path / "tls"))
+    assert_user_error(result, 2, "is not a certificate of spiffe://nsfl.local/client/bob")
+    assert (tmp_path / "tls" / "cert.pem").read_bytes() == before
+
+
 def test_revoking_a_client_revokes_its_certificates_from_before_a_rotation_too(ca: Path) -> None:
     first = leaf(printed_paths(pki("issue", "--dir", str(ca), "--client", "alice"))["tls_cert"])
     second = leaf(printed_paths(pki("rotate", "--dir", str(ca), "--client", "alice"))["tls_cert"])
