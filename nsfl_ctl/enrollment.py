@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from libs.errors import InvalidSetting, NsflError, ValidationFailed
+from libs.errors import InvalidSetting, InvalidState, NsflError, ValidationFailed
 from libs.files import write_atomic
 from libs.pki.authority import PrivateKey, cert_pem, identity_of, key_pem, load_certificates, new_key
 from libs.pki.directory import PRIVATE, IssuedFiles
@@ -67,6 +67,29 @@ class Enrolled:
 
 def revoke_path(client_id: str) -> str:
     return path_of("api", "v1", "clients", client_id, "revoke")
+
+
+def parse_serial(text: str) -> int:
+    """A certificate serial: decimal as the API reports it, or hex written ``0x...``."""
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise ValidationFailed(f"serial {text[:80]!r} must be a decimal number or 0x-prefixed hex") from None
+    if value <= 0:
+        raise ValidationFailed(f"serial {text[:80]!r} must be positive")
+    return value
+
+
+def revoke_elsewhere(error: InvalidState, client_id: str) -> InvalidState:
+    """The API could not write the CRL (a read-only PKI): the same error, with the command that can."""
+    serials = error.details.get("serials")
+    if not isinstance(serials, list) or not serials:
+        return error
+    flags = " ".join(f"--serial {serial}" for serial in serials)
+    return InvalidState(
+        f"{error.message}. Where the PKI is kept: nsfl-ctl pki revoke --dir <PKI> --client {client_id} {flags}",
+        details=error.details,
+    )
 
 
 def parse_duration(text: str) -> float:

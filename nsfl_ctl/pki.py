@@ -1,4 +1,4 @@
-"""What ``nsfl-ctl pki`` does on a PKI directory: init, issue, rotate, revoke, show.
+"""What ``nsfl-ctl pki`` does on a PKI directory: init, issue, rotate, revoke.
 
 The files and their layout belong to :class:`libs.pki.directory.PkiDirectory`;
 this module adds what an operator needs around them, as plain functions the
@@ -17,9 +17,10 @@ click commands call (and the standalone control plane and the demo reuse):
   also kept, public part only, as ``issued/<identity>/history/<serial>.pem``:
   revoking a client therefore also revokes the certificates it had before a
   rotation, and anything else under ``issued/`` that holds that client's
-  certificate (for example written by the API server on enrolment);
-* the facts of a certificate or a directory (identity, issuer, serial,
-  validity, revoked or not) for ``show``.
+  certificate; certificates known by serial only (the API server's
+  enrolment records) are revoked by serial.
+
+Reading certificates (``show`` and the shared checks) is ``nsfl_ctl.certificates``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ import contextlib
 import datetime as dt
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from libs.errors import NotFound, ValidationFailed
 from libs.pki.authority import (
@@ -48,34 +46,22 @@ from libs.pki.authority import (
 )
 from libs.pki.directory import PRIVATE, IssuedFiles, PkiDirectory
 from libs.pki.identity import DEFAULT_TRUST_DOMAIN, Identity
+from nsfl_ctl.certificates import (
+    HISTORY,
+    CertificateFacts,
+    certificate_facts,
+    extension,
+    identity_or_none,
+    issued_by,
+    issued_certificates,
+    leaf,
+    open_directory,
+)
 
-HISTORY = "history"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 CONTROL_PLANE = ("selector", "scheduler", "api-server")
 # A standalone plane re-issues a control-plane certificate that has less than this left.
 RENEW_BEFORE = dt.timedelta(days=30)
-
-
-@dataclass(frozen=True)
-class CertificateFacts:
-    """What ``show`` tells about one certificate."""
-
-    path: Path
-    identity: str
-    subject: str
-    issuer: str
-    serial: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    is_ca: bool
-    revoked: bool | None  # None: not known (no PKI directory to ask)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path), "identity": self.identity, "subject": self.subject, "issuer": self.issuer,
-            "serial": self.serial, "notBefore": self.not_before.isoformat(),
-            "notAfter": self.not_after.isoformat(), "isCa": self.is_ca, "revoked": self.revoked,
-        }  # fmt: skip
 
 
 # --- identities -----------------------------------------------------------------------------------
@@ -101,14 +87,6 @@ def chosen_identity(
     if client:
         return Identity.client(client, trust_domain)
     return Identity.coordinator_of(str(coordinator), trust_domain)
-
-
-def open_directory(root: Path) -> PkiDirectory:
-    """An existing PKI directory; NotFound saying how to make one otherwise."""
-    directory = PkiDirectory(root)
-    if not directory.exists():
-        raise NotFound(f"no PKI in {root}; create one with `nsfl-ctl pki init --dir {root}`")
-    return directory
 
 
 # --- init, issue, rotate --------------------------------------------------------------------------
@@ -172,8 +150,8 @@ def rotate(
         raise NotFound(
             f"no certificate of {identity.uri} in {files.cert.parent} to rotate; issue one with `nsfl-ctl pki issue`"
         )
-    current = _leaf(files.cert)
-    if _identity_or_none(current) != identity:
+    current = leaf(files.cert)
+    if identity_or_none(current) != identity:
         raise ValidationFailed(f"{files.cert} is not a certificate of {identity.uri}; nothing rotated")
     if not hosts and identity.server_name is not None:
         hosts = _extra_hosts(current, identity)
@@ -187,7 +165,7 @@ def ensure_issued(directory: PkiDirectory, identity: Identity, hosts: Sequence[s
         cert = load_certificates(files.cert.read_bytes())[0]
         fresh = (
             files.key.is_file()
-            and _issued_by(directory, cert)
+            and issued_by(directory, cert)
             and cert.not_valid_after_utc - utcnow() > RENEW_BEFORE
             and identity_of(cert) == identity
             and set(hosts) <= set(_extra_hosts(cert, identity))
@@ -223,21 +201,32 @@ def client_wire_settings(root: Path, client_id: str) -> dict[str, str]:
 
 def revoke_certificate(root: Path, cert_file: Path, reason: str = "") -> CertificateFacts:
     directory = open_directory(root)
-    cert = _leaf(cert_file)
-    if not _issued_by(directory, cert):
+    cert = leaf(cert_file)
+    if not issued_by(directory, cert):
         raise ValidationFailed(f"{cert_file} was not issued by this PKI's issuing CA; revoke it where it was")
     directory.revoke(cert, reason)
     return certificate_facts(cert_file, directory)
 
 
-def revoke_client(root: Path, client_id: str, reason: str = "") -> list[CertificateFacts]:
-    """Revoke every certificate of ``client/<client_id>`` found under ``issued/``; NotFound if none."""
+def revoke_client(
+    root: Path, client_id: str, reason: str = "", serials: Sequence[int] = ()
+) -> list[CertificateFacts]:
+    """Revoke every certificate of ``client/<client_id>`` found under ``issued/``, and ``serials``.
+
+    ``serials`` are certificates this PKI signed that it keeps no file of: the
+    API server's enrolment records them, and names them when it cannot write
+    the CRL itself (a read-only Secret).  NotFound when there is nothing to revoke.
+    """
     directory = open_directory(root)
     wanted = Identity.client(client_id, directory.trust_domain())
+    for serial in serials:
+        directory.revoke_serial(serial, wanted, reason)
     found: dict[int, Path] = {}  # by serial: cert.pem and its history copy are one certificate
-    for path, cert in _issued_certificates(directory):
-        if _identity_or_none(cert) == wanted:
+    for path, cert in issued_certificates(directory):
+        if identity_or_none(cert) == wanted:
             found.setdefault(cert.serial_number, path)
+    if serials and not found:
+        return []
     if not found:
         raise NotFound(
             f"this PKI issued no certificate to client {client_id!r} (nothing under {root}/issued); "
@@ -245,41 +234,8 @@ def revoke_client(root: Path, client_id: str, reason: str = "") -> list[Certific
             "without --dir revokes them"
         )
     for path in found.values():
-        directory.revoke(_leaf(path), reason)
+        directory.revoke(leaf(path), reason)
     return [certificate_facts(path, directory) for path in found.values()]
-
-
-# --- show -----------------------------------------------------------------------------------------
-
-
-def certificate_facts(cert_file: Path, directory: PkiDirectory | None = None) -> CertificateFacts:
-    cert = _leaf(cert_file)
-    revoked = None
-    if directory is not None and directory.exists():
-        serials = {int(e["serial"]) for e in directory.revoked_entries()}
-        revoked = cert.serial_number in serials and _issued_by(directory, cert)
-    constraints = _extension(cert, x509.BasicConstraints)
-    identity = _identity_or_none(cert)
-    return CertificateFacts(
-        cert_file, identity.uri if identity else "", cert.subject.rfc4514_string(),
-        cert.issuer.rfc4514_string(), format(cert.serial_number, "x"), cert.not_valid_before_utc,
-        cert.not_valid_after_utc, bool(constraints and constraints.ca), revoked,
-    )  # fmt: skip
-
-
-def directory_facts(root: Path) -> dict[str, Any]:
-    """The CA of a PKI directory and the current certificate of each identity it issued."""
-    directory = open_directory(root)
-    issued = [
-        certificate_facts(path, directory)
-        for path, _ in _issued_certificates(directory)
-        if path.parent.name != HISTORY
-    ]
-    return {
-        "directory": str(directory.root), "trustDomain": directory.trust_domain(),
-        "root": certificate_facts(directory.ca).as_dict(), "issuer": certificate_facts(directory.issuer).as_dict(),
-        "issued": [f.as_dict() for f in issued], "revoked": directory.revoked_entries(),
-    }  # fmt: skip
 
 
 # --- plumbing -------------------------------------------------------------------------------------
@@ -287,8 +243,8 @@ def directory_facts(root: Path) -> dict[str, Any]:
 
 def _check_parent(cert_file: Path, key_file: Path) -> None:
     """The user's CA: a CA certificate and the key that goes with it (clear errors, not a traceback)."""
-    cert = _leaf(cert_file)
-    constraints = _extension(cert, x509.BasicConstraints)
+    cert = leaf(cert_file)
+    constraints = extension(cert, x509.BasicConstraints)
     if constraints is None or not constraints.ca:
         raise ValidationFailed(f"--parent-cert {cert_file} is not a CA certificate")
     try:
@@ -301,15 +257,6 @@ def _check_parent(cert_file: Path, key_file: Path) -> None:
         ) from None
     if key.public_key() != cert.public_key():
         raise ValidationFailed(f"--parent-key {key_file} is not the key of --parent-cert {cert_file}")
-
-
-def _issued_by(directory: PkiDirectory, cert: x509.Certificate) -> bool:
-    """Whether this directory's issuing CA signed ``cert`` (two nsfl CAs may carry the same name)."""
-    try:
-        cert.verify_directly_issued_by(directory.authority().cert)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
 
 
 def _check_domain(directory: PkiDirectory, identity: Identity) -> None:
@@ -358,42 +305,6 @@ def _keep_history(directory: PkiDirectory, identity: Identity, cert: x509.Certif
     folder = directory.root / "issued" / identity.file_stem / HISTORY
     folder.mkdir(parents=True, exist_ok=True)
     _write(folder / f"{cert.serial_number:x}.pem", cert_pem(cert), 0o644)
-
-
-def _issued_certificates(directory: PkiDirectory) -> list[tuple[Path, x509.Certificate]]:
-    """Every certificate file under ``issued/`` (keys and unreadable files skipped)."""
-    found = []
-    for path in sorted((directory.root / "issued").rglob("*.pem")):
-        if path.name.startswith(".") or path.name in ("key.pem", "ca.pem"):
-            continue
-        with contextlib.suppress(OSError, ValidationFailed, IndexError):
-            found.append((path, load_certificates(path.read_bytes())[0]))
-    return found
-
-
-def _leaf(cert_file: Path) -> x509.Certificate:
-    try:
-        data = cert_file.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"no certificate file {cert_file}") from None
-    try:
-        return load_certificates(data)[0]
-    except (ValidationFailed, IndexError):
-        raise ValidationFailed(f"{cert_file} holds no PEM certificate") from None
-
-
-def _identity_or_none(cert: x509.Certificate) -> Identity | None:
-    try:
-        return identity_of(cert)
-    except ValidationFailed:
-        return None
-
-
-def _extension(cert: x509.Certificate, kind: type[x509.BasicConstraints]) -> x509.BasicConstraints | None:
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
-        return None
 
 
 def _extra_hosts(cert: x509.Certificate, identity: Identity) -> list[str]:

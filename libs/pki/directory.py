@@ -141,16 +141,20 @@ class PkiDirectory:
         if cert.issuer != authority.cert.subject:
             raise ValidationFailed("this certificate was not issued by this PKI's issuing CA")
         identity = identity_of(cert)
+        self.revoke_serial(cert.serial_number, identity, reason)
+        return identity
+
+    def revoke_serial(self, serial: int, identity: Identity, reason: str = "") -> None:
+        """Add a certificate this PKI issued, known by its serial only (an enrolment record), to the CRL."""
+        authority = self.authority()
         state = self._revocations()
         entries: list[dict[str, Any]] = state["revoked"]
-        if all(int(e["serial"]) != cert.serial_number for e in entries):
+        if all(int(e["serial"]) != serial for e in entries):
             entries.append({
-                "serial": str(cert.serial_number), "identity": identity.uri,
-                "at": utcnow().isoformat(), "reason": reason,
+                "serial": str(serial), "identity": identity.uri, "at": utcnow().isoformat(), "reason": reason,
             })  # fmt: skip
         write_json_atomic(self.revoked, state)
         write_atomic(self.crl, _crl_pem(authority, entries))
-        return identity
 
     def revoked_entries(self) -> list[dict[str, Any]]:
         return list(self._revocations()["revoked"])

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import click
 
-from libs.errors import ValidationFailed
+from libs.errors import InvalidState, ValidationFailed
 from libs.pki.authority import DEFAULT_LEAF_DAYS
 from libs.pki.directory import IssuedFiles, PkiDirectory
 from libs.pki.identity import CONTROL_NAMES, DEFAULT_TRUST_DOMAIN, Identity
-from nsfl_ctl import enrollment
+from nsfl_ctl import certificates, enrollment
 from nsfl_ctl import pki as local_pki
 from nsfl_ctl.commands.common import Session, pass_session
 from nsfl_ctl.output import Column, emit, output_option, print_fields, stderr_console
@@ -99,7 +99,7 @@ def issue(
     days: float, out: Path | None,
 ) -> None:  # fmt: skip
     """Issue a key and certificate for a control-plane service, a client or a coordinator."""
-    pki = local_pki.open_directory(directory)
+    pki = certificates.open_directory(directory)
     identity = local_pki.chosen_identity(
         pki.trust_domain(), control=control, client=client, coordinator=coordinator
     )
@@ -117,7 +117,7 @@ def rotate(
     days: float, out: Path | None,
 ) -> None:  # fmt: skip
     """Re-issue a key and certificate in place; servers use it from their next handshake on."""
-    pki = local_pki.open_directory(directory)
+    pki = certificates.open_directory(directory)
     identity = local_pki.chosen_identity(
         pki.trust_domain(), control=control, client=client, coordinator=coordinator
     )
@@ -177,39 +177,50 @@ def enrollment_token(session: Session, client_id: str, ttl: str, output: str) ->
               help="The certificate file to revoke (with --dir).")  # fmt: skip
 @click.option("--client", "client_id", metavar="ID", default=None,
               help="Revoke every certificate of this client (locally with --dir, else through the API).")  # fmt: skip
+@click.option("--serial", "serials", multiple=True, metavar="N",
+              help="With --dir --client: also a certificate known by serial only (decimal, or hex as 0x...), "
+                   "as the API names enrolled ones it could not revoke itself (repeatable).")  # fmt: skip
 @click.option("--reason", default="", help="Why, kept in revoked.json.")
 @pass_session
 def revoke(
-    session: Session, directory: Path | None, cert_file: Path | None, client_id: str | None, reason: str
-) -> None:
+    session: Session, directory: Path | None, cert_file: Path | None, client_id: str | None,
+    serials: tuple[str, ...], reason: str,
+) -> None:  # fmt: skip
     """Revoke a certificate or a client; servers refuse it from their next call on."""
     if (cert_file is None) == (client_id is None):
         raise ValidationFailed("give exactly one of --cert FILE or --client ID")
+    if serials and (directory is None or client_id is None):
+        raise ValidationFailed("--serial goes with --dir DIR --client ID")
     if directory is None:
         if cert_file is not None:
-            raise ValidationFailed(
-                "revoking a certificate file needs the PKI directory that issued it: add --dir"
-            )
-        body = {"reason": reason} if reason else {}
-        reply = session.client().post(enrollment.revoke_path(str(client_id)), body)
-        reply = reply if isinstance(reply, dict) else {}
-        certificates = reply.get("revokedCertificates") or []
-        click.echo(f"revoked client {client_id} through the API: {len(certificates)} certificate(s), "
-                   f"{reply.get('revokedTokens', 0)} unused enrolment token(s)")  # fmt: skip
-        for entry in certificates:
-            serial = str(entry.get("serial"))
-            shown = format(int(serial), "x") if serial.isdigit() else serial  # as `pki show` prints serials
-            click.echo(f"  serial {shown} (valid until {entry.get('expiresAt')})")
+            raise ValidationFailed("revoking a certificate file needs the PKI directory that issued it: add --dir")
+        _revoke_through_the_api(session, str(client_id), reason)
         return
     if cert_file is not None:
         revoked = [local_pki.revoke_certificate(directory, cert_file, reason)]
     else:
-        revoked = local_pki.revoke_client(directory, str(client_id), reason)
+        numbers = [enrollment.parse_serial(serial) for serial in serials]
+        revoked = local_pki.revoke_client(directory, str(client_id), reason, numbers)
+        for number in numbers:
+            click.echo(f"revoked client {client_id} serial {number:x} (by serial)")
     for facts in revoked:
         click.echo(f"revoked {facts.identity} serial {facts.serial} ({facts.path})")
-    click.echo(
-        f"the revocation list {PkiDirectory(directory).crl} was rewritten; servers reload it on their own"
-    )
+    click.echo(f"the revocation list {PkiDirectory(directory).crl} was rewritten; servers reload it on their own")
+
+
+def _revoke_through_the_api(session: Session, client_id: str, reason: str) -> None:
+    try:
+        reply = session.client().post(enrollment.revoke_path(client_id), {"reason": reason} if reason else {})
+    except InvalidState as error:
+        raise enrollment.revoke_elsewhere(error, client_id) from None
+    reply = reply if isinstance(reply, dict) else {}
+    certificates = reply.get("revokedCertificates") or []
+    click.echo(f"revoked client {client_id} through the API: {len(certificates)} certificate(s), "
+               f"{reply.get('revokedTokens', 0)} unused enrolment token(s)")  # fmt: skip
+    for entry in certificates:
+        serial = str(entry.get("serial"))
+        shown = format(int(serial), "x") if serial.isdigit() else serial  # as `pki show` prints serials
+        click.echo(f"  serial {shown} (valid until {entry.get('expiresAt')})")
 
 
 @pki_group.command("show")
@@ -222,8 +233,8 @@ def show(directory: Path | None, cert_file: Path | None, output: str) -> None:
     if directory is None and cert_file is None:
         raise ValidationFailed("give --dir DIR, --cert FILE, or both")
     if cert_file is not None:
-        pki = local_pki.open_directory(directory) if directory is not None else None
-        facts = local_pki.certificate_facts(cert_file, pki).as_dict()
+        pki = certificates.open_directory(directory) if directory is not None else None
+        facts = certificates.certificate_facts(cert_file, pki).as_dict()
         if output != "table":
             emit(facts, output)
             return
@@ -233,7 +244,7 @@ def show(directory: Path | None, cert_file: Path | None, output: str) -> None:
         )
         return
     assert directory is not None
-    document = local_pki.directory_facts(directory)
+    document = certificates.directory_facts(directory)
     if output != "table":
         emit(document, output)
         return

@@ -6,7 +6,8 @@ with a CSR and answers the certificate for exactly that client id, and
 ``POST /api/v1/clients/{clientId}/revoke`` revokes what it signed for that
 client.  ``tamper`` makes it misbehave the ways a client must catch: sign
 another key (``"other-key"``), or name another client id in the reply than
-in the certificate (``"other-id"``).
+in the certificate (``"other-id"``); ``"read-only"`` answers a revocation
+as the API does when it cannot write its CRL.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class FakeEnrollmentApi(FakeApi):
         signed = self.signed.get(client_id, [])
         if not signed:
             return error(404, "NotFound", f"no certificate was issued to client {client_id!r} by enrolment")
+        if self.tamper == "read-only":  # as the API answers when its PKI is a read-only Secret
+            serials = [str(load_certificates(p)[0].serial_number) for p in signed]
+            return error(409, "InvalidState", "the PKI directory cannot be written here", serials=serials)
         for pem in signed:
             self.pki.revoke(load_certificates(pem)[0])
         listed = [{"serial": str(load_certificates(p)[0].serial_number)} for p in signed]

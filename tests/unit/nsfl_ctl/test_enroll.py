@@ -146,3 +146,15 @@ def test_revoking_a_client_through_the_api_puts_its_certificate_in_the_crl(
     revoked = {serial for _, serial in load_crl(directory.crl.read_bytes(), [leaf(directory.ca)])}
     assert revoked == {leaf(tmp_path / "tls" / "cert.pem").serial_number}
     assert_user_error(admin("pki", "revoke", "--client", "nobody"), 3, "no certificate was issued")
+
+
+def test_when_the_api_cannot_write_its_crl_revoke_says_which_command_can(
+    admin: Run, enrolling: FakeEnrollmentApi, tmp_path: Path
+) -> None:
+    enroll(enrolling, enrolling.token_for("hospital-a"), tmp_path / "tls")
+    enrolling.tamper = "read-only"
+    serial = leaf(tmp_path / "tls" / "cert.pem").serial_number
+    assert_user_error(
+        admin("pki", "revoke", "--client", "hospital-a"), 4,
+        f"nsfl-ctl pki revoke --dir <PKI> --client hospital-a --serial {serial}",
+    )  # fmt: skip

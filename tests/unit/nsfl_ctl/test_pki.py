@@ -12,8 +12,9 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from libs.files import write_atomic
-from libs.pki.authority import cert_pem, create_root, identity_of, key_pem, load_certificates
+from libs.pki.authority import cert_pem, create_root, identity_of, key_pem, load_certificates, new_key
 from libs.pki.directory import PkiDirectory
+from libs.pki.identity import Identity
 from libs.pki.revocation import load_crl
 from tests.unit.nsfl_ctl.conftest import assert_user_error, invoke
 
@@ -174,6 +175,19 @@ def test_revoking_a_client_revokes_its_certificates_from_before_a_rotation_too(c
     assert {e["reason"] for e in directory.revoked_entries()} == {"laptop stolen"}
 
 
+def test_a_client_certificate_known_by_serial_only_is_revoked_by_serial(ca: Path) -> None:
+    directory = PkiDirectory(ca)
+    enrolled = [
+        directory.authority().issue(Identity.client("carol"), new_key().public_key()) for _ in range(2)
+    ]  # as the API server's enrolment signs them: no file under issued/
+    decimal, hexadecimal = str(enrolled[0].serial_number), f"0x{enrolled[1].serial_number:x}"
+    result = pki("revoke", "--dir", str(ca), "--client", "carol", "--serial", decimal, "--serial", hexadecimal)
+    assert result.exit_code == 0, result.output
+    revoked = {serial for _, serial in load_crl(directory.crl.read_bytes(), [leaf(directory.ca)])}
+    assert revoked == {c.serial_number for c in enrolled}
+    assert {e["identity"] for e in directory.revoked_entries()} == {"spiffe://nsfl.local/client/carol"}
+
+
 def test_revoking_a_certificate_of_another_ca_is_refused(ca: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     pki("init", "--dir", str(other))
@@ -203,7 +217,9 @@ def test_revoking_a_certificate_of_another_ca_is_refused(ca: Path, tmp_path: Pat
      (("show", "--cert", "{tmp}/missing.pem"), 3, "no certificate file"),
      (("revoke", "--dir", "{ca}"), 2, "exactly one of --cert FILE or --client ID"),
      (("revoke", "--cert", "{ca}/ca.pem"), 2, "needs the PKI directory"),
-     (("revoke", "--dir", "{ca}", "--client", "nobody"), 3, "issued no certificate to client 'nobody'")],
+     (("revoke", "--dir", "{ca}", "--client", "nobody"), 3, "issued no certificate to client 'nobody'"),
+     (("revoke", "--client", "carol", "--serial", "12"), 2, "--serial goes with --dir DIR --client ID"),
+     (("revoke", "--dir", "{ca}", "--client", "carol", "--serial", "abc"), 2, "decimal number or 0x-prefixed hex")],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error_line(
     ca: Path, tmp_path: Path, args: tuple[str, ...], exit_code: int, fragment: str
