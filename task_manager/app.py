@@ -3,7 +3,12 @@
 :class:`TaskManagerApp` takes the workspace lock, kills what a crashed
 predecessor left running (``executors.json``), starts the warm workers (so
 the first task does not pay the framework import), and opens the selector
-connection; :meth:`TaskManagerApp.stop` undoes it in reverse.  :func:`serve`
+connection; :meth:`TaskManagerApp.stop` undoes it in reverse.  One
+:class:`~libs.wire.Wire` (this host's client certificate) serves the
+selector stream and the failure reports to coordinators, and the executors
+get the same TLS files through ``NSFL_EXECUTOR_*`` variables
+(:func:`executor_wire_environment`), so they too present the client's
+certificate and accept only the offered job's coordinator.  :func:`serve`
 runs it until an event is set: what ``python -m task_manager`` and
 ``nsfl-ctl client up`` call.
 
@@ -19,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 
+from libs.wire import Wire, WireSettings
 from task_manager.connection import SelectorConnection
 from task_manager.executors import Executors
 from task_manager.launcher import Launcher, thread_environment
@@ -32,11 +39,28 @@ from task_manager.workspace import Workspace
 log = logging.getLogger(__name__)
 
 
+EXECUTOR_PREFIX = "NSFL_EXECUTOR_"
+
+
+def executor_wire_environment(settings: WireSettings) -> Mapping[str, str]:
+    """The ``NSFL_EXECUTOR_*`` wire variables that give executors this host's TLS files and trust domain."""
+    env = {
+        f"{EXECUTOR_PREFIX}TRUST_DOMAIN": settings.trust_domain,
+        f"{EXECUTOR_PREFIX}INSECURE": "true" if settings.insecure else "false",
+    }
+    for name in ("tls_ca", "tls_cert", "tls_key", "tls_crl"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"{EXECUTOR_PREFIX}{name.upper()}"] = str(value)
+    return env
+
+
 class TaskManagerApp:
     """One running task manager: workspace, warm workers, executors and the selector stream."""
 
     def __init__(self, settings: TaskManagerSettings) -> None:
         self.settings = settings
+        self.wire = Wire.from_settings(settings, role="client")
         self.workspace = Workspace(settings.workspace)
         self.launcher: Launcher | None = None
         self.executors: Executors | None = None
@@ -63,6 +87,7 @@ class TaskManagerApp:
                     "NSFL_LOG_LEVEL": settings.log_level,
                     "NSFL_LOG_JSON": "1" if settings.log_json else "0",
                     NICE_VARIABLE: str(settings.executor_nice),
+                    **executor_wire_environment(settings),
                     **thread_environment(
                         settings.threads_per_executor, os.environ, explicit=bool(settings.executor_threads)
                     ),
@@ -72,12 +97,12 @@ class TaskManagerApp:
             self.executors = Executors(
                 settings,
                 launcher=self.launcher,
-                reporter=CoordinatorReporter(settings.client_id, settings.tls),
+                reporter=CoordinatorReporter(settings.client_id, self.wire),
                 workspace=self.workspace,
                 pid_file=pid_file,
             )
             self.executors.schedule_cleanup()
-            self.connection = SelectorConnection(settings, self.executors)
+            self.connection = SelectorConnection(settings, self.executors, wire=self.wire)
             self._connection_task = asyncio.create_task(self.connection.run(self._stop_connection))
         except BaseException:
             await self.stop()

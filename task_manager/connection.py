@@ -18,6 +18,10 @@ trip through gRPC's own thread to every round.  An acceptance that never left
 (the stream broke first) cancels the task and gives its slot back
 (``unconfirmed``), because the selector has then answered "not accepted" for
 us.  Launching never blocks the stream: it runs in its own task.
+
+The stream runs over mutual TLS (:class:`~libs.wire.Wire`): this host's
+client certificate identifies it, and TLS checks that the server is the
+selector of the configured CA, whatever ``selector_address`` resolves to.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import grpc.aio
 
 from libs.errors import ValidationFailed
 from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
-from libs.rpc import open_channel
+from libs.wire import Wire
 from task_manager import serde
 from task_manager.policy import Accept, Decision
 from task_manager.settings import TaskManagerSettings
@@ -105,8 +109,10 @@ class SelectorConnection:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         register_timeout: float = REGISTER_TIMEOUT_SECONDS,
+        wire: Wire | None = None,
     ) -> None:
         self.settings = settings
+        self.wire = wire or Wire.from_settings(settings, role="client")
         self.handler = handler
         self.clock = clock
         self.register_timeout = register_timeout
@@ -166,7 +172,7 @@ class SelectorConnection:
         self.registered.set()
 
     async def _session(self, stop: asyncio.Event) -> None:
-        channel = open_channel(self.settings.selector_address, self.settings.tls)
+        channel = self.wire.channel(self.settings.selector_address, self.wire.control("selector"))
         outbound: asyncio.Queue[Outgoing] = asyncio.Queue()
         tasks: list[asyncio.Task[None]] = []
         call = None

@@ -10,6 +10,12 @@ endpoint the offer named (clients have no inbound ports), with a deadline
 per call and a couple of retries for a coordinator that is briefly
 unreachable.  A report that still fails is logged and dropped: the round's
 deadline is the coordinator's safety net.
+
+The channel expects the offered job's coordinator at the other end
+(:meth:`libs.wire.Wire.coordinator_of`): an endpoint whose certificate is
+another job's coordinator, a client's, or from another CA fails the TLS
+handshake, so a forged ``coordinator_endpoint`` never receives the task's
+token or status.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import logging
 import grpc
 import grpc.aio
 
+from libs.errors import NsflError
 from libs.protos import common_pb2, coordinator_pb2_grpc
-from libs.rpc import TlsFiles, open_channel
+from libs.wire import Wire
 from task_manager import serde
 from task_manager.tasks import Offer
 
@@ -34,14 +41,14 @@ class CoordinatorReporter:
     def __init__(
         self,
         client_id: str,
-        tls: TlsFiles | None = None,
+        wire: Wire,
         *,
         call_timeout: float = 5.0,
         attempts: int = 3,
         retry_delay: float = 0.5,
     ) -> None:
         self.client_id = client_id
-        self.tls = tls
+        self.wire = wire
         self.call_timeout = call_timeout
         self.attempts = attempts
         self.retry_delay = retry_delay
@@ -50,8 +57,13 @@ class CoordinatorReporter:
         """Report the task as failed; True once the coordinator acknowledged it."""
         status = serde.offer_status(offer, common_pb2.TASK_FAILED, reason, self.client_id, with_token=True)
         tries = attempts or self.attempts
+        try:
+            coordinator = self.wire.coordinator_of(offer.job_id)
+        except NsflError as exc:
+            log.warning("cannot report the failure of task %s: %s", offer.task_id, exc.message)
+            return False
         for attempt in range(1, tries + 1):
-            channel = open_channel(offer.coordinator_endpoint, self.tls)
+            channel = self.wire.channel(offer.coordinator_endpoint, coordinator)
             try:
                 stub = coordinator_pb2_grpc.CoordinatorStub(channel)
                 await stub.ReportTaskStatus(status, timeout=self.call_timeout)

@@ -17,6 +17,13 @@ entry's script must resolve (symlinks followed) inside one of
 refused at start, naming the entry, rather than at the first offer.  The
 mappings (``datasets``, ``task_entries``, ``preload``, ``labels``,
 ``resources``) cannot come from variables; everything else can.
+
+The wire (``tls_*``, ``trust_domain``, ``insecure``) comes from
+:class:`~libs.wire.WireSettings`: the task manager and its executors dial
+the selector and coordinators with this host's client certificate, whose
+identity must be ``client/<client_id>`` (checked at start with
+:meth:`TaskManagerSettings.check_certificate`, since the selector would
+refuse the stream anyway, with a less helpful error).
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from libs.errors import InvalidSetting, NsflError, PathOutsideRoot
-from libs.rpc import TlsFiles
+from libs.pki.identity import IdentityKind
 from libs.settings import load_settings
+from libs.wire import WireSettings
 from task_manager.warm_worker import MAX_NICE
 
 PREFIX = "NSFL_TM_"
@@ -99,7 +107,7 @@ def _string_tuple(where: str, raw: object) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class TaskManagerSettings:
+class TaskManagerSettings(WireSettings):
     """Everything the daemon needs, validated at start (see the module docstring)."""
 
     client_id: str = ""
@@ -119,10 +127,6 @@ class TaskManagerSettings:
     workspace_quota_mb: int = 10240
     reconnect_initial_seconds: float = 0.2
     reconnect_max_seconds: float = 5.0
-    # Mutual TLS to the selector and the coordinators: all three files or none.
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
     # "module:function" called with the task directory in each executor process.
     executor_entry: str = DEFAULT_EXECUTOR_ENTRY
     # Fork executors from a worker per runtime that has already imported the framework.
@@ -166,12 +170,6 @@ class TaskManagerSettings:
     @property
     def served_runtimes(self) -> tuple[str, ...]:
         return self.runtimes or tuple(sorted({e.runtime for e in self.task_entries.values()}))
-
-    @property
-    def tls(self) -> TlsFiles | None:
-        if self.tls_ca is None or self.tls_cert is None or self.tls_key is None:
-            return None
-        return TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
 
     @property
     def workspace_quota_bytes(self) -> int:
@@ -227,11 +225,7 @@ class TaskManagerSettings:
             raise InvalidSetting(
                 f"setting 'warm_up_entry' must read 'package.module:function' or be empty, got {self.warm_up_entry!r}"
             )
-        given = [f for f in (self.tls_ca, self.tls_cert, self.tls_key) if f is not None]
-        if given and len(given) != 3:
-            raise InvalidSetting(
-                "settings 'tls_ca', 'tls_cert' and 'tls_key' go together: give all three or none"
-            )
+        self.validate_wire([self.selector_address])
 
     def _validate_numbers(self) -> None:
         for name in (
@@ -286,8 +280,29 @@ class TaskManagerSettings:
             if not key or len(key) > 128 or len(value) > 128:
                 raise InvalidSetting(f"label {key[:40]!r}: keys and values must be 1-128 characters")
 
+    def check_certificate(self) -> None:
+        """The certificate must be this host's: ``client/<client_id>`` (nothing to check without TLS)."""
+        tls = self.tls
+        if tls is None:
+            return
+        identity = tls.identity()
+        if identity.kind is not IdentityKind.CLIENT:
+            raise InvalidSetting(
+                f"setting 'tls_cert' ({tls.cert}) identifies {identity.uri}, which is not a client; "
+                f"give this host a client certificate for {self.client_id!r} (`nsfl-ctl pki enroll`)"
+            )
+        if identity.client_id != self.client_id:
+            raise InvalidSetting(
+                f"setting 'tls_cert' ({tls.cert}) identifies client {identity.client_id!r}, "
+                f"but 'client_id' is {self.client_id!r}: set 'client_id: {identity.client_id}', "
+                f"or enroll this host as {self.client_id!r} (`nsfl-ctl pki enroll`) and point 'tls_cert' "
+                "and 'tls_key' at its files"
+            )
+
     def check_paths(self) -> None:
-        """Every task entry's script must be a file inside an allowed root (paths absolute by now)."""
+        """Every task entry's script must be a file inside an allowed root (paths absolute by now);
+        the certificate must be this client's."""
+        self.check_certificate()
         roots = [root.resolve() for root in self.allowed_script_roots]
         for name, entry in self.task_entries.items():
             script = entry.script.resolve()
@@ -324,6 +339,7 @@ class TaskManagerSettings:
             tls_ca=maybe(self.tls_ca),
             tls_cert=maybe(self.tls_cert),
             tls_key=maybe(self.tls_key),
+            tls_crl=maybe(self.tls_crl),
         )
 
 

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from task_manager.settings import TaskManagerSettings, load
+from tests.fixtures.pki import TestPki
 from tests.unit.task_manager.fakes import ENTRIES, ROOT, FakeCoordinator, running_coordinator
 
 MakeSettings = Callable[..., TaskManagerSettings]
@@ -74,8 +75,9 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> MakeSettings:
-    """Settings for a client ``c1`` with one pytorch entry, one dataset, no preloads and test entries."""
+def make_settings(tmp_path: Path, test_pki: TestPki) -> MakeSettings:
+    """Settings for a client ``c1`` (with its certificate) with one pytorch entry, one dataset, no preloads
+    and test entries."""
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "train.py").write_text("print('train')\n")
@@ -83,6 +85,9 @@ def make_settings(tmp_path: Path) -> MakeSettings:
 
     def make(entry: str = "succeed", **overrides: Any) -> TaskManagerSettings:
         values: dict[str, Any] = {
+            **{
+                key: str(value) for key, value in test_pki.settings(test_pki.identity("client", "c1")).items()
+            },
             "client_id": "c1",
             "workspace": str(tmp_path / "ws"),
             "datasets": {"digits": {"path": str(tmp_path / "data"), "samples": 600, "tags": ["iid"]}},
@@ -100,6 +105,6 @@ def make_settings(tmp_path: Path) -> MakeSettings:
 
 
 @pytest.fixture
-async def coordinator() -> AsyncIterator[FakeCoordinator]:
-    async with running_coordinator() as fake:
+async def coordinator(test_pki: TestPki) -> AsyncIterator[FakeCoordinator]:
+    async with running_coordinator(test_pki) as fake:
         yield fake

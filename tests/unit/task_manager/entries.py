@@ -121,3 +121,11 @@ def by_round(task_dir: Path) -> int:
     if action == "pause":
         time.sleep(0.5)
     return succeed(task_dir)
+
+
+def record_wire_environment(task_dir: Path) -> int:
+    """Write the ``NSFL_EXECUTOR_*`` variables the executor was given to ``wire.json``."""
+    _entered(task_dir)
+    wire = {k: v for k, v in os.environ.items() if k.startswith("NSFL_EXECUTOR_")}
+    (task_dir / "wire.json").write_text(json.dumps(wire))
+    return 0

@@ -4,7 +4,10 @@ The fake selector speaks the Connect protocol of docs/contracts.md from the
 selector's side: it takes ``Register``, answers ``Registered`` with a short
 heartbeat interval, records heartbeats and task statuses, and lets a test
 push offers and cancels down the open stream.  It can be stopped and started
-again on the same port, to test reconnection.
+again on the same port, to test reconnection.  Both serve mutual TLS with
+certificates from the test PKI (the selector's, and the coordinator of the
+job they are told), through the same :class:`~libs.wire.Wire` as the real
+servers, and record who called.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from libs.protos import common_pb2, coordinator_pb2_grpc, selector_pb2, selector_pb2_grpc
+from libs.pki.identity import Identity
+from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc, selector_pb2, selector_pb2_grpc
+from libs.wire import Wire, current_caller
 from task_manager.tasks import Offer
+from tests.fixtures.pki import TestPki
 
 ROOT = Path(__file__).resolve().parents[3]
 ENTRIES = "tests.unit.task_manager.entries"
@@ -101,9 +107,12 @@ async def eventually(check: Callable[[], Any], within: float = 10.0, interval: f
 class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self) -> None:
         self.reports: asyncio.Queue[common_pb2.TaskStatus] = asyncio.Queue()
+        self.callers: list[str] = []
         self.endpoint = ""
 
     async def ReportTaskStatus(self, request: common_pb2.TaskStatus, context: Any) -> common_pb2.Ack:
+        caller = current_caller()
+        self.callers.append(caller.uri if caller else "anonymous")
         self.reports.put_nowait(request)
         return common_pb2.Ack(ok=True)
 
@@ -117,15 +126,25 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
     async def UploadUpdate(self, request_iterator: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the task manager's fake")
 
-    GetUploadOffset = GetStatus = Stop = _unimplemented
+    GetUploadOffset = GetStatus = Stop = AwaitModel = GetTaskPlan = SubmitUpdate = _unimplemented
+
+    async def SecureAggregate(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[coordinator_pb2.SecAggServerFrame]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the task manager's fake")
+        yield coordinator_pb2.SecAggServerFrame()
 
 
 @contextlib.asynccontextmanager
-async def running_coordinator() -> AsyncIterator[FakeCoordinator]:
-    server = grpc.aio.server()
+async def running_coordinator(
+    pki: TestPki, identity: Identity | None = None
+) -> AsyncIterator[FakeCoordinator]:
+    """A fake coordinator serving as ``identity`` (the coordinator of :data:`JOB` by default)."""
+    wire = pki.wire(identity or pki.identity("coordinator", *JOB.split("/")))
+    server = wire.server()
     fake = FakeCoordinator()
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(fake, server)
-    fake.endpoint = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    fake.endpoint = f"127.0.0.1:{wire.add_port(server, '127.0.0.1:0')}"
     await server.start()
     try:
         yield fake
@@ -134,8 +153,10 @@ async def running_coordinator() -> AsyncIterator[FakeCoordinator]:
 
 
 class FakeSelector(selector_pb2_grpc.ClientSelectorServicer):
-    def __init__(self, heartbeat_interval: float = 0.05) -> None:
+    def __init__(self, pki: TestPki, heartbeat_interval: float = 0.05) -> None:
+        self.wire: Wire = pki.wire(pki.identity("selector"))
         self.heartbeat_interval = heartbeat_interval
+        self.callers: list[str] = []  # the identity of each Connect's caller
         self.registrations: list[selector_pb2.Register] = []
         self.heartbeats: list[selector_pb2.Heartbeat] = []
         self.statuses: list[common_pb2.TaskStatus] = []
@@ -150,9 +171,9 @@ class FakeSelector(selector_pb2_grpc.ClientSelectorServicer):
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = self.wire.server()
         selector_pb2_grpc.add_ClientSelectorServicer_to_server(self, server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.port = self.wire.add_port(server, f"127.0.0.1:{self.port}")
         await server.start()
         self._server = server
 
@@ -172,6 +193,8 @@ class FakeSelector(selector_pb2_grpc.ClientSelectorServicer):
         first = await anext(incoming, None)
         if first is None or first.WhichOneof("msg") != "register":
             return
+        caller = current_caller()
+        self.callers.append(caller.uri if caller else "anonymous")
         self.registrations.append(first.register)
         yield selector_pb2.SelectorMessage(
             registered=selector_pb2.Registered(
@@ -213,7 +236,7 @@ class FakeSelector(selector_pb2_grpc.ClientSelectorServicer):
     async def _unimplemented(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the task manager's fake")
 
-    SelectClients = ReleaseClients = OfferTask = CancelTasks = ListClients = _unimplemented
+    SelectClients = ReleaseClients = OfferTask = OfferTasks = CancelTasks = ListClients = _unimplemented
 
     def push(self, message: selector_pb2.SelectorMessage) -> None:
         assert self._outbound is not None, "no task manager is connected"

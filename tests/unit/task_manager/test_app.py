@@ -18,6 +18,7 @@ from libs.protos import common_pb2
 from task_manager.app import TaskManagerApp, serve
 from task_manager.errors import WorkspaceInUse
 from task_manager.settings import TaskManagerSettings
+from tests.fixtures.pki import TestPki
 from tests.unit.task_manager.conftest import MakeSettings
 from tests.unit.task_manager.fakes import ENTRIES, FakeCoordinator, FakeSelector, eventually, offer
 
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
 
 @pytest.fixture
-async def selector() -> AsyncIterator[FakeSelector]:
-    fake = FakeSelector()
+async def selector(test_pki: TestPki) -> AsyncIterator[FakeSelector]:
+    fake = FakeSelector(test_pki)
     await fake.start()
     try:
         yield fake
@@ -104,7 +105,7 @@ async def test_executors_run_executor_nice_levels_below_the_task_manager(
         await asyncio.wait_for(coordinator.reports.get(), 15)  # killed at its timeout
 
 
-def write_config(tmp_path: Path, selector: FakeSelector, *, warm: bool) -> Path:
+def write_config(tmp_path: Path, selector: FakeSelector, pki: TestPki, *, warm: bool) -> Path:
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "train.py").write_text("")
@@ -112,6 +113,7 @@ def write_config(tmp_path: Path, selector: FakeSelector, *, warm: bool) -> Path:
     config.write_text(
         yaml.safe_dump(
             {
+                **{key: str(value) for key, value in pki.settings(pki.identity("client", "c1")).items()},
                 "client_id": "c1",
                 "selector_address": selector.address,
                 "workspace": "ws",
@@ -145,9 +147,9 @@ async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
 async def test_a_restarted_daemon_kills_what_its_sigkilled_predecessor_left_running(
-    tmp_path: Path, selector: FakeSelector, warm: bool
+    tmp_path: Path, selector: FakeSelector, warm: bool, test_pki: TestPki
 ) -> None:
-    config = write_config(tmp_path, selector, warm=warm)
+    config = write_config(tmp_path, selector, test_pki, warm=warm)
     log = tmp_path / "daemon.log"
     daemons: list[asyncio.subprocess.Process] = []
     pids: dict[str, int] = {}

@@ -14,6 +14,7 @@ from libs.protos import common_pb2, selector_pb2
 from task_manager.connection import Backoff, SelectorConnection
 from task_manager.policy import Accept, Decision, Refuse
 from task_manager.tasks import Offer
+from tests.fixtures.pki import TestPki
 from tests.unit.task_manager.conftest import MakeSettings
 from tests.unit.task_manager.fakes import FakeSelector, eventually, offer, offer_message
 
@@ -57,8 +58,8 @@ async def connected(connection: SelectorConnection) -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def selector() -> AsyncIterator[FakeSelector]:
-    fake = FakeSelector()
+async def selector(test_pki: TestPki) -> AsyncIterator[FakeSelector]:
+    fake = FakeSelector(test_pki)
     await fake.start()
     try:
         yield fake
@@ -113,9 +114,9 @@ async def test_a_session_registers_heartbeats_and_answers_offers_and_cancels(
 
 
 async def test_the_connection_retries_until_the_selector_is_up_and_comes_back_after_it_restarts(
-    make_settings: MakeSettings, caplog: pytest.LogCaptureFixture
+    make_settings: MakeSettings, caplog: pytest.LogCaptureFixture, test_pki: TestPki
 ) -> None:
-    selector = FakeSelector()
+    selector = FakeSelector(test_pki)
     await selector.start()  # learn a free port, then go down before the task manager starts
     await selector.stop()
     caplog.set_level(logging.DEBUG, logger="task_manager.connection")

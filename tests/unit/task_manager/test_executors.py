@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from libs.protos import common_pb2
+from libs.wire import Wire
 from task_manager.executors import Executors
 from task_manager.launcher import Launcher
 from task_manager.policy import Accept, Refuse
@@ -42,7 +43,7 @@ async def running_executors(settings: TaskManagerSettings) -> AsyncIterator[Exec
     executors = Executors(
         settings,
         launcher=launcher,
-        reporter=CoordinatorReporter("c1", retry_delay=0.05),
+        reporter=CoordinatorReporter("c1", Wire.from_settings(settings, role="client"), retry_delay=0.05),
         workspace=workspace,
         pid_file=PidFile(workspace.pid_file),
     )
