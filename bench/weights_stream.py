@@ -1,9 +1,10 @@
-"""Benchmark: stream an encoded weight map over gRPC on loopback, beside raw TCP.
+"""Benchmark: stream an encoded weight map over gRPC on loopback, plaintext and mutual TLS, beside raw TCP.
 
 Usage::
 
-    python bench/weights_stream.py                  # 1 GiB
+    python bench/weights_stream.py                  # 1 GiB; raw TCP, gRPC, gRPC with mTLS
     python bench/weights_stream.py --size 2.5GiB --chunk-size 2MiB
+    python bench/weights_stream.py --tls off        # no mTLS run (--tls on: no plaintext gRPC run)
 
 What it measures, in one run:
 
@@ -13,8 +14,15 @@ What it measures, in one run:
   servicer); a client process receives it with ``receive_frames`` over
   ``raw_download_model`` (or, with ``--client-frames protobuf``, the
   generated stub): preallocated buffer, incremental SHA-256 on a worker
-  thread, size and hash checked at the end.  Both use ``libs.rpc``'s channel
-  and server options unchanged.
+  thread, size and hash checked at the end.  Both sides are built with
+  ``libs.wire.Wire``, as every component is (its channel and server options).
+* **gRPC with mTLS**: the same, over mutual TLS as nsfl runs it: a throwaway
+  PKI (``libs.pki.directory.PkiDirectory`` in a temporary folder) issues the
+  server a coordinator's certificate and the receiver a client's; the server
+  runs the authorisation guard (a policy with one row, for this method), the
+  receiver verifies the server's name.  Same payload, same options, so the
+  difference from plaintext gRPC is what TLS (AES-GCM on both ends) and the
+  guard cost.  Target: at most 15% lower throughput than plaintext.
 * **raw TCP**: the same bytes from a server process with one ``sendall`` to a
   client process that ``recv_into``s a preallocated buffer: the ceiling for
   loopback on this machine (no framing, no hashing).
@@ -51,8 +59,10 @@ import re
 import resource
 import socket
 import sys
+import tempfile
 import time
 from multiprocessing.queues import Queue
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -61,6 +71,8 @@ import numpy as np
 import psutil
 
 from libs import rpc
+from libs.pki.directory import PkiDirectory
+from libs.pki.identity import Identity
 from libs.protos import coordinator_pb2, coordinator_pb2_grpc
 from libs.weights.streaming import (
     DEFAULT_CHUNK,
@@ -70,6 +82,8 @@ from libs.weights.streaming import (
     receive_frames,
 )
 from libs.weights.tensors import decode, encoded_size, iter_encoded, sha256_hex
+from libs.wire import Wire, WireSettings
+from libs.wire.authorization import Rule
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -80,6 +94,13 @@ _ARRAY_ELEMENTS = 4 * MiB  # float32 elements per array: 16 MiB
 # keep landing on fresh pages (measured: about one page fault per 8 KiB received).  Keeping
 # 256 MiB and serving blocks under 32 MiB from the heap removes that churn.
 TUNED_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(256 * MiB), "MALLOC_MMAP_THRESHOLD_": str(32 * MiB)}
+DOWNLOAD_METHOD = "/nsfl.v1.Coordinator/DownloadModel"
+BENCH_JOB = "bench/weights"
+SERVER_IDENTITY = Identity.coordinator_of(BENCH_JOB)  # who serves DownloadModel in nsfl
+CLIENT_IDENTITY = Identity.client("bench-receiver")
+# The bench's servicer checks no task ticket, so its server gets a policy of its own: clients may download.
+BENCH_POLICY = {DOWNLOAD_METHOD: Rule(frozenset({"client"}), "the bench's payload")}
+KINDS = {"tcp": "raw TCP", "grpc": "gRPC", "mtls": "gRPC+mTLS"}
 
 
 def parse_size(text: str) -> int:
@@ -148,7 +169,7 @@ def tcp_server(size: int, control: Queue[Any], results: Queue[Any]) -> None:
             connection.sendall(len(payload).to_bytes(8, "little"))
             connection.sendall(memoryview(payload))
             connection.recv(1)  # the client closes when it has everything
-    report(results, "tcp-sender", baseline, cpu_start)
+    report(results, "sender", baseline, cpu_start)
 
 
 def tcp_client(port: int, results: Queue[Any]) -> None:
@@ -169,7 +190,7 @@ def tcp_client(port: int, results: Queue[Any]) -> None:
                 raise ConnectionError(f"connection closed after {received} of {size} bytes")
             received += count
         seconds = time.perf_counter() - started
-    report(results, "tcp-receiver", baseline, cpu_start, seconds=seconds, size=size, allocating=allocated)
+    report(results, "receiver", baseline, cpu_start, seconds=seconds, size=size, allocating=allocated)
 
 
 # ---------------------------------------------------------------------- gRPC
@@ -200,34 +221,59 @@ def encoded_download_handler(payload: bytearray, sha256: str, chunk_size: int) -
     return grpc.method_handlers_generic_handler("nsfl.v1.Coordinator", {"DownloadModel": handler})
 
 
-def grpc_server(args: argparse.Namespace, control: Queue[Any], results: Queue[Any], stop: Queue[Any]) -> None:
+def make_pki(root: Path) -> None:
+    """A throwaway CA, a coordinator's certificate for the sender and a client's for the receiver."""
+    directory = PkiDirectory(root)
+    directory.init(SERVER_IDENTITY.trust_domain)
+    for identity in (SERVER_IDENTITY, CLIENT_IDENTITY):
+        directory.issue(identity, hosts=["127.0.0.1"])
+
+
+def bench_wire(pki: str | None, identity: Identity) -> Wire:
+    """Plaintext on loopback (``pki`` None), or mutual TLS as ``identity`` from the PKI in ``pki``."""
+    if pki is None:
+        return Wire.from_settings(WireSettings(insecure=True))
+    directory = PkiDirectory(Path(pki))
+    files = directory.issued(identity)
+    return Wire.from_settings(
+        WireSettings(tls_ca=files.ca, tls_cert=files.cert, tls_key=files.key, tls_crl=directory.crl)
+    )
+
+
+def grpc_server(
+    args: argparse.Namespace, pki: str | None, control: Queue[Any], results: Queue[Any], stop: Queue[Any]
+) -> None:
     baseline = current_rss()
     payload = build_payload(args.size)
     sha256 = sha256_hex(payload)  # the content id is known when a model is published
+    wire = bench_wire(pki, SERVER_IDENTITY)
     cpu_start = cpu_seconds()
 
     async def serve() -> None:
-        server = rpc.make_server()
+        server = wire.server(policy=BENCH_POLICY)
         if args.server_frames == "encoded":
             server.add_generic_rpc_handlers((encoded_download_handler(payload, sha256, args.chunk_size),))
         else:
             servicer = BenchCoordinator(payload, sha256, args.chunk_size)
             coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
-        port = rpc.add_port(server, "127.0.0.1:0")
+        port = wire.add_port(server, "127.0.0.1:0")
         await server.start()
         control.put({"port": port, "size": len(payload), "sha256": sha256})
         await asyncio.to_thread(stop.get)  # until the orchestrator says stop
         await server.stop(None)
 
     asyncio.run(serve())
-    report(results, "grpc-sender", baseline, cpu_start)
+    report(results, "sender", baseline, cpu_start)
 
 
-def grpc_client(args: argparse.Namespace, port: int, sha256: str, max_size: int, results: Queue[Any]) -> None:
+def grpc_client(
+    args: argparse.Namespace, pki: str | None, port: int, sha256: str, max_size: int, results: Queue[Any]
+) -> None:
     baseline = current_rss()
+    wire = bench_wire(pki, CLIENT_IDENTITY)
 
     async def download() -> tuple[float, float, int]:
-        async with rpc.open_channel(f"127.0.0.1:{port}") as channel:
+        async with wire.channel(f"127.0.0.1:{port}", wire.coordinator_of(BENCH_JOB)) as channel:
             await channel.channel_ready()
             if args.client_frames == "raw":
                 method = raw_download_model(channel)
@@ -239,7 +285,7 @@ def grpc_client(args: argparse.Namespace, port: int, sha256: str, max_size: int,
             return time.perf_counter() - started, cpu_start, len(payload)
 
     seconds, cpu_start, size = asyncio.run(download())
-    report(results, "grpc-receiver", baseline, cpu_start, seconds=seconds, size=size)
+    report(results, "receiver", baseline, cpu_start, seconds=seconds, size=size)
 
 
 # --------------------------------------------------------------- orchestration
@@ -261,19 +307,22 @@ def collect(queue: Queue[Any], processes: list[Any]) -> Any:
                 raise RuntimeError(f"{dead[0].name} exited with code {dead[0].exitcode}") from None
 
 
-def run_pair(context: Any, kind: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def run_pair(context: Any, kind: str, args: argparse.Namespace, pki: str) -> dict[str, dict[str, Any]]:
+    """One transfer of ``kind`` ("tcp", "grpc" or "mtls") between a fresh sender and receiver process."""
     control, results, stop = context.Queue(), context.Queue(), context.Queue()
+    tls = pki if kind == "mtls" else None
     if kind == "tcp":
         server = context.Process(target=tcp_server, args=(args.size, control, results), name="tcp-sender")
     else:
-        server = context.Process(target=grpc_server, args=(args, control, results, stop), name="grpc-sender")
+        server_args = (args, tls, control, results, stop)
+        server = context.Process(target=grpc_server, args=server_args, name=f"{kind}-sender")
     server.start()
     ready = collect(control, [server])
     if kind == "tcp":
         client = context.Process(target=tcp_client, args=(ready["port"], results), name="tcp-receiver")
     else:
-        client_args = (args, ready["port"], ready["sha256"], ready["size"], results)
-        client = context.Process(target=grpc_client, args=client_args, name="grpc-receiver")
+        client_args = (args, tls, ready["port"], ready["sha256"], ready["size"], results)
+        client = context.Process(target=grpc_client, args=client_args, name=f"{kind}-receiver")
     client.start()
     received = collect(results, [server, client])
     client.join()
@@ -281,7 +330,7 @@ def run_pair(context: Any, kind: str, args: argparse.Namespace) -> dict[str, dic
     sent = collect(results, [server])
     server.join()
     by_role = {item["role"]: item for item in (received, sent)}
-    return {"sender": by_role[f"{kind}-sender"], "receiver": by_role[f"{kind}-receiver"]}
+    return {"sender": by_role["sender"], "receiver": by_role["receiver"]}
 
 
 def best(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -299,13 +348,13 @@ def best(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     }
 
 
-HEADINGS = f"{'':<14} {'throughput':>10} {'time':>7} {'CPU s: sender':>14} {'receiver':>9} {'peak RSS: sender':>17} {'receiver':>9}"
+HEADINGS = f"{'':<17} {'throughput':>10} {'time':>7} {'CPU s: sender':>14} {'receiver':>9} {'peak RSS: sender':>17} {'receiver':>9}"
 
 
 def row(name: str, size: int, run: dict[str, dict[str, Any]], note: str = "") -> str:
     sender, receiver = run["sender"], run["receiver"]
     return (
-        f"{name:<14} {size / receiver['seconds'] / 1e9:>5.2f} GB/s {receiver['seconds']:>6.2f}s"
+        f"{name:<17} {size / receiver['seconds'] / 1e9:>5.2f} GB/s {receiver['seconds']:>6.2f}s"
         f" {sender['cpu']:>14.2f} {receiver['cpu']:>9.2f}"
         f" {sender['memory'] / size:>16.2f}x {receiver['memory'] / size:>8.2f}x{note}"
     )
@@ -342,7 +391,19 @@ def main() -> int:
     parser.add_argument(
         "--no-warm-up", dest="warm_up", action="store_false", help="skip touching memory first"
     )
+    parser.add_argument(
+        "--tls",
+        choices=["both", "off", "on"],
+        default="both",
+        help="gRPC plaintext and with mutual TLS side by side (default), plaintext only, or mTLS only",
+    )
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="nsfl-bench-pki-") as pki:
+        make_pki(Path(pki) / "ca")
+        return measure(args, str(Path(pki) / "ca"))
+
+
+def measure(args: argparse.Namespace, pki: str) -> int:
     if args.tune_malloc:
         os.environ.update(TUNED_MALLOC)  # spawned processes start with it, so glibc reads it at start
     context = multiprocessing.get_context("spawn")
@@ -351,10 +412,11 @@ def main() -> int:
         warmer.start()
         warmer.join()
 
-    runs: dict[str, list[dict[str, dict[str, Any]]]] = {"tcp": [], "grpc": []}
+    kinds = {"both": ("tcp", "grpc", "mtls"), "off": ("tcp", "grpc"), "on": ("tcp", "mtls")}[args.tls]
+    runs: dict[str, list[dict[str, dict[str, Any]]]] = {kind: [] for kind in kinds}
     for _ in range(args.repeat):
         for kind in runs:
-            runs[kind].append(run_pair(context, kind, args))
+            runs[kind].append(run_pair(context, kind, args, pki))
     size = runs["tcp"][0]["receiver"]["size"]
     if any(run["receiver"]["size"] != size for kind in runs for run in runs[kind]):
         print("the transports delivered different sizes", file=sys.stderr)
@@ -368,20 +430,38 @@ def main() -> int:
         + ("; glibc malloc tuned (--tune-malloc)" if args.tune_malloc else "")
     )
     print("peak RSS: each process's high-water mark over its RSS after imports, as a multiple of the payload")
+    if "mtls" in runs:
+        print(f"mTLS: {SERVER_IDENTITY.uri} serving {CLIENT_IDENTITY.uri}, guard on, EC P-256 certificates")
     print(HEADINGS)
     for index in range(args.repeat):
-        for kind, label in (("tcp", "raw TCP"), ("grpc", "gRPC")):
+        for kind in runs:
             run = runs[kind][index]
             note = f"  (allocating its buffer: {run['receiver']['allocating']:.2f}s)" if kind == "tcp" else ""
-            print(row(f"{index + 1}: {label}", size, run, note))
-    tcp, grpc = best(runs["tcp"]), best(runs["grpc"])
-    print(row("best raw TCP", size, tcp))
-    print(row("best gRPC", size, grpc))
-    worst = max(grpc["sender"]["memory"], grpc["receiver"]["memory"]) / size
-    print(
-        f"gRPC / raw TCP throughput: {tcp['receiver']['seconds'] / grpc['receiver']['seconds']:.0%} "
-        f"(target >= 50%); gRPC peak memory {worst:.2f}x the payload on the worse side (target < 2x)"
-    )
+            print(row(f"{index + 1}: {KINDS[kind]}", size, run, note))
+    bests = {kind: best(kind_runs) for kind, kind_runs in runs.items()}
+    for kind, result in bests.items():
+        print(row(f"best {KINDS[kind]}", size, result))
+    tcp_seconds = bests["tcp"]["receiver"]["seconds"]
+    for kind in ("grpc", "mtls"):
+        if kind in bests:
+            result = bests[kind]
+            worst = max(result["sender"]["memory"], result["receiver"]["memory"]) / size
+            print(
+                f"{KINDS[kind]} / raw TCP throughput: {tcp_seconds / result['receiver']['seconds']:.0%} "
+                f"(target >= 50%); peak memory {worst:.2f}x the payload on the worse side (target < 2x)"
+            )
+    if "grpc" in bests and "mtls" in bests:
+        plain, secure = bests["grpc"], bests["mtls"]
+        kept = plain["receiver"]["seconds"] / secure["receiver"]["seconds"]
+        print(
+            f"mTLS on vs off: {kept:.0%} of plaintext gRPC's throughput ({1 - kept:.1%} lower; target: at most 15%)"
+        )
+        print(
+            f"  CPU s sender {plain['sender']['cpu']:.2f} -> {secure['sender']['cpu']:.2f}, receiver "
+            f"{plain['receiver']['cpu']:.2f} -> {secure['receiver']['cpu']:.2f}; peak RSS sender "
+            f"{plain['sender']['memory'] / size:.2f}x -> {secure['sender']['memory'] / size:.2f}x, receiver "
+            f"{plain['receiver']['memory'] / size:.2f}x -> {secure['receiver']['memory'] / size:.2f}x"
+        )
     return 0
 
 
