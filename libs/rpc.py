@@ -1,4 +1,7 @@
-"""gRPC glue shared by every component: channels, servers, TLS and error mapping.
+"""gRPC glue shared by every component: channel and server options, and error mapping.
+
+Servers and channels themselves, with mutual TLS and authorisation, are
+made in one place: :class:`libs.wire.Wire`.
 
 Errors cross gRPC as a status code plus two trailing metadata entries,
 ``nsfl-error-code`` and ``nsfl-error-message``, so the caller can rebuild the
@@ -20,8 +23,6 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -49,55 +50,6 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.so_reuseport", 0),
 ]
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for mutual TLS.  ``cert``/``key`` identify this side; ``ca`` verifies the peer."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
-    return grpc.ssl_server_credentials(
-        [(tls.key.read_bytes(), tls.cert.read_bytes())],
-        root_certificates=tls.ca.read_bytes(),
-        require_client_auth=True,
-    )
-
-
-def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes(),
-        private_key=tls.key.read_bytes(),
-        certificate_chain=tls.cert.read_bytes(),
-    )
-
-
-def make_server(tls: TlsFiles | None = None) -> grpc.aio.Server:
-    return grpc.aio.server(options=SERVER_OPTIONS)
-
-
-def add_port(server: grpc.aio.Server, address: str, tls: TlsFiles | None = None) -> int:
-    """Bind ``address`` (``host:port``, port 0 for a free one) and return the bound port."""
-    if tls is None:
-        return server.add_insecure_port(address)
-    return server.add_secure_port(address, server_credentials(tls))
-
-
-def open_channel(target: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
-    if tls is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, channel_credentials(tls), options=CHANNEL_OPTIONS)
-
-
-def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
-    """The common name of the peer's verified certificate, if mTLS is on."""
-    auth = context.auth_context()
-    names = auth.get("x509_common_name") or []
-    return names[0].decode() if names else None
 
 
 def _status_of(code: str) -> grpc.StatusCode:

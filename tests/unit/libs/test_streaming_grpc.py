@@ -1,8 +1,8 @@
-"""A model download over real gRPC: an in-process Coordinator servicer on port 0."""
+"""A model download over real gRPC and mutual TLS: an in-process Coordinator servicer on port 0."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ import pytest
 
 from libs import rpc
 from libs.errors import NotFound
+from libs.pki.identity import Identity
 from libs.protos import coordinator_pb2, coordinator_pb2_grpc
 from libs.weights.streaming import (
     DEFAULT_CHUNK,
@@ -21,6 +22,8 @@ from libs.weights.streaming import (
     receive_frames,
 )
 from libs.weights.tensors import decode, encode, sha256_hex
+from libs.wire import Wire
+from tests.fixtures.pki import TestPki
 
 
 class ModelServer(coordinator_pb2_grpc.CoordinatorServicer):
@@ -51,12 +54,25 @@ def weights() -> dict[str, np.ndarray]:
     return {f"layers.{i}.weight": rng.standard_normal((1000, 1000), dtype=np.float32) for i in range(5)}
 
 
-async def serve(servicer: ModelServer) -> tuple[grpc.aio.Server, str]:
-    server = rpc.make_server()
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
-    port = rpc.add_port(server, "127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
+COORDINATOR = Identity.coordinator("default", "job")
+
+
+@pytest.fixture
+def client(test_pki: TestPki) -> Wire:
+    return test_pki.wire(test_pki.identity("client", "c1"))
+
+
+@pytest.fixture
+def serve(test_pki: TestPki) -> Callable[[ModelServer], Awaitable[tuple[grpc.aio.Server, str]]]:
+    async def start(servicer: ModelServer) -> tuple[grpc.aio.Server, str]:
+        wire = test_pki.wire(COORDINATOR)
+        server = wire.server()
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
+        port = wire.add_port(server, "127.0.0.1:0")
+        await server.start()
+        return server, f"127.0.0.1:{port}"
+
+    return start
 
 
 def download_method(channel: grpc.aio.Channel, frames: str) -> Any:
@@ -67,12 +83,12 @@ def download_method(channel: grpc.aio.Channel, frames: str) -> Any:
 
 @pytest.mark.parametrize("frames", ["decoded", "undecoded"])
 async def test_a_20_mb_model_downloads_through_grpc_and_decodes_to_the_same_weights(
-    weights: dict[str, np.ndarray], frames: str
+    weights: dict[str, np.ndarray], frames: str, serve: Any, client: Wire
 ) -> None:
     servicer = ModelServer(encode(weights))
     server, target = await serve(servicer)
     try:
-        async with rpc.open_channel(target) as channel:
+        async with client.channel(target, COORDINATOR) as channel:
             request = coordinator_pb2.DownloadRequest(job_id="job", round=1, sha256=servicer.sha256)
             call = download_method(channel, frames)(request)
             payload = await receive_frames(call, max_size=len(servicer.payload))
@@ -87,12 +103,12 @@ async def test_a_20_mb_model_downloads_through_grpc_and_decodes_to_the_same_weig
 
 @pytest.mark.parametrize("frames", ["decoded", "undecoded"])
 async def test_a_dropped_download_resumes_from_the_received_offset(
-    weights: dict[str, np.ndarray], frames: str
+    weights: dict[str, np.ndarray], frames: str, serve: Any, client: Wire
 ) -> None:
     servicer = ModelServer(encode(weights), drop_after_frames=4)  # the header and three chunks
     server, target = await serve(servicer)
     try:
-        async with rpc.open_channel(target) as channel:
+        async with client.channel(target, COORDINATOR) as channel:
             download = download_method(channel, frames)
             request = coordinator_pb2.DownloadRequest(job_id="job", round=1, sha256=servicer.sha256)
             with pytest.raises(TransferInterrupted, match="the stream failed: UNAVAILABLE") as caught:
@@ -107,11 +123,13 @@ async def test_a_dropped_download_resumes_from_the_received_offset(
     assert payload == servicer.payload
 
 
-async def test_an_unknown_model_fails_before_the_header_with_the_servers_error() -> None:
+async def test_an_unknown_model_fails_before_the_header_with_the_servers_error(
+    serve: Any, client: Wire
+) -> None:
     servicer = ModelServer(b"tiny")
     server, target = await serve(servicer)
     try:
-        async with rpc.open_channel(target) as channel:
+        async with client.channel(target, COORDINATOR) as channel:
             stub = coordinator_pb2_grpc.CoordinatorStub(channel)
             request = coordinator_pb2.DownloadRequest(sha256="0" * 64)
             with pytest.raises(NotFound, match="no model 0000"), rpc.call_errors():
