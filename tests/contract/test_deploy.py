@@ -30,6 +30,7 @@ import yaml
 
 from libs.jobspec import manifest_to_spec, validate_spec
 from libs.k8s import CoordinatorPodSettings, OwnerRef, coordinator_pod
+from libs.k8s.coordinator_tls import coordinator_tls_secret_name, with_coordinator_wire
 from libs.k8s.crd import CRD_FILE, build_crd, render_crd
 from libs.objects.store_urls import parse_s3_url
 from tests.unit.libs.k8s.kube_schemas import custom_resource_problems, kubernetes_problems
@@ -279,10 +280,14 @@ def test_a_coordinator_pod_in_the_dev_job_namespace_finds_its_secrets() -> None:
     spec = validate_spec(manifest_to_spec(yaml.safe_load(EXAMPLE.read_text())))
     pod = coordinator_pod(spec, owner=owner, image="nsfl/coordinator:0.1.0", settings=CoordinatorPodSettings(),
                           launch=1)  # fmt: skip
+    # As the Kubernetes platform launches it: with its certificate's Secret and the optional CRL ConfigMap.
+    pod = with_coordinator_wire(pod, environment={}, tls_secret=coordinator_tls_secret_name(spec["name"]))
     missing = unresolved(pod["spec"], spec["namespace"], overlay("dev"))
-    # The launch's ConfigMap and token Secret are the platform's to create, with the Pod.
+    # The launch's ConfigMap, token Secret and certificate Secret are the platform's to create, with the Pod;
+    # the revocation list (nsfl-crl) is optional.
     assert sorted(missing) == ["ConfigMap default/nsfl-coord-digits-pytorch-r1 key job.json",
-                               "Secret default/nsfl-coord-digits-pytorch-r1 key token"]  # fmt: skip
+                               "Secret default/nsfl-coord-digits-pytorch-r1 key token",
+                               "Secret default/nsfl-coord-digits-pytorch-tls key None"]  # fmt: skip
 
 
 def test_prod_reads_only_the_secret_keys_the_templates_document() -> None:
