@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from libs.errors import InvalidSetting, ValidationFailed
 from libs.pki.authority import identity_of, load_certificates
@@ -99,12 +100,25 @@ class ServerCertificates:
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         ca, chain, key = self._files.read()
+        check_pair(chain, key, self._files)
         return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
             self.initial(), self.fetch, require_client_authentication=True
         )
+
+
+def check_pair(chain: bytes, key: bytes, files: TlsFiles) -> None:
+    """The key must be the certificate's: a rotation caught between its two renames is not served."""
+    try:
+        public = serialization.load_pem_private_key(key, password=None).public_key()
+        leaf = load_certificates(chain)[0]
+    except (ValueError, TypeError, ValidationFailed) as exc:
+        raise InvalidSetting(f"settings 'tls_cert'/'tls_key' ({files.cert}, {files.key}): {exc}") from None
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if public.public_bytes(*raw) != leaf.public_key().public_bytes(*raw):
+        raise InvalidSetting(f"the key {files.key} is not the key of the certificate {files.cert}")
 
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:

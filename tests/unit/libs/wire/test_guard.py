@@ -131,3 +131,21 @@ async def test_an_expired_certificate_is_refused(test_pki: TestPki, tmp_path, sc
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(wire, port)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_server_keeps_its_certificate_while_a_rotation_has_renamed_only_one_file(
+    test_pki: TestPki, tmp_path
+) -> None:
+    from libs.wire.tls import ServerCertificates, TlsFiles
+
+    identity = test_pki.identity("selector")
+    authority = test_pki.directory.authority()
+    write_issued(authority, identity, tmp_path / "cert.pem", tmp_path / "key.pem")
+    certificates = ServerCertificates(
+        TlsFiles(test_pki.directory.ca, tmp_path / "cert.pem", tmp_path / "key.pem")
+    )
+    write_issued(authority, identity, tmp_path / "new-cert.pem", tmp_path / "new-key.pem")
+    (tmp_path / "new-cert.pem").replace(tmp_path / "cert.pem")  # the key not renamed yet
+    assert certificates.fetch() is None and certificates.reloads == 0
+    (tmp_path / "new-key.pem").replace(tmp_path / "key.pem")
+    assert certificates.fetch() is not None and certificates.reloads == 1
