@@ -1,6 +1,11 @@
 """Per-round platform overhead and job start latency of a real federated job on loopback.
 
-``python bench/round_overhead.py [--rounds 20] [--mode script|function|both] [--checkpoint-every N] [--keep DIR]``
+``python bench/round_overhead.py [--rounds 20] [--mode script|function|both] [--wire mtls|plaintext|both]
+[--checkpoint-every N] [--keep DIR]``
+
+``--wire both`` runs the whole measurement twice, one plane after the other:
+with loopback plaintext (every component told ``insecure``) and with mutual
+TLS (the default path), so the cost of the secure wire reads off one table.
 
 Starts a standalone control plane as separate processes (client selector, job
 scheduler with the local platform, API server: ``nsfl_ctl.standalone.up``)
@@ -89,12 +94,13 @@ class LoadWatch:
         return f"{min(self.samples):.2f}-{max(self.samples):.2f}"
 
 
-def start_clients(cluster: Cluster, base: Path, selector: str) -> list[str]:
+def start_clients(cluster: Cluster, base: Path, selector: str, *, insecure: bool = False) -> list[str]:
     shares = write_splits(base / "data", clients=3, split="iid", seed=0)
     names = []
     for index, share in enumerate(shares.values()):
         name = f"client-{index}"
-        cluster.start_task_manager(name, client_config(name, share, selector, base / name))
+        extra = {"insecure": True} if insecure else {}
+        cluster.start_task_manager(name, client_config(name, share, selector, base / name, **extra))
         names.append(name)
     return names
 
@@ -190,11 +196,34 @@ def report(mode: str, figures: dict[str, Any], load: LoadWatch) -> None:
         else "not reached"
     )
     print(
-        f"{mode:9} {figures['round'] * 1000:8.1f} ms {figures['client'] * 1000:10.1f} ms "
+        f"{mode:18} {figures['round'] * 1000:8.1f} ms {figures['client'] * 1000:10.1f} ms "
         f"{figures['overhead'] * 1000:9.1f} ms {figures['first_round'] * 1000:9.0f} ms   {reached:24} "
         f"{figures['final']:6.3f}  load {load.describe()}",
         flush=True,
     )
+
+
+PLAINTEXT_ENV = {f"NSFL_{c}_INSECURE": "true" for c in ("SELECTOR", "SCHEDULER", "API")}
+
+
+def run_plane(base: Path, wire: str, modes: list[str], rounds: int, changes: dict[str, Any]) -> None:
+    """One standalone plane and three clients on ``wire`` ("mtls", the default, or "plaintext"), then the jobs."""
+    state_dir = base / "state"
+    env = {**os.environ, **PLAINTEXT_ENV} if wire == "plaintext" else None
+    plane = standalone.up(state_dir, ports=Ports(api=0, selector=0, scheduler=0), env=env)
+    cluster = Cluster(base, TestPki.existing(state_dir / "pki"))  # the plane's own CA
+    try:
+        api = ApiClient(plane.api_url, plane.token)
+        names = start_clients(cluster, base, plane.selector_address, insecure=wire == "plaintext")
+        wait_until_ready(api, cluster, names, state_dir)
+        for index, mode in enumerate(modes):
+            wait_for_standby(state_dir, index + 1, cluster)
+            with LoadWatch() as load:
+                submitted, status = run_job(api, state_dir, mode, rounds, changes)
+            report(f"{mode}/{wire}", summarise(submitted, status), load)
+    finally:
+        cluster.teardown()
+        standalone.down(state_dir)
 
 
 def main() -> None:
@@ -203,6 +232,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--mode", choices=["script", "function", "both"], default="both")
+    parser.add_argument(
+        "--wire",
+        choices=["mtls", "plaintext", "both"],
+        default="mtls",
+        help="mutual TLS (the default path), loopback plaintext, or both one after the other",
+    )
     parser.add_argument(
         "--checkpoint-every",
         type=int,
@@ -213,10 +248,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     modes = ["script", "function"] if args.mode == "both" else [args.mode]
+    wires = ["plaintext", "mtls"] if args.wire == "both" else [args.wire]
     changes = {} if args.checkpoint_every is None else {"checkpointEvery": args.checkpoint_every}
     print(
         f"digits job, 3 clients, {args.rounds} rounds, {os.cpu_count()} cpus, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"{'mode/wire':18} {'round':>11} {'client':>13} {'overhead':>12} {'to round 1':>12}   "
+        f"{'to accuracy >= 0.90':24} {'final':>6}"
     )
     with contextlib.ExitStack() as stack:
         if args.keep is not None:
@@ -224,25 +264,8 @@ def main() -> None:
             base = args.keep.resolve()
         else:
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nsfl-bench-")))
-        state_dir = base / "state"
-        plane = standalone.up(state_dir, ports=Ports(api=0, selector=0, scheduler=0))
-        cluster = Cluster(base, TestPki.existing(state_dir / "pki"))  # the plane's own CA
-        try:
-            api = ApiClient(plane.api_url, plane.token)
-            names = start_clients(cluster, base, plane.selector_address)
-            wait_until_ready(api, cluster, names, state_dir)
-            print(
-                f"{'mode':9} {'round':>11} {'client':>13} {'overhead':>12} {'to round 1':>12}   "
-                f"{'to accuracy >= 0.90':24} {'final':>6}"
-            )
-            for index, mode in enumerate(modes):
-                wait_for_standby(state_dir, index + 1, cluster)
-                with LoadWatch() as load:
-                    submitted, status = run_job(api, state_dir, mode, args.rounds, changes)
-                report(mode, summarise(submitted, status), load)
-        finally:
-            cluster.teardown()
-            standalone.down(state_dir)
+        for wire in wires:
+            run_plane(base / wire, wire, modes, args.rounds, changes)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
+from libs.protos import scheduler_pb2, scheduler_pb2_grpc
+from libs.wire import Wire
 from tests.e2e.conftest import client_config, digits_job
 from tests.e2e.harness import ROOT, Cluster, wait_for
 from tests.fixtures.pki import TestPki
@@ -168,3 +171,24 @@ def test_two_namespaces_with_separate_tokens_cannot_see_each_others_jobs(plane: 
     seen = plane.ctl("get", "job", "private", "-n", "team-a", token=TEAM_B)
     assert seen.returncode != 0 and seen.stderr.startswith("Error:") and "Traceback" not in seen.stderr
     assert plane.rest("DELETE", "/api/v1/namespaces/team-a/jobs/private", token=TEAM_A)[0] in (200, 202)
+
+
+def test_the_scheduler_answers_job_control_to_the_api_server_only(plane: Plane) -> None:
+    """An outsider without a certificate, and an enrolled client with one, cannot list or delete jobs."""
+    spec = digits_job("guarded", namespace="team-a", clientsPerRound=5, minClients=5, pendingTimeoutSeconds=300)
+    assert plane.rest("POST", "/api/v1/namespaces/team-a/jobs", spec, token=TEAM_A)[0] == 201
+    record = json.loads((plane.state / "standalone.json").read_text())
+    scheduler = next(f"127.0.0.1:{c['port']}" for c in record["components"] if c["name"] == "scheduler")
+    pki = plane.cluster.pki
+    ref = scheduler_pb2.JobRef(namespace="team-a", name="guarded")
+    for wire, refused in ((Wire.insecure(), grpc.StatusCode.UNAVAILABLE),
+                          (pki.wire(pki.identity("client", "client-0")), grpc.StatusCode.PERMISSION_DENIED)):
+        with wire.sync_channel(scheduler, wire.control("scheduler")) as channel:
+            stub = scheduler_pb2_grpc.JobControlStub(channel)
+            admin = [("nsfl-namespaces", "*")]
+            for method, request in ((stub.DeleteJob, ref), (stub.ListJobs, scheduler_pb2.ListJobsRequest())):
+                with pytest.raises(grpc.RpcError) as caught:
+                    method(request, timeout=10, metadata=admin)
+                assert caught.value.code() == refused
+    assert plane.rest("GET", "/api/v1/namespaces/team-a/jobs/guarded", token=TEAM_A)[0] == 200
+    assert plane.rest("DELETE", "/api/v1/namespaces/team-a/jobs/guarded", token=TEAM_A)[0] in (200, 202)
