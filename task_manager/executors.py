@@ -20,6 +20,11 @@ timeout, ``min(offer, configured cap)``.  Then:
 * a ``CancelTask`` from the selector: the group is killed and nothing is
   reported (the coordinator, or the selector on its behalf, asked for it).
 
+A killed executor's end is awaited ``KILL_WAIT_SECONDS`` at most: every
+accepted task ends, once, whatever its executor does, because a task that
+has not ended still holds its (job, round, kind) here and the policy refuses
+every later attempt of that round as a duplicate.
+
 Whatever the outcome, what is left of the process group is killed (a script's
 stray children must not outlive its task), the record leaves
 ``executors.json``, and the workspace is trimmed to its quota in a thread.
@@ -39,7 +44,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from libs.structured_logging import log_context
@@ -88,6 +93,7 @@ class Task:
     runner: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # asked for by the selector: killed, not reported
     stop_reason: str | None = None  # the daemon stops: killed and reported
+    killed: asyncio.Event = field(default_factory=asyncio.Event)  # its executor was sent SIGKILL
 
 
 class Executors:
@@ -100,8 +106,10 @@ class Executors:
         workspace: Workspace,
         pid_file: PidFile,
         clock: Callable[[], float] = time.time,
+        kill_wait: float = KILL_WAIT_SECONDS,
     ) -> None:
         self.settings = settings
+        self.kill_wait = kill_wait
         self.launcher = launcher
         self.reporter = reporter
         self.workspace = workspace
@@ -264,13 +272,13 @@ class Executors:
                 )
                 if task.cancel_reason or task.stop_reason:
                     self._kill(task)
-                status = await task.process.wait()
+                status = await self._wait(task)
                 for _ in range(MAX_RELAUNCHES):
                     if not status.unstarted or task.cancel_reason or task.stop_reason:
                         break
                     log.info("task %s never began (%s); launching it again", offer.task_id, status.note)
                     task.process = await self._launch(offer, task_dir)
-                    status = await task.process.wait()
+                    status = await self._wait(task)
         except LaunchFailed as exc:
             return f"the task manager could not start an executor: {exc.message}"
         except TimeoutError:
@@ -283,17 +291,34 @@ class Executors:
             return f"{task.stop_reason}; the executor was killed"
         return f"the executor failed ({status.describe()})"
 
+    async def _wait(self, task: Task) -> ExitStatus:
+        """The executor's end; once it is killed, no longer than ``kill_wait`` for it (see the docstring)."""
+        assert task.process is not None
+        ended = asyncio.ensure_future(task.process.wait())
+        killed = asyncio.ensure_future(task.killed.wait())
+        try:
+            await asyncio.wait((ended, killed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            killed.cancel()
+            if not ended.done():
+                ended.cancel()
+            await asyncio.gather(ended, killed, return_exceptions=True)
+        if not ended.cancelled():
+            return ended.result()
+        status = await self._wait_killed(task)
+        return status or ExitStatus(note=f"killed; its end was not seen within {self.kill_wait:g}s")
+
     async def _wait_killed(self, task: Task) -> ExitStatus | None:
         if task.process is None:
             return None
         try:
-            return await asyncio.wait_for(task.process.wait(), KILL_WAIT_SECONDS)
+            return await asyncio.wait_for(task.process.wait(), self.kill_wait)
         except TimeoutError:
             log.error(
                 "the executor of task %s (pid %d) did not die within %gs of SIGKILL",
                 task.offer.task_id,
                 task.process.pid,
-                KILL_WAIT_SECONDS,
+                self.kill_wait,
             )
             return None
 
@@ -314,6 +339,7 @@ class Executors:
     def _kill(self, task: Task) -> None:
         if task.process is not None:
             kill_group(task.process.record(task.offer.task_id))
+            task.killed.set()
 
     async def _launch(self, offer: Offer, task_dir: Path) -> ExecutorProcess:
         """The job's long-lived executor if it can take the task, else a process for this task alone."""

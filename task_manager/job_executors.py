@@ -77,7 +77,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from task_manager.errors import LaunchFailed
-from task_manager.job_executor_handles import JobExecutor, JobTask, Run, record_id, signature_of
+from task_manager.job_executor_handles import JobExecutor, JobTask, Run, signature_of
 from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
 from task_manager.process_groups import PidFile, kill_group
 from task_manager.tasks import Offer
@@ -359,14 +359,7 @@ class JobExecutors:
         executor.free.set()  # whoever waits for it sees it gone and starts another
         if not executor.connected.done():
             executor.connected.set_exception(ConnectionError(f"the job executor ended ({status.describe()})"))
-        run, executor.running = executor.running, None
-        queued, executor.queued = executor.queued, None
-        if queued is not None and not queued.ended.done():  # it never began: its runner launches it anew
-            queued.ended.set_result(
-                ExitStatus(note=f"its job executor ended first ({status.describe()})", unstarted=True)
-            )
-        if run is not None and not run.ended.done():
-            run.ended.set_result(status)
+        if self._end_runs(executor, status):
             log.warning(
                 "the executor of job %s ended while running a task (%s)", executor.job_id, status.describe()
             )
@@ -374,12 +367,30 @@ class JobExecutors:
             del self._executors[executor.job_id]
         self._by_token.pop(executor.token, None)
         kill_group(executor.record())  # what the user's code left running in its group
-        self.pid_file.remove(record_id(executor.job_id))
+        self.pid_file.discard(executor.record())  # the job's next executor, if any, keeps its own
         if executor.writer is not None:
             executor.writer.close()
             with contextlib.suppress(ConnectionError):
                 await executor.writer.wait_closed()
             self._connections.discard(executor.writer)
+
+    @staticmethod
+    def _end_runs(executor: JobExecutor, status: ExitStatus) -> bool:
+        """End the tasks handed to a process that ended with ``status``; whether one was running.
+
+        The queued one never began: its runner launches it anew (``unstarted``).  Every task handed
+        to a job executor ends here, once, whether its process ends or is given up on.
+        """
+        run, executor.running = executor.running, None
+        queued, executor.queued = executor.queued, None
+        if queued is not None and not queued.ended.done():
+            queued.ended.set_result(
+                ExitStatus(note=f"its job executor ended first ({status.describe()})", unstarted=True)
+            )
+        if run is not None and not run.ended.done():
+            run.ended.set_result(status)
+            return True
+        return False
 
     async def _reap(self, executor: JobExecutor) -> None:
         """Wait for a retired executor to end: a grace period to stop, then SIGKILL."""
@@ -391,6 +402,8 @@ class JobExecutors:
             for task in executor.tasks:
                 task.cancel()
             await asyncio.gather(*executor.tasks, return_exceptions=True)
+            # Its end was never seen (the watcher was given up on above): its tasks end all the same.
+            self._end_runs(executor, ExitStatus(note="its job executor was killed and its end never seen"))
 
     async def _wait_end(self, executor: JobExecutor, watcher: asyncio.Task[None]) -> None:
         try:

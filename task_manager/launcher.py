@@ -17,12 +17,20 @@ from a short-lived helper thread would be killed when that thread ends.
 A launch cancelled while waiting for the fork (the task's timeout struck
 while the worker was still importing) is remembered: the child it later
 reports is killed at once, so no executor runs unaccounted for.
+
+Why each launch has a number of its own, echoed in the worker's answers: one
+folder can have two processes at once.  A job executor is forked for its
+job's folder, and when the job is stopped mid-round its executor is killed
+while the job's next task may already be starting the next one; had the
+answers been matched by folder, the old process's end would be taken for the
+new one's, and the old one's task would wait for an end that never comes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -157,9 +165,11 @@ class WarmWorker:
         self._on_exit = on_exit
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._started: dict[str, asyncio.Future[int]] = {}
-        self._ended: dict[str, asyncio.Future[ExitStatus]] = {}
-        self._abandoned: set[str] = set()
+        # By launch number (see the module docstring).
+        self._launches = itertools.count(1)
+        self._started: dict[int, asyncio.Future[int]] = {}
+        self._ended: dict[int, asyncio.Future[ExitStatus]] = {}
+        self._abandoned: set[int] = set()
 
     @property
     def pid(self) -> int | None:
@@ -211,13 +221,13 @@ class WarmWorker:
         process = self._process
         if not self.alive or process is None or process.stdin is None:
             raise LaunchFailed(f"the warm worker for {self.runtime} is not running")
-        key = str(task_dir)
+        key = next(self._launches)
         loop = asyncio.get_running_loop()
         started: asyncio.Future[int] = loop.create_future()
         ended: asyncio.Future[ExitStatus] = loop.create_future()
         self._started[key] = started
         self._ended[key] = ended
-        request: dict[str, Any] = {"task_dir": key}
+        request: dict[str, Any] = {"task_dir": str(task_dir), "launch": key}
         if serve is not None:
             request["serve"] = dict(serve)
         try:
@@ -252,7 +262,8 @@ class WarmWorker:
         self._on_death(code)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        event, key = message.get("event"), str(message.get("task_dir", ""))
+        event, launch = message.get("event"), message.get("launch")
+        key = launch if isinstance(launch, int) else 0  # 0: no launch of ours
         if event == "ready":
             self.preload_seconds = float(message.get("preload_seconds", 0.0))
             self.ready.set()
@@ -264,8 +275,9 @@ class WarmWorker:
                 started.set_result(pid)
             elif key in self._abandoned:
                 self._abandoned.discard(key)
-                kill_group(ProcessRecord(key, pid, start_time(pid) or 0.0))
+                kill_group(ProcessRecord(str(message.get("task_dir", "")), pid, start_time(pid) or 0.0))
         elif event == "failed":
+            self._abandoned.discard(key)
             started = self._started.get(key)
             if started is not None and not started.done():
                 started.set_exception(LaunchFailed(str(message.get("error", "unknown error"))))

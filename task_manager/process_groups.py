@@ -129,6 +129,11 @@ class PidFile:
         if self._records.pop(task_id, None) is not None:
             self._write()
 
+    def discard(self, record: ProcessRecord) -> None:
+        """Remove ``record`` if it is still the one listed under its id (not a later process's)."""
+        if self._records.get(record.task_id) == record:
+            self.remove(record.task_id)
+
     def clear(self) -> None:
         self._records.clear()
         self._write()

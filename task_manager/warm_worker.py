@@ -12,14 +12,16 @@ manager; imports the preload modules, the executor entry's module and what the
 executor's warm-up (``--warm-up``) imports for the runtime (only
 imports: no thread pools, no gRPC channels, nothing a fork would copy in a
 broken state); then reads launch requests as JSON lines on stdin
-(``{"task_dir": ...}``, or ``{"task_dir": <job executor folder>, "serve":
-{"address", "token"}}`` for a job executor that serves a job's tasks round
-after round, see :mod:`task_manager.job_executor_loop`) and answers on stdout:
+(``{"task_dir": ..., "launch": <n>}``, or with ``"task_dir": <job executor
+folder>, "serve": {"address", "token"}`` for a job executor that serves a job's
+tasks round after round, see :mod:`task_manager.job_executor_loop`) and
+answers on stdout, each answer naming the request's ``launch`` number (one
+folder may have two processes at once: a job's old executor and its next):
 
 * ``{"event": "ready", "pid", "runtime", "preload_seconds"}`` once, after the imports;
-* ``{"event": "started", "task_dir", "pid"}`` per fork;
-* ``{"event": "failed", "task_dir", "error"}`` when it could not fork;
-* ``{"event": "exited", "task_dir", "pid", "exit_code" | "signal"}`` when a child ends.
+* ``{"event": "started", "launch", "task_dir", "pid"}`` per fork;
+* ``{"event": "failed", "launch", "task_dir", "error"}`` when it could not fork;
+* ``{"event": "exited", "launch", "task_dir", "pid", "exit_code" | "signal"}`` when a child ends.
 
 The worker is single-threaded on purpose (a fork copies only the calling
 thread, so another thread's held lock would stay held forever in the child):
@@ -216,7 +218,7 @@ class Worker:
         self.runtime = runtime
         self.protocol_fd = protocol_fd
         self.pid = os.getpid()
-        self.children: dict[int, str] = {}  # pid -> task_dir
+        self.children: dict[int, tuple[str, object]] = {}  # pid -> (task_dir, launch number)
         self._buffer = b""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -264,25 +266,26 @@ class Worker:
         try:
             request = json.loads(line)
             task_dir = str(request["task_dir"])
+            launch = request.get("launch")
             serve = request.get("serve")
             if serve is not None:
                 serve = {"address": str(serve["address"]), "token": str(serve["token"])}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             print(f"warm worker: bad request {line[:200]!r}: {exc}", file=sys.stderr, flush=True)
             return
-        self.launch(task_dir, serve)
+        self.launch(task_dir, serve, launch)
 
-    def launch(self, task_dir: str, serve: Mapping[str, str] | None = None) -> None:
+    def launch(self, task_dir: str, serve: Mapping[str, str] | None = None, launch: object = None) -> None:
         try:
             pid = os.fork()
         except OSError as exc:
-            self.send(event="failed", task_dir=task_dir, error=f"fork failed: {exc}")
+            self.send(event="failed", launch=launch, task_dir=task_dir, error=f"fork failed: {exc}")
             return
         if pid == 0:
             fds = (self.protocol_fd, self._wake_r, self._wake_w)
             run_child(self.entry, Path(task_dir), self.pid, fds, serve)
-        self.children[pid] = task_dir
-        self.send(event="started", task_dir=task_dir, pid=pid)
+        self.children[pid] = (task_dir, launch)
+        self.send(event="started", launch=launch, task_dir=task_dir, pid=pid)
 
     def reap(self) -> None:
         while self.children:
@@ -295,13 +298,15 @@ class Worker:
             self._report_exit(pid, status)
 
     def _report_exit(self, pid: int, status: int) -> None:
-        task_dir = self.children.pop(pid, None)
-        if task_dir is None:
+        child = self.children.pop(pid, None)
+        if child is None:
             return
+        task_dir, launch = child
         if os.WIFSIGNALED(status):
-            self.send(event="exited", task_dir=task_dir, pid=pid, signal=os.WTERMSIG(status))
+            self.send(event="exited", launch=launch, task_dir=task_dir, pid=pid, signal=os.WTERMSIG(status))
         else:
-            self.send(event="exited", task_dir=task_dir, pid=pid, exit_code=os.waitstatus_to_exitcode(status))
+            code = os.waitstatus_to_exitcode(status)
+            self.send(event="exited", launch=launch, task_dir=task_dir, pid=pid, exit_code=code)
 
     def shutdown(self) -> None:
         """Kill every child's group (unreaped children keep their pids, so these are ours) and reap them."""

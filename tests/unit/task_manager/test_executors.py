@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
 
 @contextlib.asynccontextmanager
-async def running_executors(settings: TaskManagerSettings) -> AsyncIterator[Executors]:
+async def running_executors(settings: TaskManagerSettings, **options: Any) -> AsyncIterator[Executors]:
     workspace = Workspace(settings.workspace)
     workspace.open()
     launcher = Launcher(
@@ -46,6 +47,7 @@ async def running_executors(settings: TaskManagerSettings) -> AsyncIterator[Exec
         reporter=CoordinatorReporter("c1", Wire.from_settings(settings, role="client"), retry_delay=0.05),
         workspace=workspace,
         pid_file=PidFile(workspace.pid_file),
+        **options,
     )
     try:
         yield executors
@@ -104,8 +106,9 @@ async def test_a_model_that_came_with_the_offer_is_a_file_beside_task_json_until
     make_settings: MakeSettings, coordinator: FakeCoordinator
 ) -> None:
     async with running_executors(make_settings("keep_model")) as executors:
-        task = dataclasses.replace(offer(endpoint=coordinator.endpoint), model=b"safetensors bytes",
-                                   secure_aggregation=False)
+        task = dataclasses.replace(
+            offer(endpoint=coordinator.endpoint), model=b"safetensors bytes", secure_aggregation=False
+        )
         start(executors, task)
         task_dir = executors.task_dir(task.task_id)
         await eventually(lambda: (task_dir / "seen-model").exists() and executors.running_tasks() == 0)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from libs.protos import common_pb2
 from task_manager.executors import Executors
 from task_manager.launcher import THREAD_VARIABLES, thread_environment
+from task_manager.policy import Accept
 from task_manager.tasks import Offer
 from tests.unit.task_manager.conftest import MakeSettings
 from tests.unit.task_manager.fakes import FakeCoordinator, eventually, offer
@@ -28,8 +30,14 @@ pytestmark = [
 ]
 
 
-def task(log: Path, *, job_id: str = "ns/digits", round: int = 0, actions: dict[str, str] | None = None,
-         **changes: Any) -> Offer:
+def task(
+    log: Path,
+    *,
+    job_id: str = "ns/digits",
+    round: int = 0,
+    actions: dict[str, str] | None = None,
+    **changes: Any,
+) -> Offer:
     made = offer(job_id=job_id, round=round, **changes)
     return dataclasses.replace(made, parameters={"log": str(log), "actions": actions or {}})
 
@@ -178,8 +186,12 @@ async def test_a_task_offered_ahead_queues_in_the_jobs_executor_without_a_slot_a
         await eventually(lambda: len(runs(log)) == 1)
         ahead = task(log, round=1, model_follows=True)
         start(executors, ahead)  # accepted although the one slot is taken: it queues behind round 0
-        await eventually(lambda: executors.job_executors is not None
-                         and executors.job_executors._executors["ns/digits"].queued is not None)
+        await eventually(
+            lambda: (
+                executors.job_executors is not None
+                and executors.job_executors._executors["ns/digits"].queued is not None
+            )
+        )
         assert len(runs(log)) == 1, "queued in the executor, not run beside round 0"
         refused = executors.consider(task(log, round=2, model_follows=True))
         assert "no free task slot" in getattr(refused, "reason", ""), "one task queues per job"
@@ -203,7 +215,65 @@ async def test_a_task_queued_in_an_executor_that_dies_is_launched_again_in_a_new
         await eventually(lambda: executors.running_tasks() == 0)
         assert coordinator.reports.empty(), "the queued task was not failed"
     first, second = runs(log)
-    assert (first["round"], second["round"]) == (0, 1) and first["pid"] != second["pid"], "run anew, elsewhere"
+    assert (first["round"], second["round"]) == (0, 1) and first["pid"] != second["pid"], (
+        "run anew, elsewhere"
+    )
+
+
+async def test_a_task_whose_executor_is_killed_as_the_jobs_next_executor_starts_still_ends(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    """A job stopped mid-round on a loaded host: its executor is killed, and before the warm worker reports
+    that end the job's next task starts a new executor from the same folder.  The killed one's task must
+    still end, or it holds its round here and every later attempt of the round is refused as a duplicate."""
+    log = tmp_path / "runs.jsonl"
+    async with running_executors(make_settings("by_round", max_parallel_tasks=2)) as executors:
+        pool, worker = executors.job_executors, executors.launcher.workers["pytorch"]
+        assert pool is not None and worker.pid is not None
+        stopped = task(log, round=0, actions={"0": "sleep"})
+        start(executors, stopped)
+        await eventually(lambda: len(runs(log)) == 1)
+        os.kill(worker.pid, signal.SIGSTOP)  # the warm worker reports the kill late
+        try:
+            assert executors.cancel("ns/digits", "", "round 0 closed") == 1
+            start(executors, task(log, round=1))
+            await eventually(lambda: "ns/digits" in pool._executors)  # its executor is being forked
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        await eventually(lambda: stopped.task_id not in executors._active, within=5.0)
+        await run_to_end(executors, task(log, round=0, attempt=1))
+    killed, *later = runs(log)
+    assert [r["round"] for r in later] == [1, 0] and len({r["pid"] for r in later}) == 1
+    assert killed["pid"] != later[0]["pid"], "the job's next executor served the later tasks"
+
+
+async def test_a_cancelled_task_ends_even_when_the_end_of_its_killed_executor_is_never_seen(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    settings = make_settings("by_round", max_parallel_tasks=2)
+    async with running_executors(settings, kill_wait=0.5) as executors:
+        worker = executors.launcher.workers["pytorch"]
+        assert worker.pid is not None
+        running = task(log, round=0, actions={"0": "sleep"})
+        start(executors, running)
+        await eventually(lambda: len(runs(log)) == 1)
+        queued = task(log, round=1, model_follows=True)
+        start(executors, queued)
+        await eventually(
+            lambda: (
+                executors.job_executors is not None
+                and executors.job_executors._executors["ns/digits"].queued is not None
+            )
+        )
+        os.kill(worker.pid, signal.SIGSTOP)  # from now on no end of any of its processes is reported
+        try:
+            assert executors.cancel("ns/digits", running.task_id, "round 0 closed") == 1
+            assert executors.cancel("ns/digits", "", "the job ended STOPPED") == 2
+            await eventually(lambda: executors.running_tasks() == 0, within=5.0)
+            assert executors.consider(task(log, round=1, attempt=1)) == Accept(), "round 1 is free again"
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
 
 
 async def run_to_end_of(executors: Executors, o: Offer) -> None:
@@ -235,11 +305,15 @@ async def test_without_long_lived_executors_every_task_has_its_own_process(
     assert first != second
 
 
-def test_executors_share_the_hosts_cpus_unless_the_operator_says_otherwise(make_settings: MakeSettings) -> None:
+def test_executors_share_the_hosts_cpus_unless_the_operator_says_otherwise(
+    make_settings: MakeSettings,
+) -> None:
     assert make_settings(max_parallel_tasks=2, resources={"cpus": 4}).threads_per_executor == 2
     assert make_settings(max_parallel_tasks=3, resources={"cpus": 2}).threads_per_executor == 1
     assert make_settings(executor_threads=3).threads_per_executor == 3
     shared = thread_environment(1, {"OMP_NUM_THREADS": "4"}, explicit=False)
     assert "OMP_NUM_THREADS" not in shared and shared["TF_NUM_INTRAOP_THREADS"] == "1"
-    assert thread_environment(2, {"OMP_NUM_THREADS": "4"}, explicit=True) == dict.fromkeys(THREAD_VARIABLES, "2")
+    assert thread_environment(2, {"OMP_NUM_THREADS": "4"}, explicit=True) == dict.fromkeys(
+        THREAD_VARIABLES, "2"
+    )
     assert os.cpu_count()  # the default takes every cpu of the host

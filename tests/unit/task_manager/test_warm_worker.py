@@ -77,6 +77,21 @@ async def test_stopping_the_worker_kills_its_running_children(worker: WarmWorker
     assert gone(process.pid)
 
 
+async def test_two_processes_launched_for_one_folder_each_get_their_own_end(
+    worker: WarmWorker, tmp_path: Path
+) -> None:
+    """A job's executor being killed while the job's next one starts: both are forked for the job's folder."""
+    folder = task_dir(tmp_path, "sleep_forever")
+    old = await worker.launch(folder)
+    new = await worker.launch(folder)
+    new_end = asyncio.ensure_future(new.wait())
+    os.kill(old.pid, signal.SIGKILL)
+    assert await asyncio.wait_for(old.wait(), 10.0) == ExitStatus(signal=signal.SIGKILL)
+    assert not new_end.done() and not gone(new.pid), "the old one's end is not the new one's"
+    os.kill(new.pid, signal.SIGKILL)
+    assert await new_end == ExitStatus(signal=signal.SIGKILL)
+
+
 async def test_a_worker_that_dies_takes_its_children_with_it_and_is_restarted(tmp_path: Path) -> None:
     launcher = Launcher(
         entry=f"{ENTRIES}:dispatch",
