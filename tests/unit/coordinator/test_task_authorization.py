@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -288,9 +289,14 @@ def test_the_command_line_says_what_is_wrong_with_another_jobs_certificate(
         monkeypatch.setenv(key, value)
     for key, value in stores(tmp_path).items():
         monkeypatch.setenv(f"NSFL_COORDINATOR_{key.upper()}", value)
-    assert main(["--job", str(job_file(tmp_path)), "--workdir", str(tmp_path / "work")]) == 2
+    assert run_main(["--job", str(job_file(tmp_path)), "--workdir", str(tmp_path / "work")]) == 2
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("Error: setting 'tls_cert'") and "the coordinator of job ns/other" in error
+
+
+def run_main(argv: list[str]) -> int:
+    """``python -m coordinator`` in this process, its logging context kept from the tests after it."""
+    return contextvars.copy_context().run(main, argv)
 
 
 @pytest.mark.parametrize(
@@ -313,6 +319,6 @@ def test_a_coordinator_without_its_certificate_refuses_to_start(
         flags = [f"--{key.replace('_', '-')}={value}" for key, value in files.items()]
     argv = ["--job", str(job_file(tmp_path)), "--workdir", str(tmp_path / "work"),
             *(f"--{key.replace('_', '-')}={value}" for key, value in stores(tmp_path).items()), *flags]
-    assert main(argv) == 2
+    assert run_main(argv) == 2
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("Error: ") and expected in error
