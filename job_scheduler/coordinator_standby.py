@@ -3,8 +3,8 @@
 Starting ``python -m coordinator`` costs the interpreter and over a second of
 imports, all of it between a user's submit and the job's first round.  So
 the local platform keeps one *standby*: ``python -m coordinator.standby``,
-spawned like a coordinator (its own session, default signals, output to a
-log) but with no job; it imports everything and waits on a Unix socket.
+spawned like a coordinator (:func:`libs.spawning.spawn_detached`: its own
+session, default signals, output to a log) but with no job; it imports everything and waits on a Unix socket.
 :meth:`Standby.hand_over` sends it the job's arguments and environment with
 the job's log and lock files (``socket.send_fds``: the very open file that
 holds the job's ``flock``, so the lock is never released during the
@@ -30,6 +30,8 @@ import signal
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from libs.spawning import appended_log, spawn_detached
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +59,14 @@ class Standby:
         """Start ``python -m <module>`` as the standby of ``python -m <coordinator>``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            theirs.set_inheritable(True)
             argv = [
                 python, "-m", module,
                 "--channel-fd", str(theirs.fileno()),
                 "--workdir", str(jobs_dir / STANDBY_DIR),
                 "--module", coordinator,
             ]  # fmt: skip
-            jobs_dir.mkdir(parents=True, exist_ok=True)
-            log_fd = os.open(jobs_dir / STANDBY_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                pid = os.posix_spawnp(
-                    argv[0], argv, dict(env),
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                        (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                    ],
-                    setsid=True,
-                    setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGPIPE),
-                )  # fmt: skip
-            finally:
-                os.close(log_fd)
+            with appended_log(jobs_dir / STANDBY_LOG) as log_fd:
+                pid = spawn_detached(argv, env, output=log_fd, pass_fds=(theirs.fileno(),))
         except BaseException:
             ours.close()
             raise

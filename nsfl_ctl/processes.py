@@ -3,9 +3,7 @@
 ``standalone up`` must leave its services running after ``nsfl-ctl`` exits,
 and a Ctrl-C in the terminal must not reach them, so each one starts in its
 own session (``setsid``) with stdin from ``/dev/null`` and its output
-appended to a log file.  ``os.posix_spawn`` is used rather than
-``subprocess.Popen``: a ``Popen`` object for a process meant to outlive us
-warns when it is collected, and all that is needed is a pid.
+appended to a log file (:mod:`libs.spawning`).
 
 A pid alone is not an identity: after a reboot or a long time the number
 can belong to someone else's process.  So every record keeps the process's
@@ -27,6 +25,9 @@ from pathlib import Path
 
 import psutil
 
+from libs import spawning
+from libs.spawning import appended_log, utc_stamp
+
 START_TIME_TOLERANCE = 1.0
 _POLL = 0.05
 
@@ -44,23 +45,8 @@ class ProcessRecord:
 
 def spawn_detached(argv: Sequence[str], *, env: Mapping[str, str], log_file: Path) -> ProcessRecord:
     """Start ``argv`` in a new session, output appended to ``log_file``."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.write(log_fd, f"--- started at {stamp}: {' '.join(argv)} ---\n".encode())
-        pid = os.posix_spawnp(
-            argv[0], list(argv), dict(env),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            ],
-            setsid=True,
-            setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGPIPE),
-        )  # fmt: skip
-    finally:
-        os.close(log_fd)
+    with appended_log(log_file, f"started at {utc_stamp()}: {' '.join(argv)}") as log_fd:
+        pid = spawning.spawn_detached(argv, env, output=log_fd)
     return ProcessRecord(pid, start_time_of(pid) or time.time())
 
 
