@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 
-from job_scheduler.documents import job_key
 from job_scheduler.job_store import JobStore
 from job_scheduler.platform import Platform
 from libs.objects import checkpoint_prefix, job_prefixes, round_prefix
 from libs.objects.protocol import ObjectStore
+from libs.records import job_key
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from job_scheduler.platform import LaunchRequest
 from libs.errors import InvalidSetting, ValidationFailed
 from libs.files import write_atomic
+from libs.jobspec import JobSpec
 from libs.pki.authority import (
     SigningAuthority,
     cert_pem,
@@ -54,9 +55,6 @@ KEY_FILE = "key.pem"
 PRIVATE = 0o600
 MARGIN = dt.timedelta(days=1)
 MAX_LIFETIME = dt.timedelta(days=30)
-# The schema's defaults, for a spec that somehow lacks them (specs are validated before launch).
-DEFAULT_ROUNDS = 10
-DEFAULT_ROUND_TIMEOUT_SECONDS = 300
 
 PREFIX = "NSFL_COORDINATOR_"
 WIRE_VARIABLES = tuple(
@@ -64,11 +62,9 @@ WIRE_VARIABLES = tuple(
 )
 
 
-def certificate_lifetime(spec: Mapping[str, Any]) -> dt.timedelta:
+def certificate_lifetime(spec: JobSpec) -> dt.timedelta:
     """How long a coordinator's certificate lasts: the job's longest life plus a margin, capped."""
-    rounds = int(spec.get("rounds") or DEFAULT_ROUNDS)
-    round_timeout = int(spec.get("roundTimeoutSeconds") or DEFAULT_ROUND_TIMEOUT_SECONDS)
-    longest = dt.timedelta(seconds=max(rounds, 1) * max(round_timeout, 1))
+    longest = dt.timedelta(seconds=spec.rounds * spec.round_timeout_seconds)
     return min(longest + MARGIN, MAX_LIFETIME)
 
 
@@ -152,7 +148,7 @@ class CoordinatorIssuer:
         return Identity.coordinator(namespace, name, self.trust_domain)
 
     def issue(
-        self, namespace: str, name: str, spec: Mapping[str, Any], *, hosts: Iterable[str] = ()
+        self, namespace: str, name: str, spec: JobSpec, *, hosts: Iterable[str] = ()
     ) -> CoordinatorCertificate:
         """A new key and certificate for the coordinator of ``namespace/name``, for the job's lifetime."""
         identity = self.identity(namespace, name)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from job_scheduler.documents import (
-    job_key,
     parse_job_id,
+    spec_of,
     state_of,
     token_digest,
     with_checkpoint,
@@ -42,6 +42,7 @@ from job_scheduler.states import JobEvent, JobState, next_state
 from libs.errors import NotFound, NsflError, PermissionDenied, Unavailable, ValidationFailed
 from libs.objects import output_key
 from libs.objects.protocol import ObjectStore
+from libs.records import STATES_BY_EXIT_CODE, job_key
 from libs.store import Document
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class Coordinators:
     async def _launch(self, document: Document, token: str) -> Document:
         data = document.data
         request = LaunchRequest(
-            namespace=data["namespace"], name=data["name"], spec=data["spec"],
+            namespace=data["namespace"], name=data["name"], spec=spec_of(data),
             launch=int(data["coordinator"]["launches"]), token=token,
             scheduler_address=self._scheduler_address(), selector_address=self._config.selector_address,
             store_url=self._config.store_url, object_store_url=self._config.object_store_url,
@@ -233,14 +234,14 @@ class Coordinators:
         data = document.data
         namespace, name = data["namespace"], data["name"]
         tail = ""
-        if info.exit_code not in (0, 1, 3):
+        if info.exit_code not in STATES_BY_EXIT_CODE:
             tail = await self._platform.logs(namespace, name, FAILURE_LOG_LINES)
         decision = decide_exit(
             state,
             info.exit_code,
             status_reason=str(info.status.get("reason", "")),
             restarts=int(data["coordinator"].get("restarts", 0)),
-            max_retries=int(data["spec"].get("maxRetries", 0)),
+            max_retries=spec_of(data).max_retries,
             log_tail=tail,
             platform_reason=info.platform_reason,
         )

@@ -39,22 +39,13 @@ from typing import Any
 from job_scheduler.platform import coordinator_name
 from job_scheduler.states import JobEvent, JobState, Transition, is_terminal
 from libs.errors import ValidationFailed
+from libs.jobspec import JobSpec
+from libs.records import JobDocument, JobStatus
 from libs.store import Document
 
-JOBS = "jobs"
-ROUNDS = "rounds"
-CHECKPOINTS = "checkpoints"
 MAX_TRANSITIONS = 100
 MAX_LISTED_CHECKPOINTS = 10
 _KEPT_IN_HISTORY = frozenset({JobEvent.RELAUNCH})
-
-
-def job_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
-
-
-def round_record_key(namespace: str, name: str, round_number: int) -> str:
-    return f"{namespace}/{name}#{round_number:06d}"
 
 
 def parse_job_id(job_id: str) -> tuple[str, str]:
@@ -73,10 +64,15 @@ def state_of(job: Mapping[str, Any]) -> JobState:
     return JobState(job["state"])
 
 
-def initial_status(spec: Mapping[str, Any]) -> dict[str, Any]:
+def spec_of(job: Mapping[str, Any]) -> JobSpec:
+    """The job's spec, typed (the document holds it as JSON: ``JobSpec.to_document``)."""
+    return JobSpec.from_document(job["spec"])
+
+
+def initial_status(spec: JobSpec) -> JobStatus:
     return {
         "round": 0,
-        "rounds": int(spec.get("rounds", 0)),
+        "rounds": spec.rounds,
         "progress": 0.0,
         "participants": [],
         "lastMetrics": {},
@@ -87,13 +83,13 @@ def initial_status(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def new_job(spec: Mapping[str, Any], now: float) -> dict[str, Any]:
+def new_job(spec: JobSpec, now: float) -> JobDocument:
     """The document of a job just submitted (QUEUED)."""
-    namespace, name = str(spec["namespace"]), str(spec["name"])
+    namespace, name = spec.namespace, spec.name
     reason = "submitted"
     return {
-        "namespace": namespace, "name": name, "spec": copy.deepcopy(dict(spec)),
-        "state": JobState.QUEUED.value, "reason": reason, "priority": int(spec.get("priority", 0)),
+        "namespace": namespace, "name": name, "spec": spec.to_document(),
+        "state": JobState.QUEUED.value, "reason": reason, "priority": spec.priority,
         "createdAt": now, "updatedAt": now, "queuedAt": now, "startedAt": None, "endedAt": None,
         "pendingDeadline": None, "stopRequestedAt": None,
         "transitions": [{"from": None, "to": JobState.QUEUED.value, "event": "SUBMIT", "reason": reason,
@@ -152,7 +148,7 @@ def with_round(
     for earlier in sorted(revised, key=lambda r: int(r.get("round") or 0)):
         if earlier.get("evaluation"):
             status["lastMetrics"] = dict(storable(earlier)["evaluation"])
-    rounds = rounds or int(status.get("rounds") or data.get("spec", {}).get("rounds", 0))
+    rounds = rounds or int(status.get("rounds") or spec_of(data).rounds)
     status["round"] = round_number
     status["rounds"] = rounds
     status["progress"] = round(100.0 * round_number / rounds, 2) if rounds else 0.0
@@ -209,9 +205,9 @@ def restarted(job: Mapping[str, Any], *, from_scratch: bool) -> dict[str, Any]:
     data["startFromScratch"] = from_scratch
     status = data.get("status", {})
     if from_scratch:
-        data["status"] = initial_status(data["spec"])
+        data["status"] = initial_status(spec_of(data))
     else:
-        data["status"] = {**status, "finalModel": None, "rounds": int(data["spec"].get("rounds", 0))}
+        data["status"] = {**status, "finalModel": None, "rounds": spec_of(data).rounds}
     return data
 
 

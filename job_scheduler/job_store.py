@@ -29,19 +29,11 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from job_scheduler.documents import (
-    CHECKPOINTS,
-    JOBS,
-    ROUNDS,
-    job_key,
-    round_document,
-    round_record_key,
-    state_of,
-    with_transition,
-)
+from job_scheduler.documents import round_document, state_of, with_transition
 from job_scheduler.outcomes import Step
 from job_scheduler.states import JobEvent, JobState, Transition, next_state
 from libs.errors import AlreadyExists, NotFound, VersionConflict
+from libs.records import CHECKPOINTS, JOBS, ROUNDS, job_key, round_record_key
 from libs.store import Document, DocumentStore, Where
 
 Change = Callable[[dict[str, Any]], dict[str, Any]]

@@ -93,11 +93,11 @@ from libs.k8s.coordinator_tls import (
 )
 from libs.k8s.naming import COMPONENT, JOB_LABEL, LAUNCH_LABEL, MANAGED_BY
 from libs.k8s.objects import CONTAINER_NAME
+from libs.records import EXIT_FAILED, STATES_BY_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
 LAUNCH_ANNOTATION = LAUNCH_LABEL
-VERDICTS = {0: "FINISHED", 1: "FAILED", 3: "STOPPED"}
 _PLATFORM_REASONS = frozenset({CoordinatorPodState.LOST, CoordinatorPodState.CRASHED})
 
 
@@ -136,11 +136,12 @@ def coordinator_info(
     detail = f"{outcome.reason}: {message}" if message else outcome.reason
     # A coordinator that ended with a verdict said why in its report; for a failure, its termination
     # message (the last log lines) stands in if that report was lost.  Otherwise the Pod's reason.
-    if outcome.exit_code in VERDICTS:
-        reason = outcome.message if outcome.exit_code == 1 else ""
+    if outcome.exit_code in STATES_BY_EXIT_CODE:
+        reason = outcome.message if outcome.exit_code == EXIT_FAILED else ""
     else:
         reason = detail
-    status = {"state": VERDICTS[code] if code in VERDICTS else outcome.state.value, "reason": reason}
+    verdict = STATES_BY_EXIT_CODE.get(code) if code is not None else None
+    status = {"state": verdict.value if verdict is not None else outcome.state.value, "reason": reason}
     platform_reason = ""
     if outcome.state in _PLATFORM_REASONS and not outcome.reason.startswith(("ExitCode", "Error")):
         platform_reason = detail if outcome.state is CoordinatorPodState.LOST else outcome.reason
@@ -190,7 +191,7 @@ class KubernetesPlatform:
         )
         try:
             objects = coordinator_objects(
-                request.spec, owner=owner_of(owner), image=self._image, settings=settings,
+                request.spec.to_document(), owner=owner_of(owner), image=self._image, settings=settings,
                 launch=launch, token=request.token,
             )  # fmt: skip
             objects = self._with_wire(request, owner_of(owner), objects)

@@ -39,12 +39,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from job_scheduler.documents import job_key, state_of
+from job_scheduler.documents import state_of
 from job_scheduler.k8s_api import FEDERATED_JOBS, KubeApi
 from job_scheduler.k8s_mirror import belongs, changes, spec_of, terminating
 from job_scheduler.service import JobService
 from job_scheduler.states import JobState
 from libs.errors import AlreadyExists, InvalidState, NotFound, ValidationFailed
+from libs.records import job_key
 from libs.store import Document
 
 log = logging.getLogger(__name__)

@@ -70,12 +70,12 @@ from job_scheduler.coordinator_certificates import (
 )
 from job_scheduler.coordinator_standby import Standby
 from job_scheduler.platform import (
-    EXIT_CODES_BY_STATE,
     CoordinatorInfo,
     Launched,
     LaunchRequest,
     coordinator_name,
 )
+from libs.records import exit_code_of
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class LocalPlatform:
     # --- helpers ------------------------------------------------------------------------------
 
     def _spawn(self, request: LaunchRequest, workdir: Path, name: str, lock_fd: int) -> int:
-        _write_json(workdir / JOB_FILE, dict(request.spec))
+        _write_json(workdir / JOB_FILE, request.spec.to_document())
         for stale in (STATUS_FILE, EXIT_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (workdir / stale).unlink()
@@ -377,7 +377,7 @@ def _exit_code(workdir: Path, launch: int, status: Mapping[str, Any]) -> int | N
     recorded = _read_json(workdir / EXIT_FILE)
     if recorded and recorded.get("launch") == launch and isinstance(recorded.get("code"), int):
         return int(recorded["code"])
-    return EXIT_CODES_BY_STATE.get(str(status.get("state", "")))
+    return exit_code_of(str(status.get("state", "")))
 
 
 def _lock_held(path: Path) -> bool:

@@ -31,9 +31,9 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from job_scheduler.platform import EXIT_FAILED, EXIT_FINISHED, EXIT_STOPPED
 from job_scheduler.states import JobEvent, JobState
 from libs.errors import ValidationFailed
+from libs.records import EXIT_FAILED, EXIT_FINISHED, EXIT_STOPPED
 
 MAX_TAIL_CHARS = 1200
 

@@ -34,13 +34,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from libs.jobspec import JobSpec
+
 # Kubernetes object names must be DNS-1123 labels of at most 63 characters.
 MAX_NAME_LENGTH = 63
 
-EXIT_FINISHED = 0
-EXIT_FAILED = 1
-EXIT_STOPPED = 3
-EXIT_CODES_BY_STATE = {"FINISHED": EXIT_FINISHED, "FAILED": EXIT_FAILED, "STOPPED": EXIT_STOPPED}
 
 
 def coordinator_name(namespace: str, name: str) -> str:
@@ -63,7 +61,7 @@ class LaunchRequest:
 
     namespace: str
     name: str
-    spec: Mapping[str, Any]
+    spec: JobSpec
     launch: int
     token: str
     scheduler_address: str

@@ -20,13 +20,14 @@ the scheduler ask only with ``dry_run``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc.aio
 
 from libs.errors import NsflError
+from libs.jobspec import JobSpec
+from libs.jobspec.spec import ClientRequirement
 from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
 from libs.rpc import call_errors
 from libs.wire import Wire
@@ -53,27 +54,20 @@ class Availability:
 
 
 class ClientAvailability(Protocol):
-    async def check(self, job_id: str, spec: Mapping[str, Any]) -> Availability: ...
+    async def check(self, job_id: str, spec: JobSpec) -> Availability: ...
 
 
-def needed_clients(spec: Mapping[str, Any]) -> int:
-    return int(spec.get("minClients") or spec.get("clientsPerRound") or 1)
-
-
-def requirement_of(spec: Mapping[str, Any]) -> selector_pb2.ClientRequirement:
-    """The selector's view of who may take part in ``spec`` (the same mapping the coordinator uses)."""
-    selector = spec.get("selector") or {}
-    resources = selector.get("resources") or {}
+def requirement_message(requirement: ClientRequirement) -> selector_pb2.ClientRequirement:
+    """The selector's view of who may take part (``JobSpec.requirement``, as the coordinator asks it)."""
+    resources = requirement.resources
     return selector_pb2.ClientRequirement(
-        runtime=str(spec.get("runtime", "")),
-        datasets=list(spec.get("datasets", [])),
-        labels=dict(selector.get("labels", {})),
+        runtime=requirement.runtime,
+        datasets=list(requirement.datasets),
+        labels=dict(requirement.labels),
         resources=common_pb2.Resources(
-            cpus=float(resources.get("cpus", 0)),
-            memory_mb=int(resources.get("memoryMb", 0)),
-            gpus=int(resources.get("gpus", 0)),
+            cpus=resources.cpus or 0.0, memory_mb=resources.memory_mb or 0, gpus=resources.gpus or 0
         ),
-        clients=list(spec.get("clients", [])),
+        clients=list(requirement.clients),
     )
 
 
@@ -85,14 +79,14 @@ class SelectorAvailability:
         self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
         self._timeout = timeout
 
-    async def check(self, job_id: str, spec: Mapping[str, Any]) -> Availability:
-        needed = needed_clients(spec)
+    async def check(self, job_id: str, spec: JobSpec) -> Availability:
+        needed = spec.min_clients
         request = selector_pb2.SelectRequest(
             job_id=job_id,
             round=0,
             count=needed,
             redundancy=1.0,
-            requirement=requirement_of(spec),
+            requirement=requirement_message(spec.requirement),
             dry_run=True,
         )
         try:

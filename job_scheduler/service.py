@@ -38,13 +38,14 @@ from typing import Any
 
 from job_scheduler.cleanup import JobCleanup
 from job_scheduler.coordinators import Coordinators, Report
-from job_scheduler.documents import job_key, new_job, parse_job_id, restarted, state_of
+from job_scheduler.documents import new_job, parse_job_id, restarted, state_of
 from job_scheduler.job_store import JobLocks, JobStore
 from job_scheduler.namespaces import NamespaceScope
 from job_scheduler.platform import Platform
 from job_scheduler.states import JobEvent, JobState
 from libs.errors import NsflError, PermissionDenied, ValidationFailed
-from libs.jobspec import parse_spec_text, validate_spec
+from libs.jobspec import JobSpec, parse_spec_text
+from libs.records import job_key
 from libs.store import Document
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class JobService:
     ) -> Document:
         """Store a new job QUEUED; ``resource_uid`` names the FederatedJob it was applied as."""
         spec = _spec_from(spec_text, namespace=namespace)
-        if scope is not None and not scope.allows(spec["namespace"]):
-            raise PermissionDenied(f"you may not create jobs in namespace {spec['namespace']!r}")
+        if scope is not None and not scope.allows(spec.namespace):
+            raise PermissionDenied(f"you may not create jobs in namespace {spec.namespace!r}")
         data = new_job(spec, self._jobs.clock())
         if resource_uid:
             data["resourceUid"] = resource_uid
@@ -120,16 +121,15 @@ class JobService:
 
     async def update(self, namespace: str, name: str, spec_text: str, expected_version: int) -> Document:
         spec = _spec_from(spec_text, namespace=namespace)
-        if spec["name"] != name or spec["namespace"] != namespace:
+        if spec.name != name or spec.namespace != namespace:
             raise ValidationFailed(
-                f"the spec names job {spec['namespace']}/{spec['name']}, not {namespace}/{name}; "
-                "a job cannot be renamed or moved",
+                f"the spec names job {spec.job_id}, not {namespace}/{name}; a job cannot be renamed or moved",
                 details={"errors": [{"path": "spec.name", "message": "must match the job being updated"}]},
             )
 
         def change(data: dict[str, Any]) -> dict[str, Any]:
-            status = {**data.get("status", {}), "rounds": int(spec["rounds"])}
-            return {**data, "spec": spec, "priority": int(spec.get("priority", 0)), "status": status}
+            status = {**data.get("status", {}), "rounds": spec.rounds}
+            return {**data, "spec": spec.to_document(), "priority": spec.priority, "status": status}
 
         key = job_key(namespace, name)
         async with self._locks(key):
@@ -209,18 +209,9 @@ class JobService:
         return document
 
 
-def _spec_from(text: str, *, namespace: str) -> dict[str, Any]:
+def _spec_from(text: str, *, namespace: str) -> JobSpec:
     """The validated spec of ``text``; the request's namespace fills or must match the spec's."""
-    raw = parse_spec_text(text, "spec.json")
-    given = raw.get("namespace")
-    if namespace and given not in (None, namespace):
-        raise ValidationFailed(
-            f"the spec's namespace {given!r} differs from the request's {namespace!r}",
-            details={"errors": [{"path": "spec.namespace", "message": "must match the request"}]},
-        )
-    if namespace and given is None:
-        raw = {**raw, "namespace": namespace}
-    return validate_spec(raw)
+    return JobSpec.parse(parse_spec_text(text, "spec.json"), namespace=namespace)
 
 
 def _state(value: str) -> JobState:

@@ -57,18 +57,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from libs.errors import InvalidState
-
-
-class JobState(StrEnum):
-    QUEUED = "QUEUED"
-    PENDING = "PENDING"
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    STOPPING = "STOPPING"
-    FINISHED = "FINISHED"
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"
-    DELETING = "DELETING"
+from libs.records import JobState as JobState  # shared (libs.records); the transitions are the scheduler's
 
 
 class JobEvent(StrEnum):

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from job_scheduler.admission import Candidate, Limits, Occupancy, pick_next
 from job_scheduler.cleanup import JobCleanup
 from job_scheduler.coordinators import Coordinators
-from job_scheduler.documents import state_of
+from job_scheduler.documents import spec_of, state_of
 from job_scheduler.job_store import JobLocks, JobStore
 from job_scheduler.platform import Platform
 from job_scheduler.selector_client import ClientAvailability
@@ -151,7 +151,8 @@ class Supervisor:
                 log.warning("job %s: its previous coordinator lingers; killing it", document.key)
                 await self._platform.kill(data["namespace"], data["name"])
             return False
-        availability = await self._availability.check(document.key, data["spec"])
+        spec = spec_of(data)
+        availability = await self._availability.check(document.key, spec)
         if availability.satisfied:
             if data.get("startFromScratch"):
                 await self._cleanup.forget_progress(data["namespace"], data["name"])
@@ -161,7 +162,7 @@ class Supervisor:
             return True
         now = self.clock()
         if state is JobState.QUEUED:
-            deadline = now + float(data["spec"].get("pendingTimeoutSeconds", 0))
+            deadline = now + spec.pending_timeout_seconds
             await self._jobs.apply(
                 document.key,
                 JobEvent.ADMIT,
@@ -180,7 +181,7 @@ class Supervisor:
         data = document.data
         if state_of(data) is not JobState.PENDING or self.clock() < float(data.get("pendingDeadline") or 0):
             return False
-        availability = await self._availability.check(document.key, data["spec"])
+        availability = await self._availability.check(document.key, spec_of(data))
         if not availability.satisfied:
             await self._jobs.apply(document.key, JobEvent.PENDING_TIMEOUT, availability.reason)
             log.info("job %s failed: %s", document.key, availability.reason)

@@ -26,11 +26,13 @@ from libs.jobspec.crd import crd_schema
 from libs.jobspec.manifests import API_VERSION, KIND, manifest_to_spec, spec_to_manifest
 from libs.jobspec.parsing import parse_spec_text
 from libs.jobspec.schema import load_schema
+from libs.jobspec.spec import JobSpec
 from libs.jobspec.validation import validate_spec
 
 __all__ = [
     "API_VERSION",
     "KIND",
+    "JobSpec",
     "crd_schema",
     "load_schema",
     "manifest_to_spec",

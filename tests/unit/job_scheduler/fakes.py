@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ from job_scheduler.coordinator_certificates import CoordinatorIssuer
 from job_scheduler.coordinators import Coordinators, LaunchConfig, Report
 from job_scheduler.job_store import JobLocks, JobStore
 from job_scheduler.platform import CoordinatorInfo, Launched, LaunchRequest, coordinator_name
-from job_scheduler.selector_client import Availability, needed_clients
+from job_scheduler.selector_client import Availability
 from job_scheduler.service import JobService
 from job_scheduler.supervisor import Supervisor
+from libs.jobspec import JobSpec
 from libs.objects import open_object_store
 from libs.objects.protocol import ObjectStore
 from libs.store import Document, DocumentStore, open_document_store
@@ -139,10 +140,10 @@ class FakeAvailability:
         self.per_job: dict[str, int] = {}
         self.asked: list[str] = []
 
-    async def check(self, job_id: str, spec: Mapping[str, Any]) -> Availability:
+    async def check(self, job_id: str, spec: JobSpec) -> Availability:
         self.asked.append(job_id)
         matched = self.per_job.get(job_id, self.clients)
-        needed = needed_clients(spec)
+        needed = spec.min_clients
         detail = "" if matched >= needed else f"InsufficientClients {matched}/{needed}: no client has dataset x"
         return Availability(matched >= needed, matched, needed, detail)
 

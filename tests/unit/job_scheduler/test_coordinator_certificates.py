@@ -15,6 +15,7 @@ from job_scheduler.coordinator_certificates import (
     server_hosts,
 )
 from libs.errors import InvalidSetting
+from libs.jobspec import JobSpec
 from libs.pki.authority import identity_of, key_pem, new_key
 from tests.fixtures.pki import TestPki
 from tests.unit.job_scheduler.fakes import issuer_of
@@ -22,10 +23,15 @@ from tests.unit.job_scheduler.fakes import issuer_of
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 
+def job(**fields: int) -> JobSpec:
+    return JobSpec.parse({"name": "digits", "namespace": "team-a", "runtime": "pytorch", "taskEntry": "train",
+                          **fields})
+
+
 def test_the_lifetime_is_every_round_at_its_deadline_plus_a_day_and_never_beyond_thirty_days() -> None:
-    assert certificate_lifetime({"rounds": 4, "roundTimeoutSeconds": 600}) == dt.timedelta(hours=24, minutes=40)
-    assert certificate_lifetime({}) == dt.timedelta(seconds=10 * 300, days=1), "the schema's defaults"
-    assert certificate_lifetime({"rounds": 100_000, "roundTimeoutSeconds": 86_400}) == MAX_LIFETIME
+    assert certificate_lifetime(job(rounds=4, roundTimeoutSeconds=600)) == dt.timedelta(hours=24, minutes=40)
+    assert certificate_lifetime(job()) == dt.timedelta(seconds=10 * 300, days=1), "the schema's defaults"
+    assert certificate_lifetime(job(rounds=100_000, roundTimeoutSeconds=86_400)) == MAX_LIFETIME
 
 
 def test_hosts_are_named_once_and_wildcard_listen_addresses_left_out() -> None:
@@ -36,7 +42,7 @@ def test_hosts_are_named_once_and_wildcard_listen_addresses_left_out() -> None:
 def test_a_certificate_names_exactly_its_job_and_ends_with_its_lifetime(test_pki: TestPki) -> None:
     issuer = issuer_of(test_pki)
     issuer = CoordinatorIssuer(issuer.authority, issuer.trust_domain, issuer.ca, issuer.crl, clock=lambda: NOW)
-    issued = issuer.issue("team-a", "digits", {"rounds": 2, "roundTimeoutSeconds": 60}, hosts=["10.0.0.5"])
+    issued = issuer.issue("team-a", "digits", job(rounds=2, roundTimeoutSeconds=60), hosts=["10.0.0.5"])
     cert = x509.load_pem_x509_certificate(issued.cert_pem)
     assert identity_of(cert).uri == "spiffe://nsfl.local/coordinator/team-a/digits" == issued.identity.uri
     assert cert.not_valid_after_utc == issued.not_after == NOW + dt.timedelta(seconds=120, days=1)

@@ -17,12 +17,12 @@ from job_scheduler.k8s_mirror import (
     runs_its_spec,
     spec_of,
 )
-from libs.jobspec import validate_spec
+from libs.jobspec import JobSpec
 from tests.unit.job_scheduler.fakes import spec
 
 
 def stored(name: str = "mnist", **changes_: Any) -> dict[str, Any]:
-    return new_job(validate_spec(spec(name, "team-a", **changes_)), now=1_700_000_000.25)
+    return new_job(JobSpec.parse(spec(name, "team-a", **changes_)), now=1_700_000_000.25)
 
 
 @pytest.mark.parametrize(

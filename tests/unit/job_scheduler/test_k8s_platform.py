@@ -24,7 +24,7 @@ from job_scheduler.k8s_platform import KubernetesPlatform, coordinator_info
 from job_scheduler.platform import Launched, LaunchRequest
 from job_scheduler.settings import SchedulerSettings
 from libs.errors import InvalidSetting, PermissionDenied, Unavailable
-from libs.jobspec import validate_spec
+from libs.jobspec import JobSpec
 from libs.pki.authority import identity_of, utcnow
 from tests.fixtures.pki import TestPki
 from tests.unit.job_scheduler.fakes import issuer_of, scheduler_wire, spec, stack
@@ -70,7 +70,7 @@ async def applied(api: KubeApi, name: str = "mnist") -> dict[str, Any]:
 
 def request(launch: int = 1, token: str = "token-1", name: str = "mnist") -> LaunchRequest:
     return LaunchRequest(
-        namespace=NS, name=name, spec=validate_spec(spec(name, NS, resources=RESOURCES)), launch=launch,
+        namespace=NS, name=name, spec=JobSpec.parse(spec(name, NS, resources=RESOURCES)), launch=launch,
         token=token, scheduler_address="10.0.0.5:50052", selector_address="selector.svc:50051",
         store_url="mongodb://user:secret@mongo/nsfl", object_store_url="s3://bucket?endpoint=http://s3:9000",
     )  # fmt: skip
@@ -332,7 +332,7 @@ async def test_each_launch_gets_a_certificate_of_exactly_its_job_in_a_secret_mou
     names = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName)  # fmt: skip
     assert names == ["mnist.team-a.coordinator.nsfl.local", "nsfl-coord-mnist.team-a.svc"], "and its advertised host"
-    rounds, timeout = request().spec["rounds"], request().spec["roundTimeoutSeconds"]
+    rounds, timeout = request().spec.rounds, request().spec.round_timeout_seconds
     lifetime = dt.timedelta(seconds=rounds * timeout, days=1)
     assert abs(first.not_valid_after_utc - (utcnow() + lifetime)) < dt.timedelta(minutes=2)
 

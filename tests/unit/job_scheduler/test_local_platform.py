@@ -19,6 +19,7 @@ from cryptography import x509
 from job_scheduler.coordinator_certificates import CoordinatorIssuer
 from job_scheduler.local_platform import LocalPlatform, tail
 from job_scheduler.platform import CoordinatorInfo, LaunchRequest, coordinator_name
+from libs.jobspec import JobSpec
 from libs.pki.authority import identity_of, utcnow
 from tests.fixtures.pki import TestPki
 from tests.unit.job_scheduler.fakes import issuer_of
@@ -39,8 +40,8 @@ def platform_in(tmp_path: Path, issuer: CoordinatorIssuer | None) -> LocalPlatfo
 
 def request(tmp_path: Path, name: str, launch: int = 1, rounds: int = 3, **fake: Any) -> LaunchRequest:
     fake.setdefault("launchesFile", str(tmp_path / "launches.txt"))
-    spec = {"name": name, "namespace": "ns", "rounds": rounds, "roundTimeoutSeconds": 600,
-            "parameters": {"fake": fake}}
+    spec = JobSpec.parse({"name": name, "namespace": "ns", "runtime": "pytorch", "taskEntry": "train",
+                          "rounds": rounds, "roundTimeoutSeconds": 600, "parameters": {"fake": fake}})
     return LaunchRequest("ns", name, spec, launch, "secret-token", "127.0.0.1:1", "127.0.0.1:2",
                          "sqlite:///x.db", "file:///x")
 

@@ -17,6 +17,7 @@ from job_scheduler.documents import (
 from job_scheduler.outcomes import ExitDecision, Step, decide_exit, decide_report, describe_exit
 from job_scheduler.states import JobEvent, JobState, next_state
 from libs.errors import ValidationFailed
+from libs.jobspec import JobSpec
 
 R, SG, SP = JobState.RUNNING, JobState.STARTING, JobState.STOPPING
 
@@ -98,8 +99,9 @@ def test_reports_map_to_events() -> None:
         decide_report(R, "DANCING", has_round=False, reason="", round_number=0)
 
 
-def spec() -> dict[str, object]:
-    return {"name": "j", "namespace": "ns", "rounds": 4, "priority": 3}
+def spec() -> JobSpec:
+    return JobSpec.parse({"name": "j", "namespace": "ns", "runtime": "pytorch", "taskEntry": "train", "rounds": 4,
+                          "priority": 3})
 
 
 def test_a_new_job_is_queued_with_the_documented_shape() -> None:

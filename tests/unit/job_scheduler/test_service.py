@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from job_scheduler.coordinators import parse_report
-from job_scheduler.documents import ROUNDS
 from job_scheduler.job_store import JobStore
 from job_scheduler.states import JobEvent
 from libs.errors import (
@@ -21,6 +20,7 @@ from libs.errors import (
     VersionConflict,
 )
 from libs.objects import checkpoint_key, output_key, round_key
+from libs.records import ROUNDS
 from libs.store import open_document_store
 from tests.unit.job_scheduler.fakes import Stack, spec, stack
 
