@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from coordinator.aggregating import RoundAggregator
+from coordinator.aggregating import UpdateSink
 from coordinator.algorithms import JobAlgorithm
 from coordinator.checkpoint_writer import CheckpointWriter
 from coordinator.checkpoints import CheckpointStore
@@ -36,8 +36,11 @@ from coordinator.model_state import GlobalModel
 from coordinator.offload import run_sized
 from coordinator.piggyback import EvaluationPiggyback
 from coordinator.progress import ProgressReporter
-from coordinator.round_runner import RoundRunner, StopRequested
+from coordinator.round_runner import RoundRunner
 from coordinator.rounds import weighted_metrics
+from coordinator.secure_rounds import SecureRounds
+from coordinator.stopping import StopRequested
+from coordinator.uploads import Uploads
 from libs.errors import NotFound, NsflError, ValidationFailed
 from libs.objects.protocol import ObjectStore
 from libs.protos import coordinator_pb2
@@ -74,7 +77,7 @@ def plan_from_spec(spec: dict[str, Any]) -> JobPlan:
 class Driver:
     def __init__(self, spec: dict[str, Any], *, runner: RoundRunner, checkpoints: CheckpointStore,
                  objects: ObjectStore, reporter: ProgressReporter, step: JobAlgorithm,
-                 make_aggregator: Callable[[GlobalModel], RoundAggregator],
+                 make_aggregator: Callable[[GlobalModel], UpdateSink],
                  clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
         self.plan = runner.plan
@@ -100,12 +103,14 @@ class Driver:
         self.history: list[dict[str, Any]] = []
         self.state = "STARTING"
 
-    # -- servicer-facing delegation ------------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        if name in ("token_known", "ticket_for", "model_for", "begin_upload", "finish_upload", "end_upload",
-                    "reject", "report_task", "max_init_size", "secure_aggregation"):
-            return getattr(self.runner, name)
-        raise AttributeError(name)
+    # -- what the servicer serves (coordinator.grpc_service.ServedJob) ------------------------
+    @property
+    def uploads(self) -> Uploads:
+        return self.runner.uploads
+
+    @property
+    def secure_aggregation(self) -> SecureRounds | None:
+        return self.runner.secure_aggregation
 
     def request_stop(self, reason: str) -> None:
         log.info("stop requested: %s", reason)

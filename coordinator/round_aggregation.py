@@ -14,6 +14,10 @@ who took part and who was screened out.
 Everything about an update is checked before any sum changes, so an update
 refused with :class:`~libs.errors.UpdateRejected` leaves the round as it was;
 SCAFFOLD's model and control deltas share one running sum for that reason.
+
+What it asks of the job's algorithm is :class:`AggregationRules`, a protocol
+that :class:`~coordinator.algorithms.JobAlgorithm` meets: this module needs
+no import of the algorithm, so the two do not import each other.
 """
 
 from __future__ import annotations
@@ -21,24 +25,58 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from coordinator.errors import RoundFailed
-from coordinator.extenders import AggregateContext, ClientUpdate
+from coordinator.extenders import AggregateContext, ClientUpdate, Extenders
 from coordinator.model_state import GlobalModel
-from coordinator.privacy_accounting import LOCAL
-from libs.aggregation import WeightedSum, Weighting
+from coordinator.privacy_accounting import LOCAL, DifferentialPrivacy
+from libs.aggregation import Aggregator, WeightedSum, Weighting
 from libs.aggregation.attachments import CONTROL_DELTA, PREFIX
 from libs.aggregation.robust import clip_update, reject_by_norm, update_norm
 from libs.errors import NsflError, UpdateRejected
 from libs.weights.tensors import WeightMap, validate_update
 
-if TYPE_CHECKING:
-    from coordinator.algorithms import JobAlgorithm
-
 log = logging.getLogger(__name__)
+
+
+class Screening(Protocol):
+    """The job's per-update screening (``maxUpdateNorm``, ``rejectNormFactor``)."""
+
+    @property
+    def max_norm(self) -> float | None: ...
+
+    @property
+    def reject_factor(self) -> float | None: ...
+
+
+class AggregationRules(Protocol):
+    """What a round's aggregation asks of the job's algorithm (:class:`~coordinator.algorithms.JobAlgorithm`)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def aggregator(self) -> Aggregator: ...
+
+    @property
+    def streams(self) -> bool: ...
+
+    @property
+    def scaffold(self) -> bool: ...
+
+    @property
+    def screening(self) -> Screening: ...
+
+    @property
+    def privacy(self) -> DifferentialPrivacy | None: ...
+
+    @property
+    def extenders(self) -> Extenders | None: ...
+
+    def control_for(self, weights: Mapping[str, np.ndarray]) -> WeightMap: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +117,7 @@ class RoundAggregation:
     rejected update leaves the round as it was.
     """
 
-    def __init__(self, algorithm: JobAlgorithm, model: GlobalModel) -> None:
+    def __init__(self, algorithm: AggregationRules, model: GlobalModel) -> None:
         self._algorithm = algorithm
         self.round = model.round + 1
         self._model = model

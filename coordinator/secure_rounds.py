@@ -15,7 +15,8 @@ answered, left, or at the stage deadline (``stage_seconds`` after it opened):
 2. ``SecAggPlan`` to each participant (the ``RoundSetup`` and how to encode),
    then ``advertise-keys`` in, ``key-directory`` out to U1;
 3. (double-mask) ``share-keys`` in, one ``share-delivery`` out to each of U2;
-4. ``masked-input`` in (in pieces: a 1M-parameter model is 4 MB at 32 bits);
+4. ``masked-input`` in (in pieces, :mod:`coordinator.secure_links`: a
+   1M-parameter model is 4 MB at 32 bits);
 5. (double-mask) ``unmask-request`` out to U3, ``unmasking`` in; then the sum
    is unmasked, decoded to ``(Σ w_i x_i, Σ w_i)``, and the mean delta goes to
    the round's aggregator like a plain FedAvg update; each participant gets a
@@ -51,22 +52,21 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.aggregating import RoundAggregator
+from coordinator.aggregating import UpdateSink
 from coordinator.model_state import GlobalModel
-from coordinator.round_runner import StopRequested
-from coordinator.rounds import RoundBook, TaskOutcome, Ticket, finite_metrics
+from coordinator.rounds import RoundBook, finite_metrics
 from coordinator.secure_encoding import (
     SecureAggregationConfig,
     floating_layout,
     mean_delta,
     resolve_threshold,
 )
+from coordinator.secure_links import ClientLink
+from coordinator.stopping import StopRequested
 from libs.errors import NsflError, ValidationFailed
 from libs.protos import coordinator_pb2
-from libs.rpc import MAX_CHUNK
 from libs.secagg import (
     AggregateResult,
     KeyAdvertisement,
@@ -88,62 +88,6 @@ KEY_DIRECTORY, SHARE_DELIVERY, UNMASK_REQUEST = "key-directory", "share-delivery
 _PARSERS: dict[str, Any] = {ADVERTISE: KeyAdvertisement, SHARE: ShareKeys, MASK: MaskedInput, UNMASK: UnmaskResponse}
 
 _SMALL_MESSAGE = 64 * 1024  # bound of a non-vector message, plus 1 KiB per participant
-
-
-def pieces(stage: str, data: bytes) -> list[coordinator_pb2.SecAggPiece]:
-    """One message as pieces of at most ``MAX_CHUNK`` bytes."""
-    return [coordinator_pb2.SecAggPiece(stage=stage, total_size=len(data), offset=start,
-                                        data=data[start:start + MAX_CHUNK])
-            for start in range(0, len(data), MAX_CHUNK)]
-
-
-@dataclass(eq=False)
-class ClientLink:
-    """One participant's stream: what to send it, and the message it is sending in pieces."""
-
-    ticket: Ticket
-    metrics: dict[str, float]
-    outbox: asyncio.Queue[coordinator_pb2.SecAggServerFrame | None] = field(default_factory=asyncio.Queue)
-    gone: str = ""  # why it left the round, once it did
-    finished: bool = False  # its outcome was sent
-    _buffer: bytearray | None = None
-    _stage: str = ""
-    _received: int = 0
-
-    @property
-    def client_id(self) -> str:
-        return self.ticket.client_id
-
-    @property
-    def alive(self) -> bool:
-        return not self.gone and self.ticket.outcome in (TaskOutcome.OFFERED, TaskOutcome.RUNNING)
-
-    def send(self, stage: str, data: bytes) -> None:
-        for piece in pieces(stage, data):
-            self.outbox.put_nowait(coordinator_pb2.SecAggServerFrame(piece=piece))
-
-    def finish(self, included: bool, reason: str) -> None:
-        if not self.finished:
-            self.finished = True
-            outcome = coordinator_pb2.SecAggOutcome(included=included, reason=reason)
-            self.outbox.put_nowait(coordinator_pb2.SecAggServerFrame(outcome=outcome))
-            self.outbox.put_nowait(None)
-
-    def take(self, piece: coordinator_pb2.SecAggPiece, limit: int) -> bytes | None:
-        """Add a piece; the whole message once its last piece is in (bounded before allocating)."""
-        if self._buffer is None:
-            if not 0 < piece.total_size <= limit:
-                raise ValidationFailed(f"a {piece.stage!r} message of {piece.total_size} bytes is out of bounds")
-            self._buffer, self._stage, self._received = bytearray(piece.total_size), piece.stage, 0
-        if (piece.stage, piece.total_size, piece.offset) != (self._stage, len(self._buffer), self._received) \
-                or self._received + len(piece.data) > len(self._buffer):
-            raise ValidationFailed("message pieces must arrive in order and add up to the announced size")
-        self._buffer[self._received:self._received + len(piece.data)] = piece.data
-        self._received += len(piece.data)
-        if self._received < len(self._buffer):
-            return None
-        message, self._buffer = bytes(self._buffer), None
-        return message
 
 
 class SecureRound:
@@ -270,7 +214,7 @@ class SecureRound:
                 self.drop(link, f"did not send {what} before the stage closed")
         return [self.links[cid] for cid in kept]
 
-    async def run(self, aggregator: RoundAggregator, stop: asyncio.Event) -> None:
+    async def run(self, aggregator: UpdateSink, stop: asyncio.Event) -> None:
         book, config = self.book, self.config
         await self._wait(self._joined, book.deadline - config.stages * config.stage_seconds, stop)
         self.joining = False
@@ -375,7 +319,7 @@ class SecureRounds:
         self.current = SecureRound(self.config, book, model, changed=changed, clock=self.clock,
                                    random_bytes=self.random_bytes)
 
-    async def run(self, aggregator: RoundAggregator, stop: asyncio.Event) -> None:
+    async def run(self, aggregator: UpdateSink, stop: asyncio.Event) -> None:
         assert self.current is not None, "open() comes first"
         await self.current.run(aggregator, stop)
 

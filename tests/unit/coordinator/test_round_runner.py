@@ -62,17 +62,17 @@ class Selector:
         if offer.model_follows:  # offered ahead: wait for the round, as an executor does
             assert not offer.model and not offer.model_sha256
             if (offer.round, offer.client_id) in self.failing:
-                runner.report_task(common_pb2.TaskStatus(task_id=offer.task_id, task_token=offer.token,
+                runner.uploads.report_task(common_pb2.TaskStatus(task_id=offer.task_id, task_token=offer.token,
                                                          state=common_pb2.TASK_FAILED, reason="crashed early"))
                 return
-            reply = await runner.await_model(offer.task_id, offer.token, offer.round, 10.0)
+            reply = await runner.uploads.await_model(offer.task_id, offer.token, offer.round, 10.0)
             self.awaited.append(reply)
             if not reply.ready:
                 return
             base = reply.model_sha256
         await asyncio.sleep(self.train_seconds)
         if (offer.round, offer.client_id) in self.failing:
-            runner.report_task(common_pb2.TaskStatus(task_id=offer.task_id, task_token=offer.token,
+            runner.uploads.report_task(common_pb2.TaskStatus(task_id=offer.task_id, task_token=offer.token,
                                                      state=common_pb2.TASK_FAILED, reason="crashed"))
             return
         payload = bytearray(encode({name: np.zeros_like(a) for name, a in runner.model.weights.items()}))
@@ -81,11 +81,11 @@ class Selector:
             task_id=offer.task_id, task_token=offer.token, kind=offer.kind, num_samples=1,
             base_sha256=base,
             blob=common_pb2.BlobHeader(sha256=sha256_hex(payload), total_size=len(payload)))
-        ticket, _ = runner.begin_upload(header)
+        ticket, _ = runner.uploads.begin_upload(header)
         try:
-            await runner.finish_upload(ticket, header, payload)
+            await runner.uploads.finish_upload(ticket, header, payload)
         finally:
-            runner.end_upload(ticket)
+            runner.uploads.end_upload(ticket)
 
     async def release(self, job_id: str, client_ids: Any = ()) -> None:
         self.calls.append(("release", list(client_ids)))
@@ -190,7 +190,7 @@ async def test_tasks_offered_ahead_are_withdrawn_when_another_round_comes_first(
     assert [r.ready for r in selector.awaited] == [False] * 3
     assert all("withdrawn" in r.reason and "round 2 (evaluate) came first" in r.reason for r in selector.awaited)
     assert await train(runner, 3, last=3)  # offered anew
-    late = await runner.await_model("x", "no-such-token", 3, 1.0)
+    late = await runner.uploads.await_model("x", "no-such-token", 3, 1.0)
     assert not late.ready and "not waiting for a model here" in late.reason
 
 

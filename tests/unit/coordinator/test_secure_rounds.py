@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -33,6 +32,7 @@ from coordinator.secure_encoding import (
     floating_layout,
     resolve_threshold,
 )
+from coordinator.secure_links import pieces
 from coordinator.secure_rounds import (
     ADVERTISE,
     KEY_DIRECTORY,
@@ -42,9 +42,9 @@ from coordinator.secure_rounds import (
     UNMASK,
     UNMASK_REQUEST,
     SecureRounds,
-    pieces,
 )
 from coordinator.selector_client import Offer, Selection
+from coordinator.uploads import Uploads
 from libs.errors import UpdateRejected
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.secagg import KeyDirectory, Mode, RoundSetup, SecAggClient, ShareDelivery, UnmaskRequest
@@ -222,7 +222,7 @@ class FakeSelector:
         behaviour = self.behaviours[offer.client_id]
         if behaviour.absent:
             assert self.runner is not None
-            self.runner.report_task(common_pb2.TaskStatus(task_id=offer.task_id, task_token=offer.token,
+            self.runner.uploads.report_task(common_pb2.TaskStatus(task_id=offer.task_id, task_token=offer.token,
                                                           state=common_pb2.TASK_FAILED, reason="executor crashed"))
         else:
             self.offers[offer.client_id] = offer
@@ -240,6 +240,28 @@ class FakeSelector:
 
     async def cancel(self, job_id: str, client_ids: Any, reason: str) -> None:
         self.cancelled.extend(client_ids)
+
+
+@dataclass
+class ServedRunner:
+    """The job the servicer serves (its ``ServedJob``), over the real round runner."""
+
+    runner: RoundRunner
+    job_id: str = JOB
+
+    @property
+    def uploads(self) -> Uploads:
+        return self.runner.uploads
+
+    @property
+    def secure_aggregation(self) -> SecureRounds | None:
+        return self.runner.secure_aggregation
+
+    def status_message(self) -> coordinator_pb2.CoordinatorStatus:
+        return coordinator_pb2.CoordinatorStatus(job_id=JOB, state="RUNNING")
+
+    def request_stop(self, reason: str) -> None:
+        self.runner.stop_event.set()
 
 
 def config(mode: Mode = Mode.DOUBLE_MASK, threshold: float = 2, stage_seconds: float = 1.0) -> SecureAggregationConfig:
@@ -272,9 +294,7 @@ async def run_secure_round(pki: TestPki, behaviours: dict[str, Behaviour],
     runner = RoundRunner(plan, selector, lambda: f"127.0.0.1:{port}", stop_event=asyncio.Event(),  # type: ignore[arg-type]
                          secure_aggregation=secure)
     runner.model = GlobalModel.from_weights(dict(WEIGHTS), 0)
-    driver = SimpleNamespace(job_id=JOB, secure_aggregation=secure, ticket_for=runner.ticket_for,
-                             begin_upload=runner.begin_upload, end_upload=runner.end_upload, reject=runner.reject)
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)  # type: ignore[arg-type]
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(ServedRunner(runner)), server)
     selector.endpoint, selector.runner = f"127.0.0.1:{port}", runner
     await server.start()
     try:

@@ -33,10 +33,11 @@ from coordinator.app import open_wire, run
 from coordinator.grpc_service import CoordinatorService
 from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
-from coordinator.round_runner import RoundRunner, StopRequested
+from coordinator.round_runner import RoundRunner
 from coordinator.rounds import RoundBook
 from coordinator.selector_client import Offer, Selection
 from coordinator.settings import CoordinatorSettings
+from coordinator.stopping import StopRequested
 from libs.errors import InvalidSetting
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.settings import load_settings
@@ -75,16 +76,15 @@ class Selector:
 
 
 class Driver:
-    """What the servicer asks of the coordinator's Driver, over the real round runner."""
+    """What the servicer asks of the coordinator's Driver (its ``ServedJob``), over the real round runner."""
 
     job_id = JOB
 
     def __init__(self, runner: RoundRunner) -> None:
         self.runner = runner
+        self.uploads = runner.uploads
+        self.secure_aggregation = runner.secure_aggregation
         self.stops: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.runner, name)
 
     def request_stop(self, reason: str) -> None:
         self.stops.append(reason)
@@ -128,7 +128,7 @@ async def coordinator(test_pki: TestPki) -> AsyncIterator[Coordinator]:
     runner = RoundRunner(PLAN, selector, lambda: f"127.0.0.1:{port}", stop_event=asyncio.Event())  # type: ignore[arg-type]
     runner.model = GlobalModel.from_weights(dict(WEIGHTS), 0)
     driver = Driver(runner)
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)  # type: ignore[arg-type]
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)
     await server.start()
     aggregator = StreamingMean(runner.model.weights)
     round_ = asyncio.create_task(

@@ -101,8 +101,7 @@ class LiveCoordinator:
                                   secure_aggregation=self.secure)  # fmt: skip
         self.runner.model = GlobalModel.from_weights(dict(self.weights), 2)
         runner = self.runner
-        driver = SimpleNamespace(job_id=JOB, secure_aggregation=self.secure, token_known=runner.token_known,
-                                 ticket_for=runner.ticket_for, model_for=runner.model_for)  # fmt: skip
+        driver = SimpleNamespace(job_id=JOB, secure_aggregation=self.secure, uploads=runner.uploads)
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), self.server)  # type: ignore[arg-type]
         await self.server.start()
         return endpoint
