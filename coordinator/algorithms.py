@@ -86,6 +86,7 @@ from libs.aggregation.attachments import (
 from libs.aggregation.robust import update_norm
 from libs.aggregation.server_optimizers import OPTIMIZER_PARAMETERS, ServerOptimizer
 from libs.errors import ValidationFailed
+from libs.jobspec import JobSpec
 from libs.weights.tensors import WeightMap, decode, encode, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class JobAlgorithm:
 
     def __init__(
         self,
-        spec: Mapping[str, Any],
+        spec: JobSpec,
         *,
         extenders_root: Path | None = None,
         rng: np.random.Generator | None = None,
@@ -163,8 +164,8 @@ class JobAlgorithm:
         self._spec = spec
         self._extenders_root = extenders_root
         self._rng = rng
-        self.job_id = f"{spec.get('namespace', 'default')}/{spec.get('name', '')}"
-        self.rounds = int(spec.get("rounds", 10))
+        self.job_id = spec.job_id
+        self.rounds = spec.rounds
         self._prepared = False
         self._control: WeightMap | None = None  # SCAFFOLD's c
         self._scaffold_run = secrets.token_hex(8)
@@ -177,14 +178,13 @@ class JobAlgorithm:
         if self._prepared:
             return
         spec = self._spec
-        aggregation = spec.get("aggregation") or {}
-        name = str(aggregation.get("name", "fedavg"))
-        params = dict(aggregation.get("params") or {})
+        name = spec.aggregation.name
+        params = dict(spec.aggregation.params)
         self.screening = _coordinator_parameters(name, params)
         params = {key: value for key, value in params.items() if key not in COORDINATOR_PARAMETERS}
         probe = make_aggregator(name, params)
-        merged = _merge_optimizer(name, probe, dict(spec.get("optimizer") or {}), params)
-        server_rate = float(spec.get("serverLearningRate", 1.0))
+        merged = _merge_optimizer(name, probe, dict(spec.optimizer), params)
+        server_rate = spec.server_learning_rate
         # serverLearningRate defaults to 1.0 (FedAvg as published); the adaptive optimisers keep their
         # published default unless the job sets a rate for them explicitly.
         if "learningRate" not in merged and (probe.optimizer in ("fedavg", "fedavgm") or server_rate != 1.0):
@@ -193,9 +193,9 @@ class JobAlgorithm:
         self.optimizer: ServerOptimizer = self.aggregator.make_optimizer()
         config = dp_config(spec)
         self.privacy = None if config is None else DifferentialPrivacy(config, self._rng)
-        self.secure = (spec.get("privacy") or {}).get("secureAggregation") is not None
+        self.secure = spec.privacy.secure_aggregation is not None
         self.extenders = (
-            Extenders.load(spec, self.job_id, self._extenders_root) if spec.get("extenders") else None
+            None if spec.extenders is None else Extenders.load(spec.extenders, self.job_id, self._extenders_root)
         )
         self.streams = (
             self.aggregator.streams
@@ -233,8 +233,7 @@ class JobAlgorithm:
                 "secure aggregation hides individual updates: it cannot be combined with scaffold, "
                 "robust rules, rejectNormFactor, maxUpdateNorm or an aggregate extender"
             )
-        per_round = int(self._spec.get("clientsPerRound", 2))
-        minimum = int(self._spec.get("minClients") or per_round)
+        minimum = self._spec.min_clients
         needed = self.aggregator.minimum_clients
         if minimum < needed:
             raise ValidationFailed(
@@ -362,7 +361,7 @@ class JobAlgorithm:
         if not self.scaffold or result.control is None or self._control is None:
             return None, self._scaffold_clients
         clients = self._scaffold_clients | set(result.participants)
-        listed = self._spec.get("clients") or []
+        listed = self._spec.clients
         total = self.screening.total_clients or (len(listed) if listed else len(clients))
         total = max(total, result.count)
         fraction = result.count / total

@@ -18,12 +18,12 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 from coordinator.algorithms import JobAlgorithm
 from coordinator.checkpoints import CheckpointStore
-from coordinator.driver import Driver, plan_from_spec
+from coordinator.driver import Driver
 from coordinator.grpc_service import CoordinatorService
+from coordinator.job_plan import JobPlan
 from coordinator.progress import ProgressReporter
 from coordinator.round_runner import RoundRunner
 from coordinator.secure_encoding import config_from_spec
@@ -31,21 +31,19 @@ from coordinator.secure_rounds import SecureRounds
 from coordinator.selector_client import SelectorClient
 from coordinator.settings import CoordinatorSettings
 from libs.errors import InvalidSetting
-from libs.jobspec import parse_spec_text, validate_spec
+from libs.jobspec import JobSpec, parse_spec_text
 from libs.objects import open_object_store
 from libs.protos import coordinator_pb2_grpc
+from libs.records import EXIT_CODES, EXIT_FAILED
 from libs.store import open_document_store
 from libs.wire import Wire
 
 log = logging.getLogger(__name__)
 
-EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "STOPPED": 3}
-
-
-def load_job(path: Path) -> dict[str, Any]:
+def load_job(path: Path) -> JobSpec:
     text = path.read_text(encoding="utf-8")
     raw = json.loads(text) if path.suffix == ".json" else parse_spec_text(text, str(path))
-    return validate_spec(raw)
+    return JobSpec.parse(raw)
 
 
 def open_wire(settings: CoordinatorSettings, job_id: str) -> Wire:
@@ -75,7 +73,7 @@ async def end_client_tasks(selector: SelectorClient, job_id: str, clients: set[s
 async def run(settings: CoordinatorSettings) -> int:
     spec = load_job(settings.job)
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    plan = plan_from_spec(spec)
+    plan = JobPlan.of(spec)
     wire = open_wire(settings, plan.job_id)  # before anything is opened: a wrong certificate stops here
     # Every resource is closed on the way out, whatever fails: an unclosed store
     # thread would keep the process alive after an error.
@@ -96,7 +94,7 @@ async def run(settings: CoordinatorSettings) -> int:
         secure = config_from_spec(spec)
         runner = RoundRunner(plan, selector, lambda: endpoint, stop_event=stop,
                              secure_aggregation=SecureRounds(secure) if secure is not None else None)
-        checkpoints = CheckpointStore(documents, objects, namespace=plan.namespace, job=spec["name"])
+        checkpoints = CheckpointStore(documents, objects, namespace=plan.namespace, job=spec.name)
         # Configuration errors surface in Driver.run (JobAlgorithm.prepare) as a FAILED job with the reason.
         algorithm = JobAlgorithm(spec, extenders_root=settings.extenders_root)
         driver = Driver(spec, runner=runner, checkpoints=checkpoints, objects=objects, reporter=reporter,
@@ -113,4 +111,4 @@ async def run(settings: CoordinatorSettings) -> int:
         await runner.release_all()
         await end_client_tasks(selector, plan.job_id, runner.participants, state)
     log.info("job %s ended %s", plan.job_id, state)
-    return EXIT_CODES.get(state, 1)
+    return EXIT_CODES.get(state, EXIT_FAILED)

@@ -31,7 +31,6 @@ from coordinator.algorithms import JobAlgorithm
 from coordinator.checkpoint_writer import CheckpointWriter
 from coordinator.checkpoints import CheckpointStore
 from coordinator.errors import RoundFailed
-from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.offload import run_sized
 from coordinator.piggyback import EvaluationPiggyback
@@ -42,8 +41,11 @@ from coordinator.secure_rounds import SecureRounds
 from coordinator.stopping import StopRequested
 from coordinator.uploads import Uploads
 from libs.errors import NotFound, NsflError, ValidationFailed
+from libs.jobspec import JobSpec
+from libs.jobspec.spec import ModelRef
 from libs.objects.protocol import ObjectStore
 from libs.protos import coordinator_pb2
+from libs.records import MODELS, JobState, model_key
 from libs.structured_logging import log_context
 from libs.weights.tensors import decode, encode
 
@@ -54,28 +56,8 @@ class JobFailed(Exception):
     pass
 
 
-def plan_from_spec(spec: dict[str, Any]) -> JobPlan:
-    selector = spec.get("selector") or {}
-    requirement = {"runtime": spec["runtime"], "datasets": list(spec.get("datasets", [])),
-                   "labels": dict(selector.get("labels", {})), "resources": dict(selector.get("resources", {})),
-                   "clients": list(spec.get("clients", []))}
-    scripts = spec.get("scripts") or {}
-    per_round = int(spec.get("clientsPerRound", 2))
-    return JobPlan(
-        job_id=f"{spec.get('namespace', 'default')}/{spec['name']}", namespace=spec.get("namespace", "default"),
-        runtime=spec["runtime"], entry=spec.get("taskEntry") or scripts.get("entry", ""),
-        mode=spec.get("mode") or scripts.get("mode", "script"), parameters=dict(spec.get("parameters", {})),
-        datasets=list(spec.get("datasets", [])), clients_per_round=per_round,
-        min_clients=int(spec.get("minClients") or per_round),
-        round_timeout=float(spec.get("roundTimeoutSeconds", 300)),
-        task_timeout=float(spec.get("taskTimeoutSeconds") or spec.get("roundTimeoutSeconds", 300)),
-        redundancy=float(spec.get("redundancy", 1.0)), requirement=requirement,
-        random=bool(spec.get("random", True)), untrained_first=bool(spec.get("untrainedFirst", False)),
-    )
-
-
 class Driver:
-    def __init__(self, spec: dict[str, Any], *, runner: RoundRunner, checkpoints: CheckpointStore,
+    def __init__(self, spec: JobSpec, *, runner: RoundRunner, checkpoints: CheckpointStore,
                  objects: ObjectStore, reporter: ProgressReporter, step: JobAlgorithm,
                  make_aggregator: Callable[[GlobalModel], UpdateSink],
                  clock: Callable[[], float] = time.time) -> None:
@@ -89,10 +71,10 @@ class Driver:
         self.step = step
         self.make_aggregator = make_aggregator
         self.clock = clock
-        self.rounds = int(spec.get("rounds", 10))
-        self.evaluate_every = int(spec.get("evaluateEvery", 1))
-        self.checkpoint_every = int(spec.get("checkpointEvery", 1))
-        self.max_retries = int(spec.get("maxRetries", 2))
+        self.rounds = spec.rounds
+        self.evaluate_every = spec.evaluate_every
+        self.checkpoint_every = spec.checkpoint_every
+        self.max_retries = spec.max_retries
         # Round k's evaluation rides on round k+1's train tasks (coordinator.piggyback).
         self.piggyback = EvaluationPiggyback(evaluate_every=self.evaluate_every, rounds=self.rounds)
         # Checkpoints are stored behind the rounds and reported once stored (coordinator.checkpoint_writer).
@@ -101,7 +83,7 @@ class Driver:
         self.round = 0
         self.last_checkpoint_round = -1
         self.history: list[dict[str, Any]] = []
-        self.state = "STARTING"
+        self.state = JobState.STARTING
 
     # -- what the servicer serves (coordinator.grpc_service.ServedJob) ------------------------
     @property
@@ -117,36 +99,36 @@ class Driver:
         self.runner.stop_event.set()
 
     def status_message(self) -> coordinator_pb2.CoordinatorStatus:
-        return coordinator_pb2.CoordinatorStatus(job_id=self.job_id, state=self.state, round=self.round,
+        return coordinator_pb2.CoordinatorStatus(job_id=self.job_id, state=self.state.value, round=self.round,
                                                  rounds=self.rounds)
 
     # -- the job ---------------------------------------------------------------------
-    async def run(self) -> str:
+    async def run(self) -> JobState:
         with log_context(job=self.job_id):
             try:
                 await self._prepare()
-                await self._report(state="RUNNING", reason="")
+                await self._report(state=JobState.RUNNING, reason="")
                 budget = None  # a privacy budget may end the job before its last round
                 while self.round < self.rounds and (budget := self.step.stop_reason()) is None:
                     await self._train_round(self.round + 1)
                 await self._finish()
-                self.state = "FINISHED"
-                await self._report(state="FINISHED", reason=budget or f"completed {self.rounds} rounds")
+                self.state = JobState.FINISHED
+                await self._report(state=JobState.FINISHED, reason=budget or f"completed {self.rounds} rounds")
             except StopRequested:
                 await self._save_checkpoint_if_new()
-                self.state = "STOPPED"
-                await self._report(state="STOPPED", reason=f"stopped after round {self.round}")
+                self.state = JobState.STOPPED
+                await self._report(state=JobState.STOPPED, reason=f"stopped after round {self.round}")
             except JobFailed as exc:
-                self.state = "FAILED"
-                await self._report(state="FAILED", reason=str(exc))
+                self.state = JobState.FAILED
+                await self._report(state=JobState.FAILED, reason=str(exc))
             except NsflError as exc:
                 log.error("job failed: %s", exc.message)
-                self.state = "FAILED"
-                await self._report(state="FAILED", reason=f"{exc.code}: {exc.message}")
+                self.state = JobState.FAILED
+                await self._report(state=JobState.FAILED, reason=f"{exc.code}: {exc.message}")
             except Exception:
                 log.exception("job failed with an internal error")
-                self.state = "FAILED"
-                await self._report(state="FAILED", reason="internal error in the coordinator; see its log")
+                self.state = JobState.FAILED
+                await self._report(state=JobState.FAILED, reason="internal error in the coordinator; see its log")
             return self.state
 
     async def _prepare(self) -> None:
@@ -159,7 +141,7 @@ class Driver:
             self.step.load_state({**checkpoint.optimizer_arrays, **checkpoint.optimizer_scalars})
             self.runner.model = GlobalModel.from_weights(checkpoint.weights, checkpoint.round)
             log.info("resuming after round %d from checkpoint %s", checkpoint.round, checkpoint.record["key"])
-            await self._report(state="RUNNING", reason=f"resumed from the checkpoint of round {self.round}",
+            await self._report(state=JobState.RUNNING, reason=f"resumed from the checkpoint of round {self.round}",
                                history=self.history, checkpoints=await self.checkpoints.records())
             return
         weights = await self._initial_weights()
@@ -167,34 +149,33 @@ class Driver:
 
     async def _initial_weights(self) -> dict[str, Any]:
         spec = self.spec
-        if spec.get("modelPath"):
+        if spec.model_path:
             # Keys in a spec are relative to the job's namespace: a job cannot read another's objects.
-            return decode(await self.objects.read(f"{self.plan.namespace}/{spec['modelPath']}"), copy=True)
-        if spec.get("checkpointRef"):
-            ref = spec["checkpointRef"]
+            return decode(await self.objects.read(f"{self.plan.namespace}/{spec.model_path}"), copy=True)
+        if spec.checkpoint_ref is not None:
+            ref = spec.checkpoint_ref
             source = CheckpointStore(self.checkpoints.documents, self.objects, namespace=self.plan.namespace,
-                                     job=ref["job"])
+                                     job=ref.job)
             records = await source.records()
-            wanted = [r for r in records if ref.get("round") in (None, r["round"])]
+            wanted = [r for r in records if ref.round in (None, r["round"])]
             if not wanted:
-                raise JobFailed(f"checkpointRef: job {ref['job']!r} has no checkpoint"
-                                + (f" for round {ref['round']}" if ref.get("round") else ""))
+                raise JobFailed(f"checkpointRef: job {ref.job!r} has no checkpoint"
+                                + (f" for round {ref.round}" if ref.round else ""))
             return (await source.load(wanted[-1])).weights
-        if spec.get("modelRef"):
-            return await self._registry_weights(spec["modelRef"])
+        if spec.model_ref is not None:
+            return await self._registry_weights(spec.model_ref)
         return await self._weights_from_a_client()
 
-    async def _registry_weights(self, ref: dict[str, Any]) -> dict[str, Any]:
+    async def _registry_weights(self, ref: ModelRef) -> dict[str, Any]:
         documents = self.checkpoints.documents
-        key = f"{self.plan.namespace}/{ref['name']}"
         try:
-            model = await documents.get("models", key)
+            model = await documents.get(MODELS, model_key(self.plan.namespace, ref.name))
         except NotFound:
-            raise JobFailed(f"modelRef: no model {ref['name']!r} in namespace {self.plan.namespace}") from None
+            raise JobFailed(f"modelRef: no model {ref.name!r} in namespace {self.plan.namespace}") from None
         versions = model.data.get("versions", {})
-        version = str(ref.get("version") or model.data.get("latest", ""))
+        version = str(ref.version or model.data.get("latest", ""))
         if version not in versions:
-            raise JobFailed(f"modelRef: model {ref['name']!r} has no version {version!r}")
+            raise JobFailed(f"modelRef: model {ref.name!r} has no version {version!r}")
         return decode(await self.objects.read(versions[version]["key"]), copy=True)
 
     async def _weights_from_a_client(self) -> dict[str, Any]:
@@ -258,7 +239,7 @@ class Driver:
             if self.checkpoint_every and round_number % self.checkpoint_every == 0:
                 self._checkpoint_behind()
             # With the previous round's record, now holding its evaluation: one report a round.
-            await self._report(state="RUNNING", reason="", round=round_number, round_record=record,
+            await self._report(state=JobState.RUNNING, reason="", round=round_number, round_record=record,
                                revised=() if revised is None else (revised,), **self.step.status_fields())
 
     def _evaluates_apart(self, round_number: int) -> bool:
@@ -288,7 +269,7 @@ class Driver:
     def _work_size(self, model: GlobalModel) -> int:
         """What decides where the server step runs (coordinator.offload): extenders run user code, so a
         job with extenders always steps in a thread."""
-        return sys.maxsize if self.spec.get("extenders") else model.size
+        return sys.maxsize if self.spec.extenders is not None else model.size
 
     def _checkpoint_behind(self) -> None:
         model = self.runner.model
@@ -320,7 +301,7 @@ class Driver:
 
     async def _report(self, **fields: Any) -> None:
         if "state" in fields:
-            self.state = fields["state"]
+            self.state = JobState(fields["state"])
         if "checkpoint" not in fields and self._stored_checkpoints:
             fields["checkpoint"] = self._stored_checkpoints.pop(0)
         await self.reporter.update(rounds=self.rounds, **{"round": self.round, **fields})

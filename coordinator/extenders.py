@@ -62,6 +62,7 @@ import numpy as np
 from coordinator.errors import ExtenderFailed
 from libs.aggregation.attachments import FILE_NAME
 from libs.errors import NsflError, PathOutsideRoot, ValidationFailed
+from libs.jobspec.spec import ExtenderHooks
 from libs.weights.tensors import WeightMap, validate_update
 
 log = logging.getLogger(__name__)
@@ -205,18 +206,14 @@ class Extenders:
         self._hooks = dict(hooks)
 
     @classmethod
-    def load(cls, spec: Mapping[str, Any], job_id: str, root: Path | None) -> Extenders:
-        """Load the hooks ``spec["extenders"]`` names (:class:`ValidationFailed` if one is missing)."""
-        config = spec["extenders"]
-        module = load_module(resolve_hook_file(root, str(config["file"])), job_id)
+    def load(cls, config: ExtenderHooks, job_id: str, root: Path | None) -> Extenders:
+        """Load the hooks the job's ``extenders`` name (:class:`ValidationFailed` if one is missing)."""
+        module = load_module(resolve_hook_file(root, config.file), job_id)
         hooks = {}
-        for hook in HOOKS:
-            name = config.get(hook)
-            if name is None:
-                continue
-            function = getattr(module, str(name), None)
+        for hook, name in config.named().items():
+            function = getattr(module, name, None)
             if not callable(function):
-                raise ValidationFailed(f"extenders.{hook}: {config['file']} has no function {name!r}")
+                raise ValidationFailed(f"extenders.{hook}: {config.file} has no function {name!r}")
             hooks[hook] = function
         return cls(job_id, hooks)
 

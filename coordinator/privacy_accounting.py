@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from libs.errors import ValidationFailed
+from libs.jobspec import JobSpec
 from libs.privacy import PrivacyAccountant, clip_by_l2_norm, gaussian_noise_like
 from libs.privacy.local import local_accountant
 
@@ -75,22 +76,20 @@ class DpConfig:
         }
 
 
-def dp_config(spec: Mapping[str, Any]) -> DpConfig | None:
+def dp_config(spec: JobSpec) -> DpConfig | None:
     """The job's DP settings, or None without ``privacy.dp``."""
-    privacy = spec.get("privacy") or {}
-    dp = privacy.get("dp")
-    if not dp:
+    dp = spec.privacy.dp
+    if dp is None:
         return None
-    mode = str(dp.get("mode", CENTRAL))
-    if mode == CENTRAL and privacy.get("secureAggregation") is not None:
+    mode = dp.mode
+    if mode == CENTRAL and spec.privacy.secure_aggregation is not None:
         mode = DISTRIBUTED
-    target = dp.get("targetEpsilon")
     return DpConfig(
         mode=mode,
-        clip_norm=float(dp["clipNorm"]),
-        noise_multiplier=float(dp["noiseMultiplier"]),
-        delta=float(dp.get("targetDelta", 1e-5)),
-        target_epsilon=None if target is None else float(target),
+        clip_norm=dp.clip_norm,
+        noise_multiplier=dp.noise_multiplier,
+        delta=dp.target_delta,
+        target_epsilon=dp.target_epsilon,
     )
 
 

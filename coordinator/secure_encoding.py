@@ -1,7 +1,7 @@
 """Secure aggregation's settings and encoding: what a job asks for, and how updates fit the ring.
 
 Pure, no I/O: the job spec's ``privacy.secureAggregation`` (and ``privacy.dp``)
-read once (:class:`SecureAggregationConfig`), the threshold for the clients
+read once from its :class:`~libs.jobspec.JobSpec` (:class:`SecureAggregationConfig`), the threshold for the clients
 that joined, which tensors are masked (the floating-point ones, in the
 canonical layout) and how the unmasked sum becomes the round's mean delta.
 Why the clip range and the weight cap: a fixed-point sum of ``n`` clients
@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from coordinator.model_state import WeightMap
 from libs.errors import UpdateRejected
+from libs.jobspec import JobSpec
 from libs.secagg import AggregateResult, Mode, ParameterLayout, RoundSetup
 
 DEFAULT_CLIP_RANGE = 4.0  # per element of a delta; a larger delta element is clipped (the client logs how many)
@@ -66,18 +66,18 @@ class SecureAggregationConfig:
         return 1.0 if self.clients_add_noise else weight_cap(self.bits)
 
 
-def config_from_spec(spec: Mapping[str, Any]) -> SecureAggregationConfig | None:
-    privacy = spec.get("privacy") or {}
-    secure = privacy.get("secureAggregation")
+def config_from_spec(spec: JobSpec) -> SecureAggregationConfig | None:
+    """The job's secure aggregation settings, or None when it asks for none."""
+    secure, dp = spec.privacy.secure_aggregation, spec.privacy.dp
     if secure is None:
         return None
-    dp = privacy.get("dp") or {}
-    round_timeout = float(spec.get("roundTimeoutSeconds", 300))
+    round_timeout = float(spec.round_timeout_seconds)
     return SecureAggregationConfig(
-        mode=Mode(secure.get("mode", Mode.DOUBLE_MASK.value)), threshold=float(secure.get("threshold", 0.7)),
-        bits=int(secure.get("bits", 32)), stage_seconds=min(max(round_timeout * STAGE_SHARE, 2.0), 60.0),
-        dp_clip_norm=float(dp.get("clipNorm", 0.0)), dp_noise_multiplier=float(dp.get("noiseMultiplier", 0.0)),
-        dp_local=dp.get("mode") == "local")
+        mode=Mode(secure.mode), threshold=secure.threshold, bits=secure.bits,
+        stage_seconds=min(max(round_timeout * STAGE_SHARE, 2.0), 60.0),
+        dp_clip_norm=0.0 if dp is None else dp.clip_norm,
+        dp_noise_multiplier=0.0 if dp is None else dp.noise_multiplier,
+        dp_local=dp is not None and dp.mode == "local")
 
 
 def resolve_threshold(threshold: float, participants: int, mode: Mode) -> int:

@@ -17,7 +17,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
+from libs.jobspec.serde import requirement_to_proto
+from libs.jobspec.spec import ClientRequirement
+from libs.protos import selector_pb2, selector_pb2_grpc
 from libs.rpc import call_errors, error_from_rpc
 from libs.wire import Wire
 
@@ -67,20 +69,11 @@ class SelectorClient:
         await self._channel.close()
 
     async def select(self, *, job_id: str, round_number: int, count: int, redundancy: float,
-                     requirement: Mapping[str, Any], random: bool, untrained_first: bool,
+                     requirement: ClientRequirement, random: bool, untrained_first: bool,
                      reservation_seconds: float, seed: int) -> Selection:
-        resources = requirement.get("resources") or {}
         request = selector_pb2.SelectRequest(
             job_id=job_id, round=round_number, count=count, redundancy=redundancy,
-            requirement=selector_pb2.ClientRequirement(
-                runtime=requirement.get("runtime", ""),
-                datasets=list(requirement.get("datasets", [])),
-                labels=dict(requirement.get("labels", {})),
-                resources=common_pb2.Resources(
-                    cpus=float(resources.get("cpus", 0)), memory_mb=int(resources.get("memoryMb", 0)),
-                    gpus=int(resources.get("gpus", 0))),
-                clients=list(requirement.get("clients", [])),
-            ),
+            requirement=requirement_to_proto(requirement),
             random=random, untrained_first=untrained_first, reservation_seconds=reservation_seconds,
             seed=seed,
         )

@@ -27,8 +27,8 @@ import grpc.aio
 
 from libs.errors import NsflError
 from libs.jobspec import JobSpec
-from libs.jobspec.spec import ClientRequirement
-from libs.protos import common_pb2, selector_pb2, selector_pb2_grpc
+from libs.jobspec.serde import requirement_to_proto
+from libs.protos import selector_pb2, selector_pb2_grpc
 from libs.rpc import call_errors
 from libs.wire import Wire
 
@@ -57,20 +57,6 @@ class ClientAvailability(Protocol):
     async def check(self, job_id: str, spec: JobSpec) -> Availability: ...
 
 
-def requirement_message(requirement: ClientRequirement) -> selector_pb2.ClientRequirement:
-    """The selector's view of who may take part (``JobSpec.requirement``, as the coordinator asks it)."""
-    resources = requirement.resources
-    return selector_pb2.ClientRequirement(
-        runtime=requirement.runtime,
-        datasets=list(requirement.datasets),
-        labels=dict(requirement.labels),
-        resources=common_pb2.Resources(
-            cpus=resources.cpus or 0.0, memory_mb=resources.memory_mb or 0, gpus=resources.gpus or 0
-        ),
-        clients=list(requirement.clients),
-    )
-
-
 class SelectorAvailability:
     """:class:`ClientAvailability` over the selector's gRPC API."""
 
@@ -86,7 +72,7 @@ class SelectorAvailability:
             round=0,
             count=needed,
             redundancy=1.0,
-            requirement=requirement_message(spec.requirement),
+            requirement=requirement_to_proto(spec.requirement),
             dry_run=True,
         )
         try:

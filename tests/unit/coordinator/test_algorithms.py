@@ -17,6 +17,7 @@ from libs.aggregation.server_optimizers import make_server_optimizer
 from libs.errors import UpdateRejected, ValidationFailed
 from libs.privacy import PrivacyAccountant
 from libs.weights.tensors import decode
+from tests.unit.coordinator.specs import stored_spec
 
 
 def weights(value: float = 1.0) -> dict[str, np.ndarray]:
@@ -37,7 +38,7 @@ def job(name: str = "fedavg", params: dict[str, Any] | None = None, **spec: Any)
 
 
 def algorithm(spec: dict[str, Any], seed: int = 0) -> JobAlgorithm:
-    made = JobAlgorithm(spec, rng=np.random.default_rng(seed))
+    made = JobAlgorithm(stored_spec(spec), rng=np.random.default_rng(seed))
     made.prepare()
     return made
 
@@ -291,7 +292,7 @@ def test_state_survives_a_checkpoint_and_the_resumed_job_continues_exactly() -> 
     )
     saved = unpack(pack(1, first.weights, original.state(), {}), {"key": "checkpoint"})
 
-    resumed = JobAlgorithm(spec)
+    resumed = JobAlgorithm(stored_spec(spec))
     resumed.load_state({**saved.optimizer_arrays, **saved.optimizer_scalars})
     outcomes = []
     for made in (original, resumed):
@@ -315,7 +316,7 @@ def test_adaptive_optimizer_moments_survive_a_checkpoint() -> None:
     original = algorithm(spec)
     first = original.apply(BASE.weights, one_round(original, BASE, [("a", 1.0, 1)]))
     saved = unpack(pack(1, first, original.state(), {}), {"key": "checkpoint"})
-    resumed = JobAlgorithm(spec)
+    resumed = JobAlgorithm(stored_spec(spec))
     resumed.load_state({**saved.optimizer_arrays, **saved.optimizer_scalars})
     model = GlobalModel.from_weights(first, 1)
     a = original.apply(model.weights, one_round(original, model, [("a", -0.5, 1)]))

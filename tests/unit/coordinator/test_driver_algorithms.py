@@ -22,12 +22,13 @@ import pytest
 
 from coordinator.algorithms import JobAlgorithm
 from coordinator.checkpoints import CheckpointStore
-from coordinator.driver import Driver, plan_from_spec
+from coordinator.driver import Driver
 from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.progress import ProgressReporter
 from coordinator.rounds import RoundBook
 from libs.aggregation.attachments import CONTROL_DELTA, RESERVED_PARAMETER, SERVER_CONTROL, split
+from libs.jobspec import JobSpec
 from libs.objects import open_object_store
 from libs.privacy import PrivacyAccountant
 from libs.store import open_document_store
@@ -122,13 +123,14 @@ async def run_job(
         "parameters": {"epochs": 1},
         **spec,
     }
-    runner = ScriptedRunner(plan_from_spec(spec))
-    algorithm = JobAlgorithm(spec, extenders_root=extenders_root, rng=np.random.default_rng(0))
+    job = JobSpec.parse({key: value for key, value in spec.items() if value is not None})
+    runner = ScriptedRunner(JobPlan.of(job))
+    algorithm = JobAlgorithm(job, extenders_root=extenders_root, rng=np.random.default_rng(0))
     reporter = ProgressReporter(tmp_path / "status.json", job_id=runner.plan.job_id)
     driver = Driver(
-        spec,
+        job,
         runner=runner,  # type: ignore[arg-type]
-        checkpoints=CheckpointStore(documents, objects, namespace="ns", job=spec["name"]),
+        checkpoints=CheckpointStore(documents, objects, namespace="ns", job=job.name),
         objects=objects,
         reporter=reporter,
         step=algorithm,

@@ -16,6 +16,7 @@ from coordinator.model_state import GlobalModel
 from libs.aggregation.attachments import FILE, RESERVED_PARAMETER, file_bytes, split
 from libs.errors import PathOutsideRoot, ValidationFailed
 from libs.weights.tensors import decode
+from tests.unit.coordinator.specs import hooks_of, stored_spec
 
 HOOKS = """
     import numpy as np
@@ -79,7 +80,7 @@ def job(**hooks: str) -> dict[str, Any]:
 
 
 def prepared(root: Path, **hooks: str) -> JobAlgorithm:
-    made = JobAlgorithm(job(**hooks), extenders_root=root)
+    made = JobAlgorithm(stored_spec(job(**hooks)), extenders_root=root)
     made.prepare()
     return made
 
@@ -106,7 +107,7 @@ def test_a_missing_function_or_a_file_that_fails_to_load_fails_the_job_at_start(
     (root / "job" / "broken.py").write_text("raise ImportError('no such library')\n")
     spec = {**job(finish="after"), "extenders": {"file": "job/broken.py", "finish": "after"}}
     with pytest.raises(ValidationFailed, match="failed to load: ImportError: no such library"):
-        JobAlgorithm(spec, extenders_root=root).prepare()
+        JobAlgorithm(stored_spec(spec), extenders_root=root).prepare()
 
 
 def test_broadcast_sends_parameters_and_files_with_the_round_model(root: Path) -> None:
@@ -163,7 +164,7 @@ def test_an_aggregate_hook_returning_the_wrong_layout_fails_the_round(root: Path
 
 def test_a_failing_finish_hook_leaves_the_optimizer_as_before_the_round(root: Path) -> None:
     spec = {**job(finish="explode"), "aggregation": {"name": "fedavgm", "params": {}}}
-    made = JobAlgorithm(spec, extenders_root=root)
+    made = JobAlgorithm(stored_spec(spec), extenders_root=root)
     made.prepare()
     before = made.state()
     aggregation = made.new_round(BASE)
@@ -179,11 +180,11 @@ def test_a_broadcast_may_not_set_the_reserved_parameter(root: Path, tmp_path: Pa
         f"def send(ctx):\n    return {{'parameters': {{'{RESERVED_PARAMETER}': {{}}}}}}\n"
     )
     spec = {**job(), "extenders": {"file": "job/sneaky.py", "broadcast": "send"}}
-    made = JobAlgorithm(spec, extenders_root=root)
+    made = JobAlgorithm(stored_spec(spec), extenders_root=root)
     with pytest.raises(ExtenderFailed, match="reserved"):
         made.broadcast(BASE, 1, {})
 
 
 def test_only_the_hooks_the_job_names_are_loaded(root: Path) -> None:
-    extenders = Extenders.load(job(broadcast="send"), "ns/digits", root)
+    extenders = Extenders.load(hooks_of(job(broadcast="send")), "ns/digits", root)
     assert extenders.has("broadcast") and not extenders.has("aggregate")

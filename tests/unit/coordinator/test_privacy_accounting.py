@@ -10,6 +10,7 @@ import pytest
 from coordinator.privacy_accounting import DifferentialPrivacy, DpConfig, dp_config
 from libs.errors import ValidationFailed
 from libs.privacy import PrivacyAccountant
+from tests.unit.coordinator.specs import stored_spec
 
 
 def spec(**dp: Any) -> dict[str, Any]:
@@ -17,13 +18,13 @@ def spec(**dp: Any) -> dict[str, Any]:
 
 
 def test_the_mode_follows_the_spec_and_secure_aggregation_makes_central_noise_distributed() -> None:
-    assert dp_config({}) is None
-    assert dp_config(spec()) == DpConfig("central", 2.0, 1.0, 1e-5, None)
-    assert dp_config(spec(mode="local", targetEpsilon=8, targetDelta=1e-6)) == DpConfig(
+    assert dp_config(stored_spec({})) is None
+    assert dp_config(stored_spec(spec())) == DpConfig("central", 2.0, 1.0, 1e-5, None)
+    assert dp_config(stored_spec(spec(mode="local", targetEpsilon=8, targetDelta=1e-6))) == DpConfig(
         "local", 2.0, 1.0, 1e-6, 8.0
     )
     secure = {"privacy": {**spec()["privacy"], "secureAggregation": {"mode": "double-mask"}}}
-    assert dp_config(secure).mode == "distributed"  # type: ignore[union-attr]
+    assert dp_config(stored_spec(secure)).mode == "distributed"  # type: ignore[union-attr]
 
 
 def test_clipping_bounds_each_update_to_the_clip_norm() -> None:

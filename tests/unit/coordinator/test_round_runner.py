@@ -11,18 +11,16 @@ from typing import Any
 import numpy as np
 
 from coordinator.aggregating import StreamingMean
-from coordinator.job_plan import JobPlan
 from coordinator.lookahead import PREFETCH_MAX_AGE_SECONDS
 from coordinator.model_state import GlobalModel
 from coordinator.round_runner import RoundRunner
 from coordinator.selector_client import Offer, Selection
 from libs.protos import common_pb2, coordinator_pb2
 from libs.weights.tensors import encode, sha256_hex
+from tests.unit.coordinator.specs import job_plan
 
 CLIENTS = ["c1", "c2", "c3"]
-PLAN = JobPlan(job_id="ns/job", namespace="ns", runtime="pytorch", entry="train", mode="function", parameters={},
-               datasets=[], clients_per_round=3, min_clients=3, round_timeout=20.0, task_timeout=20.0,
-               redundancy=1.0, requirement={}, random=False, untrained_first=False)  # fmt: skip
+PLAN = job_plan(mode="function", clientsPerRound=3, minClients=3, roundTimeoutSeconds=20, random=False)
 
 
 @dataclass
@@ -135,7 +133,7 @@ async def test_a_short_rounds_next_selection_is_made_while_it_runs_and_used() ->
 async def test_a_round_in_which_a_client_failed_selects_the_next_one_anew() -> None:
     selector = Selector(failing={(2, "c2")})
     runner = make_runner(selector)
-    runner.plan = PLAN.__class__(**{**PLAN.__dict__, "min_clients": 2})
+    runner.plan = job_plan(mode="function", clientsPerRound=3, minClients=2, roundTimeoutSeconds=20, random=False)
     assert await train(runner, 1, last=3)
     assert await train(runner, 2, last=3, minimum=2)
     assert await train(runner, 3, last=3)

@@ -23,7 +23,6 @@ import pytest
 
 from coordinator.aggregating import StreamingMean
 from coordinator.grpc_service import CoordinatorService
-from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.round_runner import RoundRunner
 from coordinator.secure_encoding import (
@@ -50,6 +49,7 @@ from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.secagg import KeyDirectory, Mode, RoundSetup, SecAggClient, ShareDelivery, UnmaskRequest
 from libs.secagg.wire import WireMessage
 from tests.fixtures.pki import TestPki
+from tests.unit.coordinator.specs import job_plan, stored_spec
 
 JOB = "ns/job"
 WEIGHTS = {
@@ -284,9 +284,8 @@ async def run_secure_round(pki: TestPki, behaviours: dict[str, Behaviour],
                            cfg: SecureAggregationConfig | None = None, *,
                            target: int | None = None, minimum: int = 2, round_timeout: float = 20.0) -> Round:
     selector = FakeSelector(behaviours, pki)
-    plan = JobPlan(job_id=JOB, namespace="ns", runtime="pytorch", entry="train", mode="script", parameters={},
-                   datasets=[], clients_per_round=len(behaviours), min_clients=minimum, round_timeout=round_timeout,
-                   task_timeout=round_timeout, redundancy=1.0, requirement={}, random=False, untrained_first=False)
+    plan = job_plan(mode="script", clientsPerRound=len(behaviours), minClients=minimum,
+                    roundTimeoutSeconds=int(round_timeout), random=False)
     secure = SecureRounds(cfg or config())
     wire = pki.wire(pki.identity("coordinator", "ns", "job"))
     server = wire.server()
@@ -438,16 +437,16 @@ def test_thresholds_round_up_and_always_exceed_half_the_participants() -> None:
 
 
 def test_the_spec_gives_the_config_and_dp_switches_to_unit_weights_with_noise_headroom() -> None:
-    assert config_from_spec({"privacy": {}}) is None
-    plain = config_from_spec({"roundTimeoutSeconds": 100, "privacy": {"secureAggregation": {"bits": 40}}})
+    assert config_from_spec(stored_spec({"privacy": {}})) is None
+    plain = config_from_spec(stored_spec({"roundTimeoutSeconds": 100, "privacy": {"secureAggregation": {"bits": 40}}}))
     assert plain is not None and plain.mode is Mode.DOUBLE_MASK and plain.threshold == 0.7
     assert plain.stage_seconds == 8.0 and plain.max_weight() == 2.0**24 and plain.clip_range(3) == 4.0
-    dp = config_from_spec({"privacy": {"secureAggregation": {"mode": "one-mask"},
-                                       "dp": {"clipNorm": 1.0, "noiseMultiplier": 1.0}}})
+    dp = config_from_spec(stored_spec({"privacy": {"secureAggregation": {"mode": "one-mask"},
+                                       "dp": {"clipNorm": 1.0, "noiseMultiplier": 1.0}}}))
     assert dp is not None and dp.clients_add_noise and dp.max_weight() == 1.0
     assert dp.clip_range(4) == pytest.approx(max(4.0, 1.0 + 8 * 0.5))  # each of t = 4 adds sigma C / 2
-    local = config_from_spec({"privacy": {"secureAggregation": {}, "dp": {"mode": "local", "clipNorm": 1.0,
-                                                                            "noiseMultiplier": 1.0}}})
+    local = config_from_spec(stored_spec({"privacy": {"secureAggregation": {}, "dp": {"mode": "local", "clipNorm": 1.0,
+                                                                            "noiseMultiplier": 1.0}}}))
     assert local is not None and not local.clients_add_noise and local.max_weight() == 2.0**16
     assert local.clip_range(4) == pytest.approx(1.0 + 8 * 1.0)  # the client's own noise is full strength
 

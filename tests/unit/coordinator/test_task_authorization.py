@@ -31,7 +31,6 @@ from coordinator.__main__ import main
 from coordinator.aggregating import StreamingMean
 from coordinator.app import open_wire, run
 from coordinator.grpc_service import CoordinatorService
-from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.round_runner import RoundRunner
 from coordinator.rounds import RoundBook
@@ -43,14 +42,13 @@ from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.settings import load_settings
 from libs.weights.tensors import encode, sha256_hex
 from tests.fixtures.pki import TestPki
+from tests.unit.coordinator.specs import job_plan
 
 JOB = "ns/job"
 WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
 DELTAS = {"alice": np.full((2, 3), 1.0, np.float32), "bob": np.full((2, 3), 3.0, np.float32)}
 Rpc = Callable[[coordinator_pb2_grpc.CoordinatorStub], Awaitable[Any]]  # one call, made by a test client
-PLAN = JobPlan(job_id=JOB, namespace="ns", runtime="pytorch", entry="train", mode="function", parameters={},
-               datasets=[], clients_per_round=2, min_clients=2, round_timeout=20.0, task_timeout=20.0,
-               redundancy=1.0, requirement={}, random=False, untrained_first=False)  # fmt: skip
+PLAN = job_plan(mode="function", clientsPerRound=2, minClients=2, roundTimeoutSeconds=20, random=False)
 
 
 @dataclass

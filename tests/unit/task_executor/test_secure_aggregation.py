@@ -26,7 +26,6 @@ import pytest
 import coordinator.secure_rounds as secure_rounds
 from coordinator.aggregating import StreamingMean
 from coordinator.grpc_service import CoordinatorService
-from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.round_runner import RoundRunner
 from coordinator.rounds import RoundBook
@@ -44,6 +43,7 @@ from task_executor.secure_aggregation import contribute, flat_delta
 from task_executor.session import Outcome
 from task_executor.settings import ExecutorSettings
 from task_executor.task import TaskSpec, parse_task
+from tests.unit.coordinator.specs import job_plan
 from tests.unit.task_executor.tasks import linear_weights, read_result, task_json, write_script, write_task
 
 # Every message travels in several pieces.  Plaintext on loopback: these tests are about the protocol, and
@@ -90,10 +90,8 @@ class LiveCoordinator:
         self.endpoint = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
 
     async def _start(self) -> str:
-        plan = JobPlan(job_id=JOB, namespace="ns", runtime="pytorch", entry="train", mode="script",
-                       parameters={}, datasets=[], clients_per_round=len(self.selector.clients), min_clients=2,
-                       round_timeout=20.0, task_timeout=20.0, redundancy=1.0, requirement={}, random=False,
-                       untrained_first=False)  # fmt: skip
+        plan = job_plan(mode="script", clientsPerRound=len(self.selector.clients), minClients=2,
+                        roundTimeoutSeconds=20, random=False)
         self.server = grpc.aio.server()
         port = self.server.add_insecure_port("127.0.0.1:0")
         endpoint = f"127.0.0.1:{port}"
