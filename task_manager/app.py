@@ -33,7 +33,7 @@ from task_manager.launcher import Launcher, thread_environment
 from task_manager.process_groups import PidFile, sweep_orphans
 from task_manager.reporting import CoordinatorReporter
 from task_manager.settings import TaskManagerSettings
-from task_manager.warm_worker import NICE_VARIABLE
+from task_manager.worker.launch_channel import NICE_VARIABLE
 from task_manager.workspace import Workspace
 
 log = logging.getLogger(__name__)

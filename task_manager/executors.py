@@ -56,8 +56,8 @@ from task_manager.process_groups import PidFile, kill_group
 from task_manager.reporting import CoordinatorReporter
 from task_manager.settings import TaskManagerSettings
 from task_manager.tasks import Offer, effective_timeout, task_document
+from task_manager.worker.launch_channel import LOG_FILE
 from task_manager.workspace import (
-    LOG_FILE,
     MODEL_FILE,
     TASK_FILE,
     Workspace,

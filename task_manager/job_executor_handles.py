@@ -9,13 +9,13 @@ sees a task run that way: like any executor process, whose end is the task's end
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from task_manager.launcher import ExecutorProcess, ExitStatus
 from task_manager.process_groups import ProcessRecord
 from task_manager.tasks import Offer
+from task_manager.worker.job_channel import ForExecutor
 
 # What one job executor can serve: a task with another runtime, entry or coordinator needs a new one.
 Signature = tuple[str, str, str]
@@ -62,10 +62,10 @@ class JobExecutor:
         assert self.process is not None
         return self.process.record(record_id(self.job_id))
 
-    def send(self, message: dict[str, object]) -> bool:
+    def send(self, message: ForExecutor) -> bool:
         if self.writer is None or self.writer.is_closing():
             return False
-        self.writer.write((json.dumps(message) + "\n").encode())
+        self.writer.write(message.to_line())
         return True
 
 

@@ -6,7 +6,7 @@ gRPC channel, the user's imports and data loading, every round.  So for each
 job the task manager keeps one executor alive across the job's rounds: it is
 forked once from the runtime's warm worker (framework already imported),
 connects back over a local Unix socket, and then runs each task it is handed
-(:mod:`task_manager.job_executor_loop` is its side).
+(:mod:`task_manager.worker.job_executor_loop` is its side).
 
 Process model.  One process per job, never shared between jobs (a job's code,
 data and memory stay in its own process).  A task still has its own folder,
@@ -21,9 +21,9 @@ The channel.  The task manager listens on one abstract-namespace Unix socket
 (no file, no path-length limit; Linux only, like the rest of the daemon).  A
 job executor is launched with the socket's address and a random token, and
 its first line presents the token, which is how the task manager knows which
-process connected (a token is good for one connection).  Then JSON lines:
-``{"run": task_dir}`` down, ``{"finished": task_dir, "code": n}`` up,
-``{"stop": true}`` down to end it.  The global model does not travel here:
+process connected (a token is good for one connection).  Then the lines of
+:mod:`task_manager.worker.job_channel`: ``run`` down, ``finished`` up,
+``stop`` down to end it.  The global model does not travel here:
 the executor downloads it straight from the coordinator into its own memory
 (once per round, decoded without a copy) and uploads its update straight
 back, over a gRPC channel it keeps open across rounds.
@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -81,6 +80,15 @@ from task_manager.job_executor_handles import JobExecutor, JobTask, Run, signatu
 from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
 from task_manager.process_groups import PidFile, kill_group
 from task_manager.tasks import Offer
+from task_manager.worker.job_channel import (
+    ChannelAddress,
+    Finished,
+    Hello,
+    MalformedMessage,
+    RunTask,
+    Stop,
+    decode_for_manager,
+)
 from task_manager.workspace import Workspace, task_dir_name
 
 log = logging.getLogger(__name__)
@@ -89,7 +97,6 @@ HELLO_TIMEOUT_SECONDS = 30.0
 BUSY_WAIT_SECONDS = 5.0
 STOP_GRACE_SECONDS = 3.0
 KILL_WAIT_SECONDS = 10.0
-MAX_LINE = 64 * 1024
 
 
 class JobExecutors:
@@ -138,7 +145,7 @@ class JobExecutors:
         if executor is None:
             return None
         run = Run(str(task_dir), asyncio.get_running_loop().create_future())
-        if not executor.send({"run": run.task_dir}):
+        if not executor.send(RunTask(run.task_dir)):
             self.retire(offer.job_id, "its channel closed", kill=True)
             return None
         executor.running = run
@@ -158,7 +165,7 @@ class JobExecutors:
         ):
             return None
         run = Run(str(task_dir), asyncio.get_running_loop().create_future())
-        if not executor.send({"run": run.task_dir}):
+        if not executor.send(RunTask(run.task_dir)):
             return None
         executor.queued = run
         return JobTask(executor, run)
@@ -207,7 +214,7 @@ class JobExecutors:
         log.info("stopping the executor of job %s: %s", job_id, reason)
         if executor.process is None:
             return True
-        if kill or executor.busy or not executor.send({"stop": True}):
+        if kill or executor.busy or not executor.send(Stop()):
             kill_group(executor.record())
         task = asyncio.create_task(self._reap(executor))
         self._retiring.add(task)
@@ -263,7 +270,7 @@ class JobExecutors:
         self._by_token[executor.token] = executor
         try:
             executor.process = await self.launcher.launch_job(
-                offer.runtime, home, {"address": self.address, "token": executor.token}
+                offer.runtime, home, ChannelAddress(self.address, executor.token)
             )
             self.pid_file.add(executor.record())
             watcher = asyncio.create_task(self._watch(executor))
@@ -315,11 +322,10 @@ class JobExecutors:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
         try:
-            line = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT_SECONDS)
-            hello = json.loads(line)
-            executor = self._by_token.pop(str(hello["hello"]), None)
-        except (TimeoutError, ValueError, KeyError, TypeError, ConnectionError):
-            executor = None
+            hello = decode_for_manager(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT_SECONDS))
+        except (TimeoutError, ValueError, ConnectionError, MalformedMessage):
+            hello = None
+        executor = self._by_token.pop(hello.token, None) if isinstance(hello, Hello) else None
         if executor is None or executor.connected.done():
             writer.close()
             with contextlib.suppress(ConnectionError):
@@ -336,20 +342,24 @@ class JobExecutors:
         with contextlib.suppress(ConnectionError, ValueError):
             while line := await reader.readline():
                 try:
-                    message = json.loads(line)
-                    task_dir, code = str(message["finished"]), int(message["code"])
-                except (ValueError, KeyError, TypeError):
-                    log.warning("the executor of job %s said %r; ignored", executor.job_id, line[:200])
+                    finished = decode_for_manager(line)
+                except MalformedMessage as exc:
+                    log.warning(
+                        "the executor of job %s said something unexpected; ignored: %s", executor.job_id, exc
+                    )
+                    continue
+                if not isinstance(finished, Finished):
+                    log.warning("the executor of job %s said hello twice; ignored", executor.job_id)
                     continue
                 run = executor.running
-                if run is None or run.task_dir != task_dir:
+                if run is None or run.task_dir != finished.task_dir:
                     continue
                 executor.running, executor.queued = executor.queued, None  # it reads the queued one now
                 if executor.running is None:
                     executor.idle_since = self.clock()
                     executor.free.set()
                 if not run.ended.done():
-                    run.ended.set_result(ExitStatus(exit_code=code))
+                    run.ended.set_result(ExitStatus(exit_code=finished.code))
 
     async def _watch(self, executor: JobExecutor) -> None:
         """The process ended: whatever it was running ends with its status; it leaves the pool."""

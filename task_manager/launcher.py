@@ -1,13 +1,14 @@
 """Starting executor processes: from a warm worker per runtime, or cold as a fallback.
 
 :class:`WarmWorker` is the task manager's side of one
-:mod:`task_manager.warm_worker` process: it starts it, writes launch requests
-to its stdin and turns the JSON lines it answers into futures (the pid once
-forked, the exit status once the child ends).  :class:`Launcher` keeps one
+:mod:`task_manager.worker.warm_worker` process: it starts it, writes launch
+requests to its stdin and turns the lines it answers into futures (the pid
+once forked, the exit status once the child ends); both ends' messages are
+:mod:`task_manager.worker.launch_channel`'s.  :class:`Launcher` keeps one
 worker per served runtime, restarts a worker that dies (once it had been
 ready; one that keeps dying while importing is given up and logged once),
 and falls back to a cold process when no worker can take the launch: the
-same child code run by ``python -m task_manager.warm_worker --once`` so the
+same child code run by ``python -m task_manager.worker.warm_worker --once`` so the
 cold path honours the configured ``executor_entry`` too.
 
 Why every process is spawned from the event loop's thread: ``PR_SET_PDEATHSIG``
@@ -31,23 +32,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from task_manager.errors import LaunchFailed
 from task_manager.process_groups import ProcessRecord, kill_group, start_time
-from task_manager.workspace import LOG_FILE, read_log_tail
+from task_manager.worker.job_channel import ChannelAddress
+from task_manager.worker.launch_channel import (
+    LOG_FILE,
+    Exited,
+    ForkFailed,
+    LaunchRequest,
+    MalformedMessage,
+    Ready,
+    Started,
+    WorkerAnswer,
+    WorkerCommand,
+    decode_answer,
+)
+from task_manager.workspace import read_log_tail
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "task_manager.warm_worker"
 STOP_GRACE_SECONDS = 3.0
 RESTART_DELAY_SECONDS = 1.0
 MAX_FAILED_STARTS = 2
@@ -185,20 +195,13 @@ class WarmWorker:
         )
 
     async def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            WORKER_MODULE,
-            "--runtime",
-            self.runtime,
-            "--entry",
-            self.entry,
-            "--parent-pid",
-            str(os.getpid()),
-            *(["--warm-up", self.warm_up] if self.warm_up else []),
-            "--preload",
-            *self.preload,
-        ]
+        command = WorkerCommand(
+            entry=self.entry,
+            parent_pid=os.getpid(),
+            runtime=self.runtime,
+            preload=self.preload,
+            warm_up=self.warm_up,
+        ).argv()
         with self.log_path.open("ab") as stderr:
             self._process = await asyncio.create_subprocess_exec(
                 *command,
@@ -216,8 +219,8 @@ class WarmWorker:
             ", ".join(self.preload) or "nothing",
         )
 
-    async def launch(self, task_dir: Path, serve: Mapping[str, str] | None = None) -> ExecutorProcess:
-        """Fork an executor for ``task_dir``; with ``serve`` (address, token), a job executor."""
+    async def launch(self, task_dir: Path, serve: ChannelAddress | None = None) -> ExecutorProcess:
+        """Fork an executor for ``task_dir``; with ``serve``, a job executor that connects there."""
         process = self._process
         if not self.alive or process is None or process.stdin is None:
             raise LaunchFailed(f"the warm worker for {self.runtime} is not running")
@@ -227,11 +230,8 @@ class WarmWorker:
         ended: asyncio.Future[ExitStatus] = loop.create_future()
         self._started[key] = started
         self._ended[key] = ended
-        request: dict[str, Any] = {"task_dir": str(task_dir), "launch": key}
-        if serve is not None:
-            request["serve"] = dict(serve)
         try:
-            process.stdin.write((json.dumps(request) + "\n").encode())
+            process.stdin.write(LaunchRequest(key, str(task_dir), serve).to_line())
             await process.stdin.drain()
             pid = await started
         except asyncio.CancelledError:
@@ -250,10 +250,11 @@ class WarmWorker:
         try:
             while line := await process.stdout.readline():
                 try:
-                    message = json.loads(line)
-                    self._dispatch(message)
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    log.warning("warm worker for %s said something unexpected: %r", self.runtime, line[:200])
+                    answer = decode_answer(line)
+                except MalformedMessage as exc:
+                    log.warning("warm worker for %s said something unexpected: %s", self.runtime, exc)
+                    continue
+                self._dispatch(answer)
         except (ValueError, OSError) as exc:  # a line over the reader's limit, a broken pipe
             log.error("lost the protocol with the warm worker for %s (%s); killing it", self.runtime, exc)
             with contextlib.suppress(ProcessLookupError):
@@ -261,30 +262,27 @@ class WarmWorker:
         code = await process.wait()
         self._on_death(code)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        event, launch = message.get("event"), message.get("launch")
-        key = launch if isinstance(launch, int) else 0  # 0: no launch of ours
-        if event == "ready":
-            self.preload_seconds = float(message.get("preload_seconds", 0.0))
+    def _dispatch(self, answer: WorkerAnswer) -> None:
+        if isinstance(answer, Ready):
+            self.preload_seconds = answer.preload_seconds
             self.ready.set()
             log.info("warm worker for %s is ready (imports took %.2fs)", self.runtime, self.preload_seconds)
-        elif event == "started":
-            pid = int(message["pid"])
-            started = self._started.get(key)
+        elif isinstance(answer, Started):
+            started = self._started.get(answer.launch)
             if started is not None and not started.done():
-                started.set_result(pid)
-            elif key in self._abandoned:
-                self._abandoned.discard(key)
-                kill_group(ProcessRecord(str(message.get("task_dir", "")), pid, start_time(pid) or 0.0))
-        elif event == "failed":
-            self._abandoned.discard(key)
-            started = self._started.get(key)
+                started.set_result(answer.pid)
+            elif answer.launch in self._abandoned:
+                self._abandoned.discard(answer.launch)
+                kill_group(ProcessRecord(answer.task_dir, answer.pid, start_time(answer.pid) or 0.0))
+        elif isinstance(answer, ForkFailed):
+            self._abandoned.discard(answer.launch)
+            started = self._started.get(answer.launch)
             if started is not None and not started.done():
-                started.set_exception(LaunchFailed(str(message.get("error", "unknown error"))))
-        elif event == "exited":
-            ended = self._ended.pop(key, None)
+                started.set_exception(LaunchFailed(answer.error))
+        elif isinstance(answer, Exited):
+            ended = self._ended.pop(answer.launch, None)
             if ended is not None and not ended.done():
-                ended.set_result(ExitStatus(exit_code=message.get("exit_code"), signal=message.get("signal")))
+                ended.set_result(ExitStatus(exit_code=answer.exit_code, signal=answer.signal))
 
     def _on_death(self, code: int) -> None:
         gone = LaunchFailed(f"the warm worker for {self.runtime} exited with code {code}")
@@ -319,17 +317,7 @@ class WarmWorker:
 
 async def launch_cold(entry: str, task_dir: Path, env: Mapping[str, str] | None = None) -> ExecutorProcess:
     """A fresh interpreter for one task (pays the framework import: the fallback, not the norm)."""
-    command = [
-        sys.executable,
-        "-m",
-        WORKER_MODULE,
-        "--entry",
-        entry,
-        "--parent-pid",
-        str(os.getpid()),
-        "--once",
-        str(task_dir),
-    ]
+    command = WorkerCommand(entry=entry, parent_pid=os.getpid(), once=task_dir).argv()
     with (task_dir / LOG_FILE).open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -430,7 +418,7 @@ class Launcher:
                 log.warning("%s; launching the task cold", exc.message)
         return await launch_cold(self.entry, task_dir, self.env)
 
-    async def launch_job(self, runtime: str, job_dir: Path, serve: Mapping[str, str]) -> ExecutorProcess:
+    async def launch_job(self, runtime: str, job_dir: Path, serve: ChannelAddress) -> ExecutorProcess:
         """A job executor forked from the runtime's warm worker; :class:`LaunchFailed` if none is up.
 
         There is no cold path: a job executor is worth having only if it starts warm, and the caller

@@ -41,7 +41,7 @@ from libs.errors import InvalidSetting, NsflError, PathOutsideRoot
 from libs.pki.identity import IdentityKind
 from libs.settings import load_settings
 from libs.wire import WireSettings
-from task_manager.warm_worker import MAX_NICE
+from task_manager.worker.launch_channel import MAX_NICE
 
 PREFIX = "NSFL_TM_"
 RUNTIMES = ("pytorch", "tensorflow")
@@ -148,7 +148,7 @@ class TaskManagerSettings(WireSettings):
     executor_threads: int = 0
     # How far below the task manager's the executors' CPU priority is (a nice increment, 0-19; 0:
     # the same).  User code that takes every core must not starve the daemon beside it, nor the
-    # executor that is being handed its next task (task_manager.warm_worker.lower_priority).
+    # executor that is being handed its next task (task_manager.worker.child.lower_priority).
     executor_nice: int = 10
     log_level: str = "INFO"
     log_json: bool = False

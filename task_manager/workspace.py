@@ -52,7 +52,6 @@ JOBS = "jobs"
 WORKERS = "workers"
 PID_FILE = "executors.json"
 LOCK_FILE = ".lock"
-LOG_FILE = "executor.log"
 TASK_FILE = "task.json"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.safetensors"  # the global model when it came with the offer (TaskOffer.model)

@@ -158,7 +158,7 @@ def test_an_executor_in_its_own_session_lowers_its_priority_as_a_process_and_as_
 ) -> None:
     probe = (
         "import os\n"
-        "from task_manager.warm_worker import lower_priority\n"
+        "from task_manager.worker.child import lower_priority\n"
         "os.setsid()\n"
         f"lower_priority({increment!r})\n"
         "print(os.nice(0))\n"

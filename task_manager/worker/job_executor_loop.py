@@ -9,12 +9,10 @@ interpreter's warm-up of the executor's own modules, a new gRPC channel to the
 coordinator (the executor keeps it), the user's imports and whatever the user
 code keeps in ``nsfl.cache`` (parsed data sets).
 
-The channel (newline-delimited JSON, one object per line; docs/contracts.md)::
-
-    executor -> manager   {"hello": <token>, "pid": <pid>}        once, first
-    manager -> executor   {"run": "<task dir>"}                   one task
-    executor -> manager   {"finished": "<task dir>", "code": <n>} its exit code
-    manager -> executor   {"stop": true}                          leave (so does EOF)
+The channel's messages are :mod:`.job_channel`'s: the executor says
+``Hello`` (its token and pid) once, then ``Finished`` (the task's exit code) for
+each ``RunTask``; ``Stop`` or the end of the socket ends it.  A malformed line
+is logged in the job executor's own log and skipped.
 
 The manager may send a task's ``run`` while another runs (a task offered
 ahead, queued behind the job's current one): it waits in the socket and is
@@ -38,30 +36,28 @@ after ``finished`` is sent keeps it off the round's critical path.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-LOG_FILE = "executor.log"
-MAX_LINE = 64 * 1024
+from task_manager.worker.child import EntryFunction, exit_code, system_exit_code
+from task_manager.worker.job_channel import (
+    MAX_LINE,
+    ChannelAddress,
+    Finished,
+    ForExecutor,
+    ForManager,
+    Hello,
+    MalformedMessage,
+    Stop,
+    decode_for_executor,
+)
+from task_manager.worker.launch_channel import LOG_FILE
+
 SLOW_COLLECTION_SECONDS = 0.005
-EntryFunction = Callable[[Path], int]
-
-
-def exit_code(result: object) -> int:
-    return result if isinstance(result, int) and 0 <= result <= 255 else 1
-
-
-def _system_exit_code(exc: SystemExit) -> int:
-    if exc.code is None:
-        return 0
-    return exc.code if isinstance(exc.code, int) and 0 <= exc.code <= 255 else 1
 
 
 def _flush() -> None:
@@ -90,7 +86,7 @@ def run_one(entry: EntryFunction, task_dir: Path, home_fd: int, home: Path) -> i
         os.chdir(task_dir)
         code = exit_code(entry(task_dir))
     except SystemExit as exc:
-        code = _system_exit_code(exc)
+        code = system_exit_code(exc)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -128,26 +124,23 @@ class ManagerChannel:
         self._reader = sock.makefile("rb")
 
     @classmethod
-    def connect(cls, address: str, token: str) -> ManagerChannel:
+    def connect(cls, address: ChannelAddress) -> ManagerChannel:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.set_inheritable(False)
-        sock.connect(address)
+        sock.connect(address.address)
         channel = cls(sock)
-        channel.send({"hello": token, "pid": os.getpid()})
+        channel.send(Hello(address.token, os.getpid()))
         return channel
 
-    def send(self, message: dict[str, Any]) -> None:
-        self._sock.sendall((json.dumps(message) + "\n").encode())
+    def send(self, message: ForManager) -> None:
+        self._sock.sendall(message.to_line())
 
-    def receive(self) -> dict[str, Any] | None:
-        """The next message; None at EOF (the task manager went away)."""
+    def receive(self) -> ForExecutor | None:
+        """The next message; None at EOF (the task manager went away); :class:`MalformedMessage`."""
         line = self._reader.readline(MAX_LINE)
         if not line:
             return None
-        message = json.loads(line)
-        if not isinstance(message, dict):
-            raise ValueError(f"expected a JSON object, got {line[:100]!r}")
-        return message
+        return decode_for_executor(line)
 
     def close(self) -> None:
         self._reader.close()
@@ -158,19 +151,17 @@ def serve(entry: EntryFunction, channel: ManagerChannel, home: Path) -> int:
     """Run the tasks the task manager sends until it says stop or goes away; the process's exit code."""
     home_fd = os.open(home / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        while (message := channel.receive()) is not None:
-            if message.get("stop"):
-                return 0
-            task_dir = message.get("run")
-            if not isinstance(task_dir, str):
-                print(
-                    f"job executor: ignored an unknown request {message!r:.200}", file=sys.stderr, flush=True
-                )
+        while True:
+            try:
+                message = channel.receive()
+            except MalformedMessage as exc:
+                print(f"job executor: ignored a request: {exc}", file=sys.stderr, flush=True)
                 continue
-            code = run_one(entry, Path(task_dir), home_fd, home)
-            channel.send({"finished": task_dir, "code": code})
+            if message is None or isinstance(message, Stop):
+                return 0
+            code = run_one(entry, Path(message.task_dir), home_fd, home)
+            channel.send(Finished(message.task_dir, code))
             tidy()
-        return 0
     finally:
         os.close(home_fd)
         channel.close()
