@@ -44,7 +44,6 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -53,20 +52,11 @@ from typing import Any
 
 from coordinator.growing_json import GrowingListEncoder, encode_object
 from coordinator.offload import behind_the_round, run_sized
+from libs.files import write_text_atomic
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
 from libs.wire import Wire
 
 log = logging.getLogger(__name__)
-
-
-def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 PACE_SECONDS = 0.25

@@ -40,9 +40,8 @@ Certificates: each launch that starts a process (cold or by the standby) gets a
 fresh one in ``tls/``, named by ``NSFL_COORDINATOR_TLS_*`` variables
 (:mod:`job_scheduler.coordinator_certificates`); an adopted coordinator keeps its own.
 
-Processes are started with ``os.posix_spawnp`` rather than ``subprocess``:
-a ``Popen`` object for a process meant to outlive us would warn when it is
-collected, and all that is needed is a pid, a session and redirected output.
+Processes are started by :func:`libs.spawning.spawn_detached`: their own
+session, output appended to ``coordinator.log``, the lock passed open.
 """
 
 from __future__ import annotations
@@ -75,7 +74,9 @@ from job_scheduler.platform import (
     LaunchRequest,
     coordinator_name,
 )
+from libs.files import write_json_atomic
 from libs.records import exit_code_of
+from libs.spawning import appended_log, spawn_detached, utc_stamp
 
 log = logging.getLogger(__name__)
 
@@ -238,26 +239,12 @@ class LocalPlatform:
         base = os.environ if self._environment is None else self._environment
         inherited = {k: v for k, v in base.items() if k not in WIRE_VARIABLES}
         env = {**inherited, TOKEN_VARIABLE: request.token, **self._wire_environment(request, workdir)}
-        log_fd = os.open(workdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            os.write(log_fd, f"--- launch {request.launch} of {name} at {stamp} ---\n".encode())
+        heading = f"launch {request.launch} of {name} at {utc_stamp()}"
+        with appended_log(workdir / LOG_FILE, heading) as log_fd:
             pid = self._hand_to_standby(request, workdir, name, argv[3:], env, (log_fd, lock_fd))
             if pid is not None:
                 return pid
-            os.set_inheritable(lock_fd, True)
-            pid = os.posix_spawnp(
-                argv[0], argv, env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                ],
-                setsid=True,
-                setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGPIPE),
-            )  # fmt: skip
-        finally:
-            os.close(log_fd)
+            pid = spawn_detached(argv, env, output=log_fd, pass_fds=(lock_fd,))
         return self._launched(request, workdir, name, pid)
 
     def _wire_environment(self, request: LaunchRequest, workdir: Path) -> dict[str, str]:
@@ -435,10 +422,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write atomically: a reader (or a scheduler killed mid-write) sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write atomically: a reader (or a scheduler killed mid-write) sees the old file or the new one.
+
+    Not fsynced: these files describe live processes, which a power loss ends anyway.
+    """
+    write_json_atomic(path, dict(data), durable=False, indent=None)
 
 
 def tail(path: Path, lines: int) -> str:

@@ -23,10 +23,8 @@ token".
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from libs.errors import InvalidSetting, UnknownSetting
+from libs.files import write_text_atomic
 
 CONFIG_VARIABLE = "NSFL_CTL_CONFIG"
 OVERRIDE_VARIABLES = {"api": "NSFL_API", "token": "NSFL_TOKEN", "namespace": "NSFL_NAMESPACE"}
@@ -144,17 +143,7 @@ def write_file(path: Path, config: CliConfig) -> None:
     data = {key: value for key, value in config.as_dict().items() if value}
     text = "# nsfl-ctl configuration (holds a bearer token: keep it private)\n"
     text += yaml.safe_dump(data, sort_keys=False)
-    # mkstemp creates the file with mode 0600 whatever the umask.
-    fd, temporary = tempfile.mkstemp(prefix=".config-", suffix=".yaml", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_text_atomic(path, text, mode=0o600)  # 0600 from the temporary file's creation on
 
 
 def update_file(path: Path, **values: str) -> CliConfig:

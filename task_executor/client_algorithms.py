@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +70,7 @@ from libs.aggregation.attachments import (
 )
 from libs.aggregation.client_side import prox_penalty
 from libs.errors import InvalidWeights, NsflError
+from libs.files import write_atomic
 from libs.weights.tensors import WeightMap, decode, encode, read_metadata, validate_update
 from task_executor import session as _session
 from task_executor.errors import InvalidTask, SdkError
@@ -280,10 +280,8 @@ class ClientRound:
         return stored
 
     def _write_client_control(self, control: WeightMap) -> None:
-        directory = self._state_dir()
-        temporary = directory / f".{CONTROL_FILE}.{os.getpid()}.tmp"
-        temporary.write_bytes(encode(control, {"run": str(self.config.scaffold_run)}))
-        os.replace(temporary, directory / CONTROL_FILE)
+        data = encode(control, {"run": str(self.config.scaffold_run)})
+        write_atomic(self._state_dir() / CONTROL_FILE, data, durable=False)
 
     def _control_delta(self) -> WeightMap:
         if self._scaffold is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from libs.errors import ValidationFailed
+from libs.files import write_json_atomic
 from libs.privacy import privatize_locally
 from libs.privacy.local import local_accountant
 from libs.weights.tensors import WeightMap
@@ -79,9 +79,7 @@ def read_uploads(state_dir: Path | None) -> int:
 
 def write_uploads(state_dir: Path, uploads: int) -> None:
     """Record the count atomically (a crash leaves the old or the new count, never half a file)."""
-    temporary = state_dir / f".{LEDGER}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps({"uploads": uploads}), encoding="utf-8")
-    os.replace(temporary, state_dir / LEDGER)
+    write_json_atomic(state_dir / LEDGER, {"uploads": uploads}, durable=False, indent=None)
 
 
 def privatize(

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from libs.files import write_json_atomic
 from task_executor.errors import InvalidTask
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,4 @@ def read_task(task_dir: Path) -> TaskSpec:
 
 def write_result(task_dir: Path, result: ResultJson) -> None:
     """Write ``result.json`` atomically, so a reader never sees half of it."""
-    path = task_dir / RESULT_FILE
-    temporary = path.with_name(f".{RESULT_FILE}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_json_atomic(task_dir / RESULT_FILE, result, durable=False)  # read at once; a power loss ends the round anyway

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import psutil
 
+from libs.files import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 # psutil start times of one process agree to the clock tick; a recycled pid differs by far more.
@@ -139,9 +141,8 @@ class PidFile:
         self._write()
 
     def _write(self) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps([asdict(r) for r in self._records.values()], indent=1) + "\n")
-        os.replace(temporary, self.path)
+        # Not fsynced: it lists live processes, which a power loss ends anyway; it changes with every task.
+        write_json_atomic(self.path, [asdict(r) for r in self._records.values()], durable=False, indent=1)
 
 
 def sweep_orphans(pid_file: PidFile) -> int:
