@@ -14,17 +14,16 @@ Both channels come from one :class:`~libs.wire.Wire` (mutual TLS as the
 at the other end).  With the setting ``pki_dir``, the enrolment service is
 opened over the same document store and that PKI.
 
-:func:`serve` adds what a process needs: the listening site, a port file
-written once serving (so a launcher can start the server on port 0), and
-a clean stop on SIGTERM/SIGINT.
+:func:`serve` adds what a process needs: the listening site
+(:class:`ApiService`), a port file written once serving (so a launcher can
+start the server on port 0), and a clean stop on SIGTERM/SIGINT
+(:func:`libs.service.serve_until_stopped`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from api_server.state import (
 )
 from libs.objects import ObjectStore, open_object_store
 from libs.pki.directory import PkiDirectory
+from libs.service import serve_until_stopped
 from libs.store import DocumentStore, open_document_store
 from libs.wire import Wire
 
@@ -161,42 +161,40 @@ async def _hide_server_banner(request: web.Request, response: web.StreamResponse
     response.headers["Server"] = "nsfl-api"
 
 
-def write_port_file(path: Path, port: int) -> None:
-    """Write ``port`` atomically, so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{port}\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def bound_port(runner: web.AppRunner) -> int:
     for address in runner.addresses:
         return int(address[1])
     raise RuntimeError("the API server is not listening")
 
 
+class ApiService:
+    """The application behind a TCP site: a :class:`libs.service.Service`."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        # The access log shows the request line and outcome; never headers, so never a token.
+        self._runner = web.AppRunner(make_app(settings), access_log_format='%a "%r" %s %b %Tfs')
+
+    async def start(self) -> int:
+        settings = self.settings
+        try:
+            await self._runner.setup()
+            site = web.TCPSite(
+                self._runner, settings.listen_host, settings.listen_port,
+                shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+            )  # fmt: skip
+            await site.start()
+        except BaseException:
+            await self.stop()
+            raise
+        port = bound_port(self._runner)
+        log.info("API server listening on %s:%d", settings.listen_host, port)
+        return port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
 async def serve(settings: ApiSettings, *, port_file: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    # The access log shows the request line and outcome; never headers, so never a token.
-    runner = web.AppRunner(make_app(settings), access_log_format='%a "%r" %s %b %Tfs')
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await runner.setup()
-        site = web.TCPSite(
-            runner, settings.listen_host, settings.listen_port, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
-        )
-        await site.start()
-        port = bound_port(runner)
-        if port_file is not None:
-            write_port_file(port_file, port)
-        log.info("API server listening on %s:%d", settings.listen_host, port)
-        await stop.wait()
-        log.info("stopping the API server")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
-        if port_file is not None:
-            await asyncio.to_thread(port_file.unlink, missing_ok=True)
+    await serve_until_stopped(ApiService(settings), name="API server", port_file=port_file)

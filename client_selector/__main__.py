@@ -4,55 +4,36 @@
 launcher (the standalone control plane, a test) can start the selector on
 port 0 and learn where it listens without racing for a free port.  A bad
 setting prints ``Error: ...`` and exits with the catalogue's exit code,
-never a traceback.
+never a traceback (:func:`libs.service.run_main`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
-from pathlib import Path
 
 from client_selector.app import serve
 from client_selector.settings import load
-from libs.errors import NsflError
-from libs.structured_logging import configure_logging
-
-log = logging.getLogger("client_selector")
+from libs.service import run_main, service_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m client_selector",
-        description="nsfl client selector: client registry, selection, task relay",
+    parser = service_arguments(
+        "python -m client_selector",
+        "nsfl client selector: client registry, selection, task relay",
+        variables="NSFL_SELECTOR_*",
     )
-    parser.add_argument(
-        "--config", type=Path, help="YAML or JSON settings file (NSFL_SELECTOR_* variables win)"
-    )
-    parser.add_argument("--listen", help="host:port to listen on (port 0: any free port)")
-    parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load(args.config, overrides={"listen": args.listen} if args.listen else None)
-    except NsflError as exc:
-        print(f"Error: {exc.message}", file=sys.stderr)
-        return exc.entry.exit_code
-    configure_logging(settings.log_level, json_output=settings.log_json, component="client_selector")
-    try:
-        asyncio.run(serve(settings, port_file=args.port_file))
-    except NsflError as exc:
-        log.error("client selector stopped: %s", exc.message)
-        print(f"Error: {exc.message}", file=sys.stderr)
-        return exc.entry.exit_code
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_main(
+        lambda: load(args.config, overrides={"listen": args.listen} if args.listen else None),
+        lambda settings: serve(settings, port_file=args.port_file),
+        component="client_selector",
+        name="client selector",
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ the gRPC server (mutual TLS and the authorisation guard, through the
 process's one :class:`~libs.wire.Wire`) and the sweeper (liveness, expired
 reservations, clients past their retention), and closes them in reverse order.
 Tests start it in-process on port 0; :func:`serve` adds what a process needs
-(signal handling, a port file) and is what ``python -m client_selector``
-runs.
+(signal handling, a port file: :func:`libs.service.serve_until_stopped`) and
+is what ``python -m client_selector`` runs.
 
 Shutdown order matters: the selector first closes every task-manager stream
 with ``UNAVAILABLE`` (so task managers reconnect with backoff to the next
@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from client_selector.selector import Selector
 from client_selector.settings import SelectorSettings
 from libs.errors import NsflError
 from libs.protos import selector_pb2_grpc
+from libs.service import serve_until_stopped
 from libs.store import DocumentStore, open_document_store
 from libs.wire import Wire
 
@@ -133,35 +132,6 @@ class SelectorApp:
                 log.exception("liveness sweep failed")
 
 
-def write_port_file(path: Path, port: int) -> None:
-    """Write ``port`` atomically, so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{port}\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def remove_port_file(path: Path) -> None:
-    """A stopped selector leaves no port file behind that a launcher could mistake for a live one."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
 async def serve(settings: SelectorSettings, *, port_file: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    app = SelectorApp(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        port = await app.start()
-        if port_file is not None:
-            write_port_file(port_file, port)
-        await stop.wait()
-        log.info("stopping the client selector")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await app.stop()
-        if port_file is not None:
-            remove_port_file(port_file)
+    await serve_until_stopped(SelectorApp(settings), name="client selector", port_file=port_file)

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 from pathlib import Path
 
 from coordinator.algorithms import JobAlgorithm
@@ -35,6 +34,7 @@ from libs.jobspec import JobSpec, parse_spec_text
 from libs.objects import open_object_store
 from libs.protos import coordinator_pb2_grpc
 from libs.records import EXIT_CODES, EXIT_FAILED
+from libs.service import handle_stop_signals
 from libs.store import open_document_store
 from libs.wire import Wire
 
@@ -102,9 +102,7 @@ async def run(settings: CoordinatorSettings) -> int:
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(driver), server)
         await server.start()
         resources.push_async_callback(server.stop, 1.0)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, driver.request_stop, f"signal {sig.name}")
+        handle_stop_signals(lambda sig: driver.request_stop(f"signal {sig.name}"))
         log.info("coordinator for %s serving on %s", plan.job_id, endpoint)
         await reporter.update(endpoint=endpoint, pid=os.getpid())
         state = await driver.run()

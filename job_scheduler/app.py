@@ -6,7 +6,8 @@ the port coordinators report to is known before any launches), then starts
 the supervisor, which recovers from the store before admitting anything.
 Tests start it in-process on port 0, optionally with a fake platform or a
 fake client availability; :func:`serve` adds what a process needs (signal
-handling, a port file) and is what ``python -m job_scheduler`` runs.
+handling, a port file: :func:`libs.service.serve_until_stopped`) and is what
+``python -m job_scheduler`` runs.
 
 The wire: one :class:`~libs.wire.Wire` (role ``scheduler``) serves
 ``JobControl`` with mutual TLS and the authorisation guard, and dials the
@@ -36,8 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +59,7 @@ from job_scheduler.supervisor import Supervisor
 from libs.objects import open_object_store
 from libs.objects.protocol import ObjectStore
 from libs.protos import scheduler_pb2_grpc
+from libs.service import serve_until_stopped
 from libs.store import DocumentStore, open_document_store
 from libs.wire import Wire
 
@@ -291,35 +291,8 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
         await task
 
 
-def write_port_file(path: Path, port: int) -> None:
-    """Write ``port`` atomically, so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{port}\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def remove_port_file(path: Path) -> None:
-    """A stopped scheduler leaves no port file behind that a launcher could mistake for a live one."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
 async def serve(settings: SchedulerSettings, *, port_file: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully (coordinators keep running)."""
     stop = asyncio.Event()
     app = SchedulerApp(settings, on_operator_exit=stop.set)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        port = await app.start()
-        if port_file is not None:
-            write_port_file(port_file, port)
-        await stop.wait()
-        log.info("stopping the job scheduler")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await app.stop()
-        if port_file is not None:
-            remove_port_file(port_file)
+    await serve_until_stopped(app, name="job scheduler", port_file=port_file, stop=stop)

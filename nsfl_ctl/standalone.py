@@ -59,6 +59,8 @@ from typing import Any
 import yaml
 
 from libs.errors import InvalidSetting, InvalidState, NotFound, Unavailable
+from libs.files import write_json_atomic
+from libs.service import read_port_file
 from nsfl_ctl import pki, processes
 from nsfl_ctl.control_plane_plan import (
     HOST,
@@ -221,7 +223,7 @@ def _start(
     running = Running(component.name, record, 0, component.log_file)
     started.append(running)
     while True:
-        port = _read_port(component.port_file)
+        port = read_port_file(component.port_file)
         if port:
             running.port = port
             return running
@@ -268,14 +270,6 @@ def _report_tail(running: Running, report: Callable[[str], None]) -> None:
             report(f"  {line}")
 
 
-def _read_port(path: Path) -> int:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return 0
-    return int(text) if text.isdigit() else 0
-
-
 # --- the record ---------------------------------------------------------------------------------
 
 
@@ -284,10 +278,7 @@ def write_record(plane: ControlPlane) -> None:
         "stateDir": str(plane.state_dir), "api": plane.api_url, "startedAt": time.time(),
         "components": [c.as_dict() for c in plane.components],
     }  # fmt: skip
-    path = plane.state_dir / RECORD_FILE
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_json_atomic(plane.state_dir / RECORD_FILE, document)
 
 
 def read_record(state_dir: Path) -> ControlPlane | None:
