@@ -17,7 +17,7 @@ The modules, from the edges in:
   middleware), ``metrics`` (Prometheus text), ``bodies`` and
   ``parameters`` (bounded, checked input);
 - logic: ``registry`` (model registry), ``job_views`` (store reads and the
-  public job shape), ``spec_patching`` and ``spec_references`` (PATCH and
-  reference checks), ``safetensors_check`` (upload validation);
+  public job shape), ``spec_references`` (reference checks; PATCH is
+  ``libs.jobspec.patching``), ``safetensors_check`` (upload validation);
 - adapters: ``scheduler_client``, ``selector_client``, ``upstream``.
 """

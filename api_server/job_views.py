@@ -29,20 +29,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from libs.errors import NotFound, ValidationFailed
+from libs.records import CHECKPOINTS, JOBS, ROUNDS, JobState, checkpoint_key, job_key
 from libs.store import Document, DocumentStore
 
-JOBS = "jobs"
-ROUNDS = "rounds"
-CHECKPOINTS = "checkpoints"
-STATES = ("QUEUED", "PENDING", "STARTING", "RUNNING", "STOPPING", "FINISHED", "FAILED", "STOPPED", "DELETING")
+STATES = tuple(state.value for state in JobState)
 # DESIGN §4: a spec may change only where no coordinator runs with the old one.  The scheduler
 # decides; this copy only answers early, without a round trip, in the common case.
-UPDATABLE_STATES = frozenset({"QUEUED", "PENDING", "FINISHED", "FAILED", "STOPPED"})
+UPDATABLE_STATES = frozenset(
+    state.value
+    for state in (JobState.QUEUED, JobState.PENDING, JobState.FINISHED, JobState.FAILED, JobState.STOPPED)
+)
 _SECRET_KEY = re.compile(r"token|secret|password|credential|private|apikey", re.IGNORECASE)
-
-
-def job_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
 
 
 def without_secrets(value: Any) -> Any:
@@ -136,7 +133,7 @@ async def require_checkpoint(
 ) -> None:
     """``NotFound`` unless the job has the checkpoint (any, when ``round_number`` is None)."""
     if round_number is not None:
-        found = await store.try_get(CHECKPOINTS, f"{job_key(namespace, job)}#{round_number:06d}")
+        found = await store.try_get(CHECKPOINTS, checkpoint_key(namespace, job, round_number))
     else:
         matches = await store.find(CHECKPOINTS, {"jobId": job_key(namespace, job)}, limit=1)
         found = matches[0] if matches else None

@@ -43,11 +43,12 @@ from typing import Any
 
 from libs.errors import AlreadyExists, NotFound, NsflError, ValidationFailed, VersionConflict
 from libs.objects import ObjectStore, PutData, model_key, validate_prefix
+from libs.records import MODELS
 from libs.store import Document, DocumentStore
 
 log = logging.getLogger(__name__)
 
-COLLECTION = "models"
+COLLECTION = MODELS
 CAS_ATTEMPTS = 20
 RUNTIMES = ("pytorch", "tensorflow")
 

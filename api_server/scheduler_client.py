@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from api_server.auth import ALL_NAMESPACES, Caller
 from api_server.upstream import upstream_errors
 from libs.errors import CATALOGUE, NsflError
+from libs.jobspec import JobSpec
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
 from libs.wire import Wire
 
@@ -49,10 +50,10 @@ def namespaces_metadata(caller: Caller) -> Metadata:
 class JobScheduler(Protocol):
     """The job operations the REST API forwards to the scheduler, each on behalf of ``caller``."""
 
-    async def submit(self, caller: Caller, namespace: str, spec: dict[str, Any]) -> dict[str, Any]: ...
+    async def submit(self, caller: Caller, namespace: str, spec: JobSpec) -> dict[str, Any]: ...
 
     async def update(
-        self, caller: Caller, namespace: str, name: str, spec: dict[str, Any], *, expected_version: int
+        self, caller: Caller, namespace: str, name: str, spec: JobSpec, *, expected_version: int
     ) -> dict[str, Any]: ...
 
     async def start(
@@ -95,8 +96,8 @@ class GrpcJobScheduler:
     def _ref(namespace: str, name: str) -> scheduler_pb2.JobRef:
         return scheduler_pb2.JobRef(namespace=namespace, name=name)
 
-    async def submit(self, caller: Caller, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
-        request = scheduler_pb2.SubmitJobRequest(namespace=namespace, spec_json=json.dumps(spec))
+    async def submit(self, caller: Caller, namespace: str, spec: JobSpec) -> dict[str, Any]:
+        request = scheduler_pb2.SubmitJobRequest(namespace=namespace, spec_json=json.dumps(spec.to_document()))
         with upstream_errors(SCHEDULER):
             reply = await self._stub.SubmitJob(
                 request, timeout=self._timeout, metadata=namespaces_metadata(caller)
@@ -104,10 +105,10 @@ class GrpcJobScheduler:
         return _job_of(reply)
 
     async def update(
-        self, caller: Caller, namespace: str, name: str, spec: dict[str, Any], *, expected_version: int
+        self, caller: Caller, namespace: str, name: str, spec: JobSpec, *, expected_version: int
     ) -> dict[str, Any]:
         request = scheduler_pb2.UpdateJobRequest(
-            ref=self._ref(namespace, name), spec_json=json.dumps(spec), expected_version=expected_version
+            ref=self._ref(namespace, name), spec_json=json.dumps(spec.to_document()), expected_version=expected_version
         )
         with upstream_errors(SCHEDULER):
             reply = await self._stub.UpdateJob(

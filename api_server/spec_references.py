@@ -17,12 +17,10 @@ All problems are reported together, like the schema's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from api_server.job_views import require_checkpoint
 from api_server.registry import ModelRegistry
 from libs.errors import InvalidKey, NotFound
+from libs.jobspec import JobSpec
 from libs.jobspec.messages import Problem
 from libs.jobspec.validation import invalid
 from libs.objects import ObjectStore, validate_key
@@ -30,7 +28,7 @@ from libs.store import DocumentStore
 
 
 async def check_references(
-    spec: Mapping[str, Any],
+    spec: JobSpec,
     namespace: str,
     *,
     store: DocumentStore,
@@ -39,22 +37,20 @@ async def check_references(
 ) -> None:
     """``ValidationFailed`` naming each initial model source that does not exist."""
     problems: list[Problem] = []
-    model_ref = spec.get("modelRef")
-    if isinstance(model_ref, Mapping):
+    model_ref = spec.model_ref
+    if model_ref is not None:
         try:
-            await registry.version(namespace, str(model_ref.get("name")), model_ref.get("version"))
+            await registry.version(namespace, model_ref.name, model_ref.version)
         except NotFound as exc:
             problems.append(Problem("spec.modelRef", f"{exc.message} (register or upload the model first)"))
-    checkpoint_ref = spec.get("checkpointRef")
-    if isinstance(checkpoint_ref, Mapping):
+    checkpoint_ref = spec.checkpoint_ref
+    if checkpoint_ref is not None:
         try:
-            await require_checkpoint(
-                store, namespace, str(checkpoint_ref.get("job")), checkpoint_ref.get("round")
-            )
+            await require_checkpoint(store, namespace, checkpoint_ref.job, checkpoint_ref.round)
         except NotFound as exc:
             problems.append(Problem("spec.checkpointRef", exc.message))
-    model_path = spec.get("modelPath")
-    if isinstance(model_path, str):
+    model_path = spec.model_path
+    if model_path is not None:
         try:
             exists = await objects.exists(validate_key(f"{namespace}/{model_path}"))
         except InvalidKey as exc:

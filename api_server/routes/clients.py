@@ -25,6 +25,7 @@ from api_server.parameters import query_bool
 from api_server.route_table import Access, QueryParam, Reply, Route
 from api_server.schemas import ref
 from api_server.state import CALLER, SELECTOR, STORE, TOKENS
+from libs.records import JOBS, MODELS
 
 NAMESPACE_SCAN_LIMIT = 10_000
 
@@ -35,7 +36,7 @@ async def list_namespaces(request: web.Request) -> web.StreamResponse:
         return web.json_response({"namespaces": sorted(caller.namespaces), "allNamespaces": False})
     store = request.app[STORE]
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for collection in ("jobs", "models"):
+    for collection in (JOBS, MODELS):
         for document in await store.find(collection, limit=NAMESPACE_SCAN_LIMIT):
             namespace = document.data.get("namespace")
             if isinstance(namespace, str):

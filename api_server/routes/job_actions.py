@@ -24,6 +24,7 @@ from api_server.routes.jobs import JOB_PATH, reply_job
 from api_server.schemas import REGISTER_MODEL_BODY, START_BODY, ref
 from api_server.state import CALLER, OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STORE
 from libs.errors import InvalidState, NsflError
+from libs.jobspec import JobSpec
 
 MAX_ROUNDS_PAGE = 10_000
 MAX_LOG_LINES = 100_000
@@ -100,11 +101,11 @@ async def register_model(request: web.Request) -> web.StreamResponse:
         if exc.code != "NotFound":
             raise
         raise InvalidState(f"the final model of job {name!r} is no longer in storage") from None
-    spec = _mapping(job.get("spec"))
+    spec = JobSpec.from_document(job["spec"])
     registry = app[REGISTRY]
     model = str(body["model"])
     description = str(body.get("description", f"final model of job {name}"))
-    await registry.ensure(namespace, model, runtime=str(spec.get("runtime")), description=description)
+    await registry.ensure(namespace, model, runtime=spec.runtime, description=description)
     lineage = {
         "job": name,
         "round": status.get("round") if isinstance(status.get("round"), int) else None,

@@ -29,11 +29,11 @@ from api_server.job_views import (
 from api_server.parameters import path_name, query_choices, query_int
 from api_server.route_table import Access, Body, QueryParam, Reply, Route
 from api_server.schemas import ref
-from api_server.spec_patching import patched_spec
 from api_server.spec_references import check_references
 from api_server.state import CALLER, OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STORE
 from libs.errors import InvalidState, ValidationFailed
-from libs.jobspec import validate_spec
+from libs.jobspec import JobSpec
+from libs.jobspec.patching import patched_spec
 
 JOBS_PATH = "/api/v1/namespaces/{ns}/jobs"
 JOB_PATH = "/api/v1/namespaces/{ns}/jobs/{name:[^/:]+}"
@@ -45,14 +45,9 @@ def reply_job(job: dict[str, Any], *, status: int = 200) -> web.Response:
     return web.json_response(job_view(job, version if isinstance(version, int) else None), status=status)
 
 
-async def validated(request: web.Request, spec: dict[str, Any], namespace: str) -> dict[str, Any]:
+async def validated(request: web.Request, raw: dict[str, Any], namespace: str) -> JobSpec:
     """The spec with defaults written in, after its references were found; else a 400."""
-    if "namespace" in spec and spec["namespace"] != namespace:
-        message = f"is {spec['namespace']!r} but the job is submitted to namespace {namespace!r}; omit it or make them agree"
-        raise ValidationFailed(
-            f"spec.namespace: {message}", details={"errors": [{"path": "spec.namespace", "message": message}]}
-        )
-    full = validate_spec({**spec, "namespace": namespace})
+    full = JobSpec.parse(raw, namespace=namespace)
     app = request.app
     await check_references(full, namespace, store=app[STORE], objects=app[OBJECTS], registry=app[REGISTRY])
     return full
@@ -64,7 +59,7 @@ async def create_job(request: web.Request) -> web.StreamResponse:
     spec = await validated(request, raw, namespace)
     job = await request.app[SCHEDULER].submit(request[CALLER], namespace, spec)
     response = reply_job(job, status=201)
-    response.headers["Location"] = f"/api/v1/namespaces/{namespace}/jobs/{spec['name']}"
+    response.headers["Location"] = f"/api/v1/namespaces/{namespace}/jobs/{spec.name}"
     return response
 
 
@@ -96,10 +91,8 @@ async def update_job(request: web.Request) -> web.StreamResponse:
             "stop it first",
             details={"state": state},
         )
-    current = document.data.get("spec")
-    spec = await validated(
-        request, patched_spec(current if isinstance(current, dict) else {}, patch), namespace
-    )
+    current = JobSpec.from_document(document.data["spec"])
+    spec = await validated(request, patched_spec(current, patch), namespace)
     job = await request.app[SCHEDULER].update(
         request[CALLER], namespace, name, spec, expected_version=document.version
     )

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api_server.app import make_app
 from api_server.auth import Caller
+from libs.jobspec import JobSpec
 from libs.store import DocumentStore, open_document_store
 from tests.unit.api_server.conftest import (
     EDITOR_A,
@@ -100,7 +101,7 @@ async def test_unknown_routes_and_methods_answer_in_the_error_shape(client: Clie
 class ExplodingScheduler:
     """A scheduler adapter with a bug: its exception text must never reach a caller."""
 
-    async def submit(self, caller: Caller, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, caller: Caller, namespace: str, spec: JobSpec) -> dict[str, Any]:
         raise RuntimeError("internal detail: /var/lib/secret-path password=hunter2")
 
     async def ping(self) -> None:

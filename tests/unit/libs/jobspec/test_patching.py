@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from api_server.spec_patching import merge_patch, patched_spec
 from libs.errors import ValidationFailed
-from libs.jobspec import validate_spec
+from libs.jobspec import JobSpec, validate_spec
+from libs.jobspec.patching import merge_patch, patched_spec
 
-STORED = validate_spec({"name": "j", "namespace": "ns", "runtime": "pytorch", "taskEntry": "t"})
+STORED = JobSpec.parse({"name": "j", "namespace": "ns", "runtime": "pytorch", "taskEntry": "t"})
 
 
 def test_merge_patch_replaces_merges_and_removes() -> None:

@@ -1,5 +1,8 @@
 """Applying a PATCH to a stored job spec (pure: values in, values out).
 
+It lives with the spec because it knows which fields are derived from
+which: the REST API's PATCH is its one user.
+
 A PATCH body is a JSON merge patch (RFC 7386) over the spec: fields given
 replace the stored ones, ``null`` removes a field, nested objects merge.
 The result is validated like a new submission.
@@ -24,8 +27,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from libs.errors import ValidationFailed
+from libs.jobspec.defaults import MODEL_SOURCES
+from libs.jobspec.spec import JobSpec
 
-MODEL_SOURCES = ("modelPath", "modelRef", "checkpointRef")
 # derived field -> the field its default copies
 DERIVED_FROM = {"minClients": "clientsPerRound", "taskTimeoutSeconds": "roundTimeoutSeconds"}
 IDENTITY = ("name", "namespace")
@@ -44,8 +48,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def patched_spec(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec to validate: ``patch`` merged onto ``current`` with stale derived defaults dropped."""
+def patched_spec(spec: JobSpec, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec to validate: ``patch`` merged onto the stored ``spec`` with stale derived defaults dropped."""
+    current = spec.to_document()
     problems = [
         {
             "path": f"body.{field}",
