@@ -49,11 +49,12 @@ from pathlib import Path
 
 from libs.structured_logging import log_context
 from task_manager.errors import LaunchFailed
+from task_manager.executor_processes import ExecutorProcess, ExitStatus
 from task_manager.job_executors import JobExecutors
-from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
+from task_manager.launcher import Launcher
 from task_manager.policy import Accept, Decision, PolicyState, Refuse, decide
 from task_manager.process_groups import PidFile, kill_group
-from task_manager.reporting import CoordinatorReporter
+from task_manager.reporting import CoordinatorReporter, failure_reason
 from task_manager.settings import TaskManagerSettings
 from task_manager.tasks import Offer, effective_timeout, task_document
 from task_manager.worker.launch_channel import LOG_FILE
@@ -74,14 +75,6 @@ MAX_RELAUNCHES = 2
 SHUTDOWN_WAIT_SECONDS = 15.0
 LOG_TAIL_LINES = 20
 CLEANUP_INTERVAL_SECONDS = 5.0
-
-
-def failure_reason(headline: str, result_reason: str, log_tail: str) -> str:
-    """The reason a coordinator gets: what happened, the executor's own words, the end of its log."""
-    reason = f"{headline}: {result_reason}" if result_reason else headline
-    if log_tail.strip():
-        reason += f"\nlast lines of {LOG_FILE}:\n{log_tail}"
-    return reason
 
 
 @dataclass

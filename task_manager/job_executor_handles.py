@@ -4,18 +4,28 @@ A :class:`JobExecutor` is one long-lived process and the channel to it, with the
 the one queued behind it; a :class:`Run` is one task handed to it, until the process says
 ``finished`` or dies; a :class:`JobTask` is how the task's runner (:mod:`task_manager.executors`)
 sees a task run that way: like any executor process, whose end is the task's end.
+
+The pool decides when an executor starts, takes a task or is retired; a handle keeps its own
+bookkeeping: which task a ``finished`` ends, what its tasks become when its process ends, and
+how long a retired one is given to go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from task_manager.launcher import ExecutorProcess, ExitStatus
-from task_manager.process_groups import ProcessRecord
+from task_manager.executor_processes import ExecutorProcess, ExitStatus
+from task_manager.process_groups import ProcessRecord, kill_group
 from task_manager.tasks import Offer
-from task_manager.worker.job_channel import ForExecutor
+from task_manager.worker.job_channel import Finished, ForExecutor
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 3.0
+KILL_WAIT_SECONDS = 10.0
 
 # What one job executor can serve: a task with another runtime, entry or coordinator needs a new one.
 Signature = tuple[str, str, str]
@@ -67,6 +77,61 @@ class JobExecutor:
             return False
         self.writer.write(message.to_line())
         return True
+
+    def finished(self, message: Finished, now: float) -> None:
+        """The process says a task ended: the running one, if it names it; the queued one runs next."""
+        run = self.running
+        if run is None or run.task_dir != message.task_dir:
+            return
+        self.running, self.queued = self.queued, None  # it reads the queued one now
+        if self.running is None:
+            self.idle_since = now
+            self.free.set()
+        if not run.ended.done():
+            run.ended.set_result(ExitStatus(exit_code=message.code))
+
+    def end_runs(self, status: ExitStatus) -> bool:
+        """End the tasks handed to a process that ended with ``status``; whether one was running.
+
+        The queued one never began: its runner launches it anew (``unstarted``).  Every task handed
+        to a job executor ends here, once, whether its process ends or is given up on.
+        """
+        run, self.running = self.running, None
+        queued, self.queued = self.queued, None
+        if queued is not None and not queued.ended.done():
+            queued.ended.set_result(
+                ExitStatus(note=f"its job executor ended first ({status.describe()})", unstarted=True)
+            )
+        if run is not None and not run.ended.done():
+            run.ended.set_result(status)
+            return True
+        return False
+
+    async def reap(self) -> None:
+        """Wait for a retired executor to end: a grace period to stop, then SIGKILL."""
+        watcher = self.tasks[0] if self.tasks else None
+        try:
+            if watcher is not None:
+                await self._wait_end(watcher)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            # Its end was never seen (the watcher was given up on above): its tasks end all the same.
+            self.end_runs(ExitStatus(note="its job executor was killed and its end never seen"))
+
+    async def _wait_end(self, watcher: asyncio.Task[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), STOP_GRACE_SECONDS)
+            return
+        except TimeoutError:
+            kill_group(self.record())
+        try:
+            await asyncio.wait_for(asyncio.shield(watcher), KILL_WAIT_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the executor of job %s did not die within %gs of SIGKILL", self.job_id, KILL_WAIT_SECONDS
+            )
 
 
 class JobTask(ExecutorProcess):

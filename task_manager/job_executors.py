@@ -76,8 +76,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from task_manager.errors import LaunchFailed
+from task_manager.executor_processes import ExecutorProcess
 from task_manager.job_executor_handles import JobExecutor, JobTask, Run, signature_of
-from task_manager.launcher import ExecutorProcess, ExitStatus, Launcher
+from task_manager.launcher import Launcher
 from task_manager.process_groups import PidFile, kill_group
 from task_manager.tasks import Offer
 from task_manager.worker.job_channel import (
@@ -95,8 +96,6 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_SECONDS = 30.0
 BUSY_WAIT_SECONDS = 5.0
-STOP_GRACE_SECONDS = 3.0
-KILL_WAIT_SECONDS = 10.0
 
 
 class JobExecutors:
@@ -216,7 +215,7 @@ class JobExecutors:
             return True
         if kill or executor.busy or not executor.send(Stop()):
             kill_group(executor.record())
-        task = asyncio.create_task(self._reap(executor))
+        task = asyncio.create_task(executor.reap())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
         return True
@@ -307,7 +306,7 @@ class JobExecutors:
         executor.free.set()
         if executor.process is not None:
             kill_group(executor.record())
-            task = asyncio.create_task(self._reap(executor))
+            task = asyncio.create_task(executor.reap())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
@@ -351,15 +350,7 @@ class JobExecutors:
                 if not isinstance(finished, Finished):
                     log.warning("the executor of job %s said hello twice; ignored", executor.job_id)
                     continue
-                run = executor.running
-                if run is None or run.task_dir != finished.task_dir:
-                    continue
-                executor.running, executor.queued = executor.queued, None  # it reads the queued one now
-                if executor.running is None:
-                    executor.idle_since = self.clock()
-                    executor.free.set()
-                if not run.ended.done():
-                    run.ended.set_result(ExitStatus(exit_code=finished.code))
+                executor.finished(finished, self.clock())
 
     async def _watch(self, executor: JobExecutor) -> None:
         """The process ended: whatever it was running ends with its status; it leaves the pool."""
@@ -369,7 +360,7 @@ class JobExecutors:
         executor.free.set()  # whoever waits for it sees it gone and starts another
         if not executor.connected.done():
             executor.connected.set_exception(ConnectionError(f"the job executor ended ({status.describe()})"))
-        if self._end_runs(executor, status):
+        if executor.end_runs(status):
             log.warning(
                 "the executor of job %s ended while running a task (%s)", executor.job_id, status.describe()
             )
@@ -383,50 +374,6 @@ class JobExecutors:
             with contextlib.suppress(ConnectionError):
                 await executor.writer.wait_closed()
             self._connections.discard(executor.writer)
-
-    @staticmethod
-    def _end_runs(executor: JobExecutor, status: ExitStatus) -> bool:
-        """End the tasks handed to a process that ended with ``status``; whether one was running.
-
-        The queued one never began: its runner launches it anew (``unstarted``).  Every task handed
-        to a job executor ends here, once, whether its process ends or is given up on.
-        """
-        run, executor.running = executor.running, None
-        queued, executor.queued = executor.queued, None
-        if queued is not None and not queued.ended.done():
-            queued.ended.set_result(
-                ExitStatus(note=f"its job executor ended first ({status.describe()})", unstarted=True)
-            )
-        if run is not None and not run.ended.done():
-            run.ended.set_result(status)
-            return True
-        return False
-
-    async def _reap(self, executor: JobExecutor) -> None:
-        """Wait for a retired executor to end: a grace period to stop, then SIGKILL."""
-        watcher = executor.tasks[0] if executor.tasks else None
-        try:
-            if watcher is not None:
-                await self._wait_end(executor, watcher)
-        finally:
-            for task in executor.tasks:
-                task.cancel()
-            await asyncio.gather(*executor.tasks, return_exceptions=True)
-            # Its end was never seen (the watcher was given up on above): its tasks end all the same.
-            self._end_runs(executor, ExitStatus(note="its job executor was killed and its end never seen"))
-
-    async def _wait_end(self, executor: JobExecutor, watcher: asyncio.Task[None]) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(watcher), STOP_GRACE_SECONDS)
-            return
-        except TimeoutError:
-            kill_group(executor.record())
-        try:
-            await asyncio.wait_for(asyncio.shield(watcher), KILL_WAIT_SECONDS)
-        except TimeoutError:
-            log.error(
-                "the executor of job %s did not die within %gs of SIGKILL", executor.job_id, KILL_WAIT_SECONDS
-            )
 
     async def _sweep_idle(self) -> None:
         interval = min(30.0, max(0.05, self.idle_seconds / 4))

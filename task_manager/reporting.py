@@ -31,10 +31,19 @@ from libs.protos import common_pb2, coordinator_pb2_grpc
 from libs.wire import Wire
 from task_manager import serde
 from task_manager.tasks import Offer
+from task_manager.worker.launch_channel import LOG_FILE
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def failure_reason(headline: str, result_reason: str, log_tail: str) -> str:
+    """The reason a coordinator gets: what happened, the executor's own words, the end of its log."""
+    reason = f"{headline}: {result_reason}" if result_reason else headline
+    if log_tail.strip():
+        reason += f"\nlast lines of {LOG_FILE}:\n{log_tail}"
+    return reason
 
 
 class CoordinatorReporter:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from task_manager.launcher import ExecutorProcess, ExitStatus, WarmWorker, launch_cold
+from task_manager.executor_processes import ExecutorProcess, ExitStatus
+from task_manager.launcher import WarmWorker, launch_cold
 from tests.unit.task_manager.fakes import ENTRIES
 
 pytestmark = [

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from task_manager.launcher import ExitStatus, Launcher, WarmWorker, launch_cold
+from task_manager.executor_processes import ExitStatus
+from task_manager.launcher import Launcher, WarmWorker, launch_cold
 from tests.unit.task_manager.fakes import ENTRIES, eventually
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
