@@ -9,8 +9,9 @@ selector stream and the failure reports to coordinators, and the executors
 get the same TLS files through ``NSFL_EXECUTOR_*`` variables
 (:func:`executor_wire_environment`), so they too present the client's
 certificate and accept only the offered job's coordinator.  :func:`serve`
-runs it until an event is set: what ``python -m task_manager`` and
-``nsfl-ctl client up`` call.
+runs it until an event is set or a signal comes
+(:func:`libs.service.serve_until_stopped`): what ``python -m task_manager``
+and ``nsfl-ctl client up`` call.
 
 Shutdown order matters: the stream closes first, so no offer is accepted
 while executors are being killed; then every executor is killed and
@@ -26,6 +27,8 @@ import logging
 import os
 from collections.abc import Mapping
 
+from libs.service import serve_until_stopped
+from libs.structured_logging import log_context
 from libs.wire import Wire, WireSettings
 from task_manager.connection import SelectorConnection
 from task_manager.executors import Executors
@@ -128,16 +131,12 @@ class TaskManagerApp:
         self.workspace.close()
 
 
-async def serve(settings: TaskManagerSettings, *, stop: asyncio.Event) -> None:
-    """Run the task manager until ``stop`` is set, then shut it down gracefully.
+async def serve(settings: TaskManagerSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the task manager until ``stop`` is set (without one: until SIGTERM or SIGINT), then stop it.
 
     Run it on a thread that lives as long as the task manager (the main thread, as ``asyncio.run`` does):
     its children are set to die with the thread that started them (``PR_SET_PDEATHSIG``).
     """
-    app = TaskManagerApp(settings)
-    await app.start()
-    try:
-        await stop.wait()
-        log.info("stopping the task manager")
-    finally:
-        await app.stop()
+    with log_context(client=settings.client_id):
+        app = TaskManagerApp(settings)
+        await serve_until_stopped(app, name="task manager", stop=stop, signals=stop is None)

@@ -17,7 +17,6 @@ need.
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import click
@@ -34,7 +33,7 @@ def client_group() -> None:
 @click.option("--log-json", is_flag=True, help="One JSON object per log line.")
 def up(config_file: Path, log_json: bool) -> None:
     """Run a task manager in the foreground until Ctrl-C."""
-    from libs.structured_logging import configure_logging, log_context
+    from libs.structured_logging import configure_logging
     from task_manager.settings import load
 
     settings = load(config_file, overrides={"log_json": True} if log_json else None)
@@ -44,19 +43,7 @@ def up(config_file: Path, log_json: bool) -> None:
     click.echo(f"task manager {settings.client_id} connecting to {settings.selector_address} with {wire} "
                "(Ctrl-C stops it)", err=True)  # fmt: skip
 
-    async def run() -> None:
-        from task_manager.app import serve
+    from task_manager.app import serve
 
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            with log_context(client=settings.client_id):
-                await serve(settings, stop=stop)
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-
-    asyncio.run(run())
+    asyncio.run(serve(settings))  # until SIGINT or SIGTERM
     click.echo(f"task manager {settings.client_id} stopped", err=True)
