@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from libs.files import write_json_atomic
+
 STOP_REQUESTED = False
 
 
@@ -39,9 +41,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def write_status(workdir: Path, status: dict[str, Any]) -> None:
-    tmp = workdir / f".status.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status))
-    os.replace(tmp, workdir / "status.json")
+    write_json_atomic(workdir / "status.json", status, durable=False, indent=None)
 
 
 def wire_from_environment() -> Any:

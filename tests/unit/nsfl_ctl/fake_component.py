@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 
+from libs.service import write_port_file
+
 
 class Ready(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
@@ -48,9 +50,7 @@ def main() -> int:
     server = ThreadingHTTPServer((host, int(port)), Ready)
     variables = {k: v for k, v in os.environ.items() if k.startswith("NSFL_")}
     args.port_file.with_suffix(".env.json").write_text(json.dumps(variables))
-    temporary = args.port_file.with_name(f".{args.port_file.name}.tmp")
-    temporary.write_text(f"{server.server_address[1]}\n")
-    os.replace(temporary, args.port_file)
+    write_port_file(args.port_file, server.server_address[1])
     print(f"fake {name} serving on {host}:{server.server_address[1]}", flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
