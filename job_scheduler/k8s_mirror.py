@@ -54,7 +54,7 @@ from job_scheduler.job_store import JobStore
 from job_scheduler.k8s_api import FEDERATED_JOBS, KubeApi
 from job_scheduler.states import JobState
 from libs.errors import AlreadyExists, Unavailable, ValidationFailed
-from libs.jobspec import API_VERSION, KIND, manifest_to_spec, spec_to_manifest, validate_spec
+from libs.jobspec import API_VERSION, KIND, JobSpec, manifest_to_spec, spec_to_manifest
 from libs.k8s import federatedjob_status_patch
 
 log = logging.getLogger(__name__)
@@ -87,19 +87,19 @@ def federatedjob_for(job: Mapping[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def spec_of(federated_job: Mapping[str, Any]) -> dict[str, Any]:
-    """The validated flat spec an object asks for; ``ValidationFailed`` if it is not a valid job."""
+def spec_of(federated_job: Mapping[str, Any]) -> JobSpec:
+    """The validated spec an object asks for; ``ValidationFailed`` if it is not a valid job."""
     metadata = federated_job.get("metadata") or {}
     identity = {key: metadata[key] for key in ("name", "namespace", "labels") if key in metadata}
     manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": identity,
                 "spec": federated_job.get("spec") or {}}  # fmt: skip
-    return validate_spec(manifest_to_spec(manifest))
+    return JobSpec.parse(manifest_to_spec(manifest))
 
 
 def runs_its_spec(federated_job: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
     """Whether the object's spec is the spec the job runs."""
     try:
-        return spec_of(federated_job) == job.get("spec")
+        return spec_of(federated_job).to_document() == job.get("spec")
     except ValidationFailed:
         return False
 

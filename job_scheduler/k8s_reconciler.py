@@ -76,7 +76,7 @@ class FederatedJobReconciler:
             return
         try:
             spec = spec_of(body)
-            await self._service.submit(namespace, json.dumps(spec), resource_uid=uid)
+            await self._service.submit(namespace, json.dumps(spec.to_document()), resource_uid=uid)
         except AlreadyExists:
             return
         except ValidationFailed as exc:
@@ -102,9 +102,9 @@ class FederatedJobReconciler:
         except ValidationFailed as exc:
             await self._refuse(body, f"the spec change was not applied: {exc.message}", job_exists=True)
             raise
-        if spec != document.data["spec"]:
+        if spec.to_document() != document.data["spec"]:
             try:
-                await self._service.update(namespace, name, json.dumps(spec), 0)
+                await self._service.update(namespace, name, json.dumps(spec.to_document()), 0)
             except (InvalidState, ValidationFailed) as exc:
                 await self._refuse(body, f"the spec change was not applied: {exc.message}", job_exists=True)
                 raise

@@ -67,6 +67,6 @@ def test_the_object_of_a_rest_job_asks_for_exactly_the_stored_spec() -> None:
     federated_job = federatedjob_for(job)
     assert federated_job["metadata"]["labels"] == {"team": "vision"}
     assert "name" not in federated_job["spec"] and federated_job["spec"]["rounds"] == 7
-    assert spec_of(federated_job) == job["spec"] and runs_its_spec(federated_job, job)
+    assert spec_of(federated_job).to_document() == job["spec"] and runs_its_spec(federated_job, job)
     assert not runs_its_spec({**federated_job, "spec": {**federated_job["spec"], "rounds": 8}}, job)
     assert not runs_its_spec({**federated_job, "spec": {"rounds": 0}}, job), "invalid: not what runs"

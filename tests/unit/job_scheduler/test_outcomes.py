@@ -195,3 +195,10 @@ def test_a_report_with_a_bad_revised_round_is_refused(revised: list[str], proble
 def test_a_report_carries_its_revised_rounds() -> None:
     report = parse_report("ns/j", "t", "RUNNING", "", 4, 10, '{"round": 4}', "", ['{"round": 3, "x": 1}'])
     assert report.revised_rounds == ({"round": 3, "x": 1},) and report.round_record == {"round": 4}
+
+
+def test_a_job_without_rounds_counts_the_schemas_default_not_zero() -> None:
+    job = new_job(JobSpec.parse({"name": "j", "namespace": "ns", "runtime": "pytorch", "taskEntry": "train"}), 0.0)
+    assert job["status"]["rounds"] == 10
+    job["status"]["rounds"] = 0  # a status that lost its count reads it from the spec again
+    assert with_round(job, 5, 0, None)["status"]["progress"] == 50.0
