@@ -25,6 +25,8 @@ import numpy as np
 from libs.errors import ChecksumMismatch, CorruptPayload
 from libs.objects.layout import checkpoint_key, output_key
 from libs.objects.protocol import ObjectStore
+from libs.records import CHECKPOINTS
+from libs.records import checkpoint_key as checkpoint_record_key
 from libs.store.protocol import DocumentStore
 from libs.weights.tensors import decode, encode, read_metadata, sha256_hex
 
@@ -90,7 +92,7 @@ class CheckpointStore:
         self.job_id = f"{namespace}/{job}"
 
     def _record_key(self, round_number: int) -> str:
-        return f"{self.job_id}#{round_number:06d}"
+        return checkpoint_record_key(self.namespace, self.job, round_number)
 
     async def save(self, round_number: int, weights: WeightMap, optimizer_state: dict[str, Any],
                    extra: dict[str, Any]) -> dict[str, Any]:
@@ -106,15 +108,15 @@ class CheckpointStore:
             raise ChecksumMismatch(f"checkpoint {key} did not verify after writing")
         record = {"jobId": self.job_id, "namespace": self.namespace, "job": self.job, "round": round_number,
                   "key": key, "sha256": info.sha256, "size": info.size, "createdAt": time.time()}
-        await self.documents.upsert("checkpoints", self._record_key(round_number), record)
+        await self.documents.upsert(CHECKPOINTS, self._record_key(round_number), record)
         return record
 
     async def records(self) -> list[dict[str, Any]]:
-        docs = await self.documents.find("checkpoints", {"jobId": self.job_id}, order_by=[("round", 1)])
+        docs = await self.documents.find(CHECKPOINTS, {"jobId": self.job_id}, order_by=[("round", 1)])
         return [doc.data for doc in docs]
 
     async def latest(self) -> Checkpoint | None:
-        docs = await self.documents.find("checkpoints", {"jobId": self.job_id}, order_by=[("round", -1)],
+        docs = await self.documents.find(CHECKPOINTS, {"jobId": self.job_id}, order_by=[("round", -1)],
                                          limit=1)
         if not docs:
             return None

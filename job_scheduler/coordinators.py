@@ -218,7 +218,7 @@ class Coordinators:
         say) would otherwise hold its slot forever; killed, it counts as a crash
         and is relaunched or fails with its log's last lines.
         """
-        if info.status.get("state") == "RUNNING":
+        if info.status.get("state") == JobState.RUNNING:
             await self._jobs.apply(document.key, JobEvent.LAUNCHED, "the coordinator started")
             return
         launched_at = float(document.data["coordinator"].get("launchedAt") or now)
@@ -324,7 +324,7 @@ class Coordinators:
             await self._final_status(
                 namespace, name, {"round": report.round, "rounds": report.rounds}, steps[-1].event
             )
-            if report.state != "RUNNING"
+            if report.state != JobState.RUNNING
             else None
         )
 
@@ -335,7 +335,7 @@ class Coordinators:
             return terminal(data) if terminal is not None else data
 
         key = job_key(namespace, name)
-        if report.state == "RUNNING" and not first.changed:
+        if report.state == JobState.RUNNING and not first.changed:
             # A report between rounds (a checkpoint, the final model) changes no state, only the status.
             await self._jobs.change(key, change)
         else:

@@ -93,7 +93,7 @@ from libs.k8s.coordinator_tls import (
 )
 from libs.k8s.naming import COMPONENT, JOB_LABEL, LAUNCH_LABEL, MANAGED_BY
 from libs.k8s.objects import CONTAINER_NAME
-from libs.records import EXIT_FAILED, STATES_BY_EXIT_CODE
+from libs.records import EXIT_FAILED, STATES_BY_EXIT_CODE, JobState
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def coordinator_info(
     outcome = pod_phase_outcome(pod)
     if outcome.alive:
         started = outcome.state is CoordinatorPodState.RUNNING and _ready(pod)
-        status = {"state": "RUNNING" if started else "STARTING", "reason": outcome.reason}
+        status = {"state": (JobState.RUNNING if started else JobState.STARTING).value, "reason": outcome.reason}
         return CoordinatorInfo(name, launch, running=True, endpoint=endpoint, status=status)
     code = outcome.contract_exit_code
     # An evicted Pod's container may have ended with no message of its own: the Pod says why.

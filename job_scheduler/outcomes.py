@@ -120,18 +120,18 @@ def decide_report(
     state: JobState, reported: str, *, has_round: bool, reason: str, round_number: int
 ) -> tuple[Step, ...]:
     """The events a ``ReportProgress`` with state ``reported`` causes in ``state``."""
-    if reported == "STARTING":  # the coordinator is up but has not begun: nothing to record yet
+    if reported == JobState.STARTING:  # the coordinator is up but has not begun: nothing to record yet
         return ()
-    if reported == "RUNNING":
+    if reported == JobState.RUNNING:
         if has_round:
             return (Step(JobEvent.ROUND_DONE, reason or f"round {round_number} done"),)
         return (Step(JobEvent.LAUNCHED, reason or "the coordinator started"),)
-    if reported == "FINISHED":
+    if reported == JobState.FINISHED:
         launched = (Step(JobEvent.LAUNCHED, "the coordinator started"),) if state is JobState.STARTING else ()
         return (*launched, Step(JobEvent.FINISH, reason or "completed"))
-    if reported == "FAILED":
+    if reported == JobState.FAILED:
         return (Step(JobEvent.FAIL, reason or "the coordinator failed"),)
-    if reported == "STOPPED":
+    if reported == JobState.STOPPED:
         stopped = Step(JobEvent.STOPPED, reason or "stopped")
         if state in (JobState.STARTING, JobState.RUNNING):
             return (Step(JobEvent.STOP, "the coordinator was stopped outside the scheduler"), stopped)

@@ -190,7 +190,7 @@ class JobService:
         namespace, name = parse_job_id(report.job_id)
         async with self._locks(job_key(namespace, name)):
             result = await self._coordinators.report(report)
-        if report.state != "RUNNING":
+        if report.state != JobState.RUNNING:
             self._wake()  # a slot may be free
         return result
 
