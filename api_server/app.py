@@ -196,5 +196,6 @@ class ApiService:
 
 
 async def serve(settings: ApiSettings, *, port_file: Path | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; the port goes to ``port_file`` or the setting's."""
+    port_file = port_file or settings.port_file
     await serve_until_stopped(ApiService(settings), name="API server", port_file=port_file)

@@ -23,7 +23,8 @@ The pieces, smallest first:
   handlers stay until the service has stopped, so a second Ctrl-C does not
   cut a graceful stop short (SIGKILL remains for that).
 - :func:`service_arguments` and :func:`run_main`: the command line and the
-  process's exit code.
+  process's exit code; :func:`serve_main`, both for a server with the
+  usual three flags (the selector, the scheduler, the API server).
 
 This module imports no component (``libs`` never does) and nothing heavy:
 ``nsfl-ctl`` and the standby coordinator import it on their way up.
@@ -37,7 +38,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -70,6 +71,15 @@ class Service(Protocol):
 
 
 SettingsT = TypeVar("SettingsT", bound=LoggingSettings)
+SettingsT_contra = TypeVar("SettingsT_contra", contravariant=True)
+
+
+class Serve(Protocol[SettingsT_contra]):
+    """A component's ``serve``: run it from its settings until stopped, with an optional port file."""
+
+    def __call__(
+        self, settings: SettingsT_contra, /, *, port_file: Path | None = None
+    ) -> Coroutine[Any, Any, None]: ...
 
 
 # --- port files -----------------------------------------------------------------------------------
@@ -208,6 +218,32 @@ def run_main(
         if interrupted_exit_code is None:
             raise
         return interrupted_exit_code
+
+
+def serve_main(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    variables: str,
+    component: str,
+    name: str,
+    load: Callable[[Path | None, dict[str, Any] | None], SettingsT],
+    serve: Serve[SettingsT],
+) -> int:
+    """The whole ``main`` of a server: ``--config``, ``--listen`` (overrides the setting), ``--port-file``.
+
+    ``load(config, overrides)`` is the component's settings loader; ``serve(settings, port_file=...)``
+    its :func:`serve_until_stopped` call.
+    """
+    args = service_arguments(prog, description, variables=variables).parse_args(argv)
+    overrides = {"listen": args.listen} if args.listen else None
+    return run_main(
+        lambda: load(args.config, overrides),
+        lambda settings: serve(settings, port_file=args.port_file),
+        component=component,
+        name=name,
+    )
 
 
 def _error(exc: NsflError, exit_code: int | None) -> int:

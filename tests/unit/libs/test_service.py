@@ -155,3 +155,26 @@ def test_the_run_returns_the_exit_code_and_an_early_interrupt_is_a_clean_exit() 
     assert run_main(Settings, interrupted, component="fake", name="fake") == 0
     with pytest.raises(KeyboardInterrupt):
         run_main(Settings, interrupted, component="fake", name="fake", interrupted_exit_code=None)
+
+
+def test_a_servers_main_passes_listen_to_the_settings_and_the_port_file_to_serve(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    def load(config: Path | None, overrides: dict[str, Any] | None) -> Settings:
+        seen.update(config=config, overrides=overrides)
+        return Settings()
+
+    async def serve(settings: Settings, *, port_file: Path | None = None) -> None:
+        seen["port_file"] = port_file
+
+    def main(argv: list[str]) -> int:
+        return service.serve_main(
+            argv, prog="python -m fake", description="", variables="NSFL_FAKE_*", component="fake",
+            name="fake", load=load, serve=serve,
+        )  # fmt: skip
+
+    argv = ["--config", "s.yaml", "--listen", "127.0.0.1:0", "--port-file", str(tmp_path / "p")]
+    assert contextvars.copy_context().run(main, argv) == 0
+    assert seen == {"config": Path("s.yaml"), "overrides": {"listen": "127.0.0.1:0"}, "port_file": tmp_path / "p"}
+    assert contextvars.copy_context().run(main, []) == 0
+    assert seen == {"config": None, "overrides": None, "port_file": None}
