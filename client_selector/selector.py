@@ -14,15 +14,11 @@ other's reservations (in memory) and can never over-reserve a client.  If a
 write fails, the in-memory change stays and the caller gets the error.
 
 Reservations (selections and releases) are persisted behind the call, not in
-it: a job selects and releases its clients every round, and three store
-commits with their fsyncs inside each call were most of a small model's
-round.  The change is made in memory at once, the client is marked dirty,
-and one background task writes each dirty client's current record, under the
-same lock, so the store converges to memory in order; it waits
-``PERSIST_DELAY_SECONDS`` first, so a client selected and released several
-times meanwhile is written once.  A reservation lost
-with a crashed selector is soft state: it would have expired by itself, and a
-retry by the same job renews rather than duplicates it.
+it (:class:`~client_selector.record_writer.RecordWriter` batches and orders
+the writes): the change is made in memory at once and the store converges to
+memory in order.  A reservation lost with a crashed selector is soft state:
+it would have expired by itself, and a retry by the same job renews rather
+than duplicates it.
 
 Registry hygiene: the sweeper expires clients that stayed away longer than
 the retention period (from memory and the store, under the lock, so the
@@ -38,13 +34,13 @@ the first one's clients.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from client_selector.record_writer import RecordWriter
 from client_selector.registry import (
     ClientId,
     ClientRecord,
@@ -70,7 +66,6 @@ from libs.errors import AlreadyExists, NsflError, PermissionDenied, Unavailable
 
 log = logging.getLogger(__name__)
 
-PERSIST_DELAY_SECONDS = 0.25
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 DEFAULT_MAX_CLIENTS_PER_SOURCE = 100
 
@@ -121,11 +116,9 @@ class Selector:
         self._records: dict[ClientId, ClientRecord] = {}
         self._sessions: dict[ClientId, Session] = {}
         self._offers = PendingOffers()
-        self._lock = asyncio.Lock()
+        self._writer = RecordWriter(store, self._records_get)
+        self._lock = self._writer.lock
         self._closing = False
-        self._dirty: dict[ClientId, None] = {}  # clients whose record changed since it was written
-        self._persister: asyncio.Task[None] | None = None
-        self._flush_now = asyncio.Event()
 
     async def load(self) -> int:
         """Read the persisted registry; every loaded client is lost until it registers again."""
@@ -161,7 +154,7 @@ class Selector:
                 self._records.get(client_id), registration, self._clock(), source
             )
             try:
-                await self._store.save(self._records[client_id])
+                await self._writer.save(self._records[client_id])
             except BaseException:
                 self._drop(session)
                 raise
@@ -189,7 +182,7 @@ class Selector:
             self._records[session.client_id] = register(
                 self._records[session.client_id], registration, self._clock()
             )
-            await self._store.save(self._records[session.client_id])
+            await self._writer.save(self._records[session.client_id])
 
     def touch(self, session: Session, running_tasks: int | None = None) -> None:
         """A message arrived on ``session``: the client is seen now."""
@@ -207,7 +200,7 @@ class Selector:
         if self._drop(session):
             log.info("client %s lost: %s", session.client_id, why, extra={"client": session.client_id})
             async with self._lock:
-                await self._store.save(self._records[session.client_id])
+                await self._writer.save(self._records[session.client_id])
 
     async def sweep(self) -> None:
         """Mark clients whose heartbeats stopped as lost and prune expired reservations."""
@@ -239,8 +232,7 @@ class Selector:
                 if client_id in self._sessions or not is_expired(record, now, self.retention_seconds):
                     continue
                 del self._records[client_id]
-                self._dirty.pop(client_id, None)
-                await self._store.delete(client_id)
+                await self._writer.delete(client_id)
                 log.info(
                     "client %s expired: not seen for %gs (client_retention_seconds)",
                     client_id,
@@ -367,9 +359,7 @@ class Selector:
     async def close(self) -> None:
         """Close every stream (task managers will reconnect) and persist the last seen times."""
         self._closing = True
-        self._flush_now.set()
-        if self._persister is not None:
-            await asyncio.gather(self._persister, return_exceptions=True)
+        await self._writer.flush()
         for session in list(self._sessions.values()):
             self._close(session, Unavailable("the client selector is shutting down; reconnect later"))
             self._drop(session)
@@ -391,29 +381,12 @@ class Selector:
         self._records[session.client_id] = disconnected(self._records[session.client_id])
         return True
 
-    def _save_later(self, client_ids: Iterable[ClientId]) -> None:
-        """Have the clients' records written behind the caller (see the module docstring)."""
-        for client_id in client_ids:
-            self._dirty[client_id] = None
-        if self._dirty and (self._persister is None or self._persister.done()):
-            self._persister = asyncio.create_task(self._persist(), name="selector-persister")
+    def _records_get(self, client_id: ClientId) -> ClientRecord | None:
+        return self._records.get(client_id)
 
-    async def _persist(self) -> None:
-        # Gather a moment's changes first: a job selects and releases the same clients every round.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._flush_now.wait(), PERSIST_DELAY_SECONDS)
-        while self._dirty:
-            client_id = next(iter(self._dirty))
-            del self._dirty[client_id]
-            async with self._lock:
-                record = self._records.get(client_id)
-                if record is None:
-                    continue
-                try:
-                    await self._store.save(record)
-                except Exception as exc:  # in memory it stands; persisted by the next change or close
-                    log.warning("could not persist the reservations of client %s: %s", client_id, exc)
+    def _save_later(self, client_ids: Iterable[ClientId]) -> None:
+        self._writer.save_later(client_ids)
 
     async def _save_current(self, client_ids: Iterable[ClientId]) -> None:
         for client_id in client_ids:
-            await self._store.save(self._records[client_id])
+            await self._writer.save(self._records[client_id])
