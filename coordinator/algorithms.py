@@ -54,17 +54,15 @@ retried.
 
 from __future__ import annotations
 
-import difflib
 import logging
-import math
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from coordinator.aggregation_parameters import COORDINATOR_PARAMETERS, coordinator_parameters, merge_optimizer
 from coordinator.errors import ExtenderFailed
 from coordinator.extenders import (
     BroadcastContext,
@@ -84,71 +82,12 @@ from libs.aggregation.attachments import (
     join,
 )
 from libs.aggregation.robust import update_norm
-from libs.aggregation.server_optimizers import OPTIMIZER_PARAMETERS, ServerOptimizer
+from libs.aggregation.server_optimizers import ServerOptimizer
 from libs.errors import ValidationFailed
 from libs.jobspec import JobSpec
 from libs.weights.tensors import WeightMap, decode, encode, sha256_hex
 
 log = logging.getLogger(__name__)
-
-COORDINATOR_PARAMETERS = ("maxUpdateNorm", "rejectNormFactor", "totalClients")
-
-
-@dataclass(frozen=True)
-class _Screening:
-    max_norm: float | None = None
-    reject_factor: float | None = None
-    total_clients: int | None = None
-
-
-def _coordinator_parameters(name: str, given: Mapping[str, Any]) -> _Screening:
-    values: dict[str, Any] = {}
-    for key in COORDINATOR_PARAMETERS:
-        if key not in given:
-            continue
-        value = given[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValidationFailed(f"{name}: parameter {key!r} must be a finite number, got {value!r}")
-        values[key] = value
-    if values.get("maxUpdateNorm", 1) <= 0:
-        raise ValidationFailed(
-            f"{name}: parameter 'maxUpdateNorm' must be > 0, got {values['maxUpdateNorm']}"
-        )
-    if values.get("rejectNormFactor", 1) < 1:
-        raise ValidationFailed(
-            f"{name}: parameter 'rejectNormFactor' must be >= 1, got {values['rejectNormFactor']}"
-        )
-    total = values.get("totalClients")
-    if total is not None and (float(total) != int(total) or total < 1 or name != "scaffold"):
-        raise ValidationFailed(f"{name}: parameter 'totalClients' is SCAFFOLD's N, a whole number >= 1")
-    return _Screening(
-        max_norm=None if "maxUpdateNorm" not in values else float(values["maxUpdateNorm"]),
-        reject_factor=None if "rejectNormFactor" not in values else float(values["rejectNormFactor"]),
-        total_clients=None if total is None else int(total),
-    )
-
-
-def _merge_optimizer(
-    name: str, probe: Aggregator, optimizer: Mapping[str, Any], params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The job's ``optimizer`` keys checked against the algorithm's server optimiser, merged with ``params``."""
-    allowed = sorted(OPTIMIZER_PARAMETERS[probe.optimizer] if probe.streams else ("learningRate",))
-    for key in optimizer:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValidationFailed(
-                f"optimizer: unknown parameter {key!r} for aggregation {name} (its server optimizer "
-                f"{probe.optimizer} takes {', '.join(allowed)}){hint}",
-                details={"parameter": str(key), "allowed": allowed},
-            )
-    for key in set(optimizer) & set(params):
-        if optimizer[key] != params[key]:
-            raise ValidationFailed(
-                f"{key!r} is set both in optimizer ({optimizer[key]}) and in aggregation.params "
-                f"({params[key]}); set it once"
-            )
-    return {**optimizer, **params}
 
 
 class JobAlgorithm:
@@ -180,10 +119,10 @@ class JobAlgorithm:
         spec = self._spec
         name = spec.aggregation.name
         params = dict(spec.aggregation.params)
-        self.screening = _coordinator_parameters(name, params)
+        self.screening = coordinator_parameters(name, params)
         params = {key: value for key, value in params.items() if key not in COORDINATOR_PARAMETERS}
         probe = make_aggregator(name, params)
-        merged = _merge_optimizer(name, probe, dict(spec.optimizer), params)
+        merged = merge_optimizer(name, probe, dict(spec.optimizer), params)
         server_rate = spec.server_learning_rate
         # serverLearningRate defaults to 1.0 (FedAvg as published); the adaptive optimisers keep their
         # published default unless the job sets a rate for them explicitly.
@@ -195,7 +134,9 @@ class JobAlgorithm:
         self.privacy = None if config is None else DifferentialPrivacy(config, self._rng)
         self.secure = spec.privacy.secure_aggregation is not None
         self.extenders = (
-            None if spec.extenders is None else Extenders.load(spec.extenders, self.job_id, self._extenders_root)
+            None
+            if spec.extenders is None
+            else Extenders.load(spec.extenders, self.job_id, self._extenders_root)
         )
         self.streams = (
             self.aggregator.streams
