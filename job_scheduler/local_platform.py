@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -57,15 +56,27 @@ import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import psutil
 
 from job_scheduler.coordinator_certificates import (
     WIRE_VARIABLES,
     CoordinatorIssuer,
     insecure_environment,
     write_certificate,
+)
+from job_scheduler.coordinator_processes import (
+    EXIT_FILE,
+    LOCK_FILE,
+    alive,
+    exit_code,
+    find_by_workdir,
+    lock_held,
+    pid_file,
+    read_json,
+    read_pid_file,
+    tail,
+    write_exit_file,
+    write_json,
+    write_pid_file,
 )
 from job_scheduler.coordinator_standby import Standby
 from job_scheduler.platform import (
@@ -74,21 +85,15 @@ from job_scheduler.platform import (
     LaunchRequest,
     coordinator_name,
 )
-from libs.files import write_json_atomic
-from libs.records import exit_code_of
 from libs.spawning import appended_log, spawn_detached, utc_stamp
 
 log = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "NSFL_COORDINATOR_TOKEN"
-LOCK_FILE = "coordinator.lock"
-PID_FILE = "coordinator.pid"
-EXIT_FILE = "coordinator.exit"
 LOG_FILE = "coordinator.log"
 STATUS_FILE = "status.json"
 JOB_FILE = "job.json"
 TLS_DIR = "tls"
-_TAIL_BLOCK = 64 * 1024
 STANDBY_DELAY_SECONDS = 5.0
 
 
@@ -150,14 +155,14 @@ class LocalPlatform:
 
     async def find(self, namespace: str, name: str) -> CoordinatorInfo | None:
         workdir = self.workdir(namespace, name)
-        record = _read_json(workdir / PID_FILE)
+        record = read_pid_file(workdir)
         if not record:
             return None
         cname = coordinator_name(namespace, name)
         launch = int(record.get("launch", 0))
-        status = _read_json(workdir / STATUS_FILE)
+        status = read_json(workdir / STATUS_FILE)
         endpoint = str(status.get("endpoint", ""))
-        if _lock_held(workdir / LOCK_FILE):
+        if lock_held(workdir / LOCK_FILE):
             return CoordinatorInfo(cname, launch, running=True, endpoint=endpoint, status=status)
         reaped = self._reap(cname)
         if reaped is False:  # our child closed its files but is not a zombie yet: still ending
@@ -166,7 +171,7 @@ class LocalPlatform:
             cname,
             launch,
             running=False,
-            exit_code=_exit_code(workdir, launch, status),
+            exit_code=exit_code(workdir, launch, status),
             endpoint=endpoint,
             status=status,
         )
@@ -184,7 +189,7 @@ class LocalPlatform:
         cname = coordinator_name(namespace, name)
         if self._signal(namespace, name, signal.SIGKILL, group=True):
             for _ in range(100):  # up to 2 s for the kill to take effect
-                if not _lock_held(workdir / LOCK_FILE) and self._reap(cname) is not False:
+                if not lock_held(workdir / LOCK_FILE) and self._reap(cname) is not False:
                     break
                 await asyncio.sleep(0.02)
         self._reap(cname)
@@ -225,7 +230,7 @@ class LocalPlatform:
     # --- helpers ------------------------------------------------------------------------------
 
     def _spawn(self, request: LaunchRequest, workdir: Path, name: str, lock_fd: int) -> int:
-        _write_json(workdir / JOB_FILE, request.spec.to_document())
+        write_json(workdir / JOB_FILE, request.spec.to_document())
         for stale in (STATUS_FILE, EXIT_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (workdir / stale).unlink()
@@ -255,16 +260,7 @@ class LocalPlatform:
         return write_certificate(self._certificates, request, workdir / TLS_DIR, hosts)
 
     def _launched(self, request: LaunchRequest, workdir: Path, name: str, pid: int) -> int:
-        _write_json(
-            workdir / PID_FILE,
-            {
-                "pid": pid,
-                "startTime": _start_time(pid),
-                "launch": request.launch,
-                "launchedAt": time.time(),
-                "name": name,
-            },
-        )
+        write_pid_file(workdir, pid_file(pid, request.launch, time.time(), name))
         return pid
 
     def _hand_to_standby(
@@ -302,29 +298,20 @@ class LocalPlatform:
 
     def _adopt(self, workdir: Path, name: str, launch: int) -> None:
         """Make sure the pid file names the live coordinator (it may predate a crash mid-launch)."""
-        record = _read_json(workdir / PID_FILE)
-        if record and _alive(record):
+        record = read_pid_file(workdir)
+        if record and alive(record):
             return
-        pid = _find_by_workdir(workdir)
+        pid = find_by_workdir(workdir)
         if pid is not None:
-            _write_json(
-                workdir / PID_FILE,
-                {
-                    "pid": pid,
-                    "startTime": _start_time(pid),
-                    "launch": launch,
-                    "launchedAt": time.time(),
-                    "name": name,
-                },
-            )
+            write_pid_file(workdir, pid_file(pid, launch, time.time(), name))
 
     def _live_pid(self, workdir: Path) -> int | None:
-        if not _lock_held(workdir / LOCK_FILE):
+        if not lock_held(workdir / LOCK_FILE):
             return None
-        record = _read_json(workdir / PID_FILE)
-        if record and _alive(record):
+        record = read_pid_file(workdir)
+        if record and alive(record):
             return int(record["pid"])
-        return _find_by_workdir(workdir)
+        return find_by_workdir(workdir)
 
     def _signal(self, namespace: str, name: str, sig: signal.Signals, *, group: bool) -> bool:
         pid = self._live_pid(self.workdir(namespace, name))
@@ -355,94 +342,6 @@ class LocalPlatform:
             return False
         del self._children[name]
         code = os.waitstatus_to_exitcode(status)
-        _write_json(workdir / EXIT_FILE, {"launch": launch, "code": code, "at": time.time()})
+        write_exit_file(workdir, {"launch": launch, "code": code, "at": time.time()})
         log.info("coordinator %s (launch %d, pid %d) exited with %d", name, launch, pid, code)
         return True
-
-
-def _exit_code(workdir: Path, launch: int, status: Mapping[str, Any]) -> int | None:
-    recorded = _read_json(workdir / EXIT_FILE)
-    if recorded and recorded.get("launch") == launch and isinstance(recorded.get("code"), int):
-        return int(recorded["code"])
-    return exit_code_of(str(status.get("state", "")))
-
-
-def _lock_held(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases the probe's lock, if it got one
-    return False
-
-
-def _start_time(pid: int) -> float | None:
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
-def _alive(record: Mapping[str, Any]) -> bool:
-    """Whether the pid file's process still runs (and is the same process, not a reused pid)."""
-    pid, started = record.get("pid"), record.get("startTime")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(process.create_time() - float(started)) < 0.5
-    except psutil.Error:
-        return False
-
-
-def _find_by_workdir(workdir: Path) -> int | None:
-    """The pid of the process running with ``--workdir <workdir>``, for a pid file lost in a crash."""
-    wanted = str(workdir)
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        for flag, value in zip(cmdline, cmdline[1:], strict=False):
-            if flag == "--workdir" and value == wanted:
-                return int(process.info["pid"])
-    return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write atomically: a reader (or a scheduler killed mid-write) sees the old file or the new one.
-
-    Not fsynced: these files describe live processes, which a power loss ends anyway.
-    """
-    write_json_atomic(path, dict(data), durable=False, indent=None)
-
-
-def tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a text file, reading only as much of its end as needed."""
-    if lines <= 0:
-        return ""
-    data = b""
-    try:
-        with open(path, "rb") as handle:
-            position = handle.seek(0, os.SEEK_END)
-            while position > 0 and data.count(b"\n") <= lines:
-                step = min(_TAIL_BLOCK, position)
-                position -= step
-                handle.seek(position)
-                data = handle.read(step) + data
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
