@@ -27,6 +27,7 @@ from libs.errors import PayloadTooLarge, ValidationFailed
 from libs.jobspec import parse_spec_text
 from libs.jobspec.messages import ROOT, Problem, problems_from_error
 from libs.jobspec.validation import invalid
+from libs.json_values import JsonObject
 
 READ_CHUNK = 64 * 1024
 JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
@@ -72,7 +73,7 @@ async def read_text(request: web.Request, limit: int) -> str:
         ) from None
 
 
-async def read_document(request: web.Request, limit: int, *, allow_yaml: bool) -> dict[str, Any]:
+async def read_document(request: web.Request, limit: int, *, allow_yaml: bool) -> JsonObject:
     """A JSON (or, if allowed, YAML) object from the body; an empty body is ``{}``, whatever its type.
 
     The media type decides the syntax; without one the text is sniffed.
@@ -100,7 +101,7 @@ def body_problem(path: str, message: str) -> Problem:
     return Problem(f"body.{path}" if path else "body", message)
 
 
-def check_body(body: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+def check_body(body: Mapping[str, Any], schema: Mapping[str, Any]) -> JsonObject:
     """``body`` if it satisfies ``schema``; else ``ValidationFailed`` naming each problem under ``body``."""
     problems = {
         Problem("body" + problem.path[len(ROOT) :], problem.message)

@@ -26,11 +26,22 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from libs.errors import NotFound, ValidationFailed
-from libs.records import CHECKPOINTS, JOBS, ROUNDS, JobState, checkpoint_key, job_key
-from libs.store import Document, DocumentStore
+from libs.records import (
+    CHECKPOINTS,
+    JOBS,
+    ROUNDS,
+    JobDocument,
+    JobState,
+    RoundRecord,
+    as_checkpoint,
+    as_round_record,
+    checkpoint_key,
+    job_key,
+)
+from libs.store import Document, DocumentStore, Where
 
 STATES = tuple(state.value for state in JobState)
 # DESIGN §4: a spec may change only where no coordinator runs with the old one.  The scheduler
@@ -42,6 +53,21 @@ UPDATABLE_STATES = frozenset(
 _SECRET_KEY = re.compile(r"token|secret|password|credential|private|apikey", re.IGNORECASE)
 
 
+class JobView(JobDocument, total=False):
+    """A job as REST shows it (``Job`` in ``/openapi.json``): the stored document, minus secrets."""
+
+    version: int  # the store's version: the token for optimistic concurrency (expectedVersion)
+
+
+class CheckpointView(TypedDict):
+    """A checkpoint as REST lists it (its object key stays inside)."""
+
+    round: int | None
+    sha256: str | None
+    size: int | None
+    createdAt: float | None
+
+
 def without_secrets(value: Any) -> Any:
     """A copy of ``value`` without any mapping entry whose key looks like a secret."""
     if isinstance(value, Mapping):
@@ -51,9 +77,9 @@ def without_secrets(value: Any) -> Any:
     return value
 
 
-def job_view(data: Mapping[str, Any], version: int | None = None) -> dict[str, Any]:
+def job_view(data: Mapping[str, Any], version: int | None = None) -> JobView:
     """The job document as stored by the scheduler (its shape is the scheduler's contract), minus secrets."""
-    view: dict[str, Any] = without_secrets(data)
+    view: JobView = without_secrets(data)
     if version is not None:
         view["version"] = version
     return view
@@ -88,41 +114,47 @@ async def get_job(store: DocumentStore, namespace: str, name: str) -> Document:
 
 async def list_jobs(
     store: DocumentStore, namespace: str, *, states: list[str], limit: int, after: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    where: dict[str, Any] = {"namespace": namespace}
+) -> tuple[list[JobView], str | None]:
+    where: dict[str, object] = {"namespace": namespace}
     if states:
         where["state"] = {"$in": states}
     if after is not None:
         where["name"] = {"$gt": after}
     documents = await store.find(JOBS, where, order_by=[("name", 1)], limit=limit + 1)
     page = [job_view(d.data, d.version) for d in documents[:limit]]
-    next_token = encode_page_token(str(page[-1]["name"])) if len(documents) > limit else None
+    next_token = encode_page_token(str(page[-1].get("name"))) if len(documents) > limit else None
     return page, next_token
 
 
 async def job_rounds(
     store: DocumentStore, namespace: str, name: str, *, since: int, limit: int
-) -> list[dict[str, Any]]:
+) -> list[RoundRecord]:
     """Per-round records after round ``since``, in round order."""
-    where = {"namespace": namespace, "job": name, "round": {"$gt": since}}
+    where: Where = {"namespace": namespace, "job": name, "round": {"$gt": since}}
     documents = await store.find(ROUNDS, where, order_by=[("round", 1)], limit=limit)
-    return [without_secrets(d.data) for d in documents]
+    return [as_round_record(without_secrets(d.data)) for d in documents]
 
 
-async def job_checkpoints(store: DocumentStore, namespace: str, name: str) -> list[dict[str, Any]]:
+def checkpoint_view(data: Mapping[str, Any]) -> CheckpointView:
+    checkpoint = as_checkpoint(data)
+    return {
+        "round": checkpoint.get("round"),
+        "sha256": checkpoint.get("sha256"),
+        "size": checkpoint.get("size"),
+        "createdAt": checkpoint.get("createdAt"),
+    }
+
+
+async def job_checkpoints(store: DocumentStore, namespace: str, name: str) -> list[CheckpointView]:
     documents = await store.find(CHECKPOINTS, {"jobId": job_key(namespace, name)}, order_by=[("round", 1)])
-    return [
-        {k: d.data.get(k) for k in ("round", "sha256", "size", "createdAt")}
-        for d in documents
-        if d.data.get("namespace", namespace) == namespace
-    ]
+    return [checkpoint_view(d.data) for d in documents if d.data.get("namespace", namespace) == namespace]
 
 
 async def contributing_clients(store: DocumentStore, namespace: str, name: str) -> list[str]:
     """Every client whose update was accepted in some round of the job (the model's lineage)."""
     clients: set[str] = set()
     for document in await store.find(ROUNDS, {"namespace": namespace, "job": name}):
-        accepted = document.data.get("accepted")
+        accepted = as_round_record(document.data).get("accepted")
         if isinstance(accepted, list):
             clients.update(str(c) for c in accepted)
     return sorted(clients)

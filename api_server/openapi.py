@@ -12,11 +12,11 @@ check that the two sets of (method, path) are the same.
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any
 
 from api_server.parameters import PATH_PARAMETERS
 from api_server.route_table import Access, Route
 from api_server.schemas import component_schemas, ref
+from libs.json_values import JsonSchema
 
 ERROR_DESCRIPTIONS = {
     400: "The request is not valid; the message and details.errors name each problem.",
@@ -51,8 +51,8 @@ def error_statuses(route: Route) -> list[int]:
     return sorted(statuses)
 
 
-def _parameters(route: Route) -> list[dict[str, Any]]:
-    parameters: list[dict[str, Any]] = []
+def _parameters(route: Route) -> list[JsonSchema]:
+    parameters: list[JsonSchema] = []
     for name in route.path_parameters:
         schema, words = PATH_PARAMETERS[name]
         parameters.append(
@@ -66,17 +66,17 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
     return parameters
 
 
-def _responses(route: Route) -> dict[str, Any]:
+def _responses(route: Route) -> JsonSchema:
     reply = route.reply
-    success: dict[str, Any] = {"description": reply.description}
+    success: JsonSchema = {"description": reply.description}
     if reply.schema is not None:
         success["content"] = {reply.media_type: {"schema": dict(reply.schema)}}
     if reply.headers:
         success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                               for name, text in reply.headers.items()}  # fmt: skip
-    responses: dict[str, Any] = {str(reply.status): success}
+    responses: JsonSchema = {str(reply.status): success}
     for status in error_statuses(route):
-        entry: dict[str, Any] = {
+        entry: JsonSchema = {
             "description": ERROR_DESCRIPTIONS.get(status, "An error."),
             "content": {"application/json": {"schema": ref("Error")}},
         }
@@ -88,8 +88,8 @@ def _responses(route: Route) -> dict[str, Any]:
     return responses
 
 
-def operation(route: Route) -> dict[str, Any]:
-    op: dict[str, Any] = {
+def operation(route: Route) -> JsonSchema:
+    op: JsonSchema = {
         "operationId": route.operation_id,
         "summary": route.summary,
         "tags": [route.tag],
@@ -110,8 +110,8 @@ def operation(route: Route) -> dict[str, Any]:
     return op
 
 
-def build_document(routes: list[Route]) -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
+def build_document(routes: list[Route]) -> JsonSchema:
+    paths: dict[str, JsonSchema] = {}
     for route in routes:
         paths.setdefault(route.template, {})[route.method.lower()] = operation(route)
     return {

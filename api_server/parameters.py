@@ -15,24 +15,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from aiohttp import web
 
 from libs.errors import ValidationFailed
 from libs.jobspec import load_schema
+from libs.json_values import JsonSchema
 
 _DEFS = load_schema()["$defs"]
-DNS_LABEL: dict[str, Any] = {k: _DEFS["dnsLabel"][k] for k in ("type", "minLength", "maxLength", "pattern")}
-MODEL_NAME: dict[str, Any] = {k: _DEFS["modelName"][k] for k in ("type", "minLength", "maxLength", "pattern")}
-VERSION: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**53}
+DNS_LABEL: JsonSchema = {k: _DEFS["dnsLabel"][k] for k in ("type", "minLength", "maxLength", "pattern")}
+MODEL_NAME: JsonSchema = {k: _DEFS["modelName"][k] for k in ("type", "minLength", "maxLength", "pattern")}
+VERSION: JsonSchema = {"type": "integer", "minimum": 1, "maximum": 2**53}
 # What a client certificate can carry (libs.pki.identity): the task manager's client id.
-CLIENT_ID: dict[str, Any] = {
+CLIENT_ID: JsonSchema = {
     "type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
 }  # fmt: skip
 
 # name -> (schema, words for messages)
-PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
+PATH_PARAMETERS: dict[str, tuple[JsonSchema, str]] = {
     "ns": (DNS_LABEL, "a namespace: a DNS-1123 label (lowercase letters, digits and '-', at most 63)"),
     "name": (DNS_LABEL, "a job name: a DNS-1123 label (lowercase letters, digits and '-', at most 63)"),
     "model": (MODEL_NAME, "a model name (lowercase letters, digits, '-', '_', '.', at most 253)"),
@@ -48,7 +48,7 @@ def _problem(where: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{where}: {message}", details={"errors": [{"path": where, "message": message}]})
 
 
-def _matches(value: str, schema: dict[str, Any]) -> bool:
+def _matches(value: str, schema: JsonSchema) -> bool:
     return schema["minLength"] <= len(value) <= schema["maxLength"] and bool(
         re.fullmatch(schema["pattern"], value)
     )

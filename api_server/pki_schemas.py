@@ -8,17 +8,16 @@ revocations.  Times here are RFC 3339 strings, as in the token file's
 
 from __future__ import annotations
 
-from typing import Any
-
 from api_server.parameters import CLIENT_ID
+from libs.json_values import JsonSchema
 from libs.pki.enrollment import MAX_TTL
 
 DEFAULT_TOKEN_TTL_SECONDS = 24 * 3600
 MAX_TOKEN_TTL_SECONDS = int(MAX_TTL.total_seconds())
-RFC3339: dict[str, Any] = {"type": "string", "format": "date-time"}
-PEM: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 16384}
+RFC3339: JsonSchema = {"type": "string", "format": "date-time"}
+PEM: JsonSchema = {"type": "string", "minLength": 1, "maxLength": 16384}
 
-CREATE_ENROLLMENT_TOKEN_BODY: dict[str, Any] = {
+CREATE_ENROLLMENT_TOKEN_BODY: JsonSchema = {
     "type": "object",
     "description": "The client id the token may claim, and how long it may wait to be redeemed.",
     "properties": {
@@ -34,7 +33,7 @@ CREATE_ENROLLMENT_TOKEN_BODY: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-ENROLL_BODY: dict[str, Any] = {
+ENROLL_BODY: JsonSchema = {
     "type": "object",
     "description": "A one-time enrolment token and a PEM certificate request (EC P-256 key). The names in "
     "the request are ignored: the certificate is for the client id the token names.",
@@ -43,7 +42,7 @@ ENROLL_BODY: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-REVOKE_CLIENT_BODY: dict[str, Any] = {
+REVOKE_CLIENT_BODY: JsonSchema = {
     "type": "object",
     "description": "Why the client is revoked (kept in the PKI's revoked.json).",
     "properties": {"reason": {"type": "string", "maxLength": 512}},
@@ -51,11 +50,11 @@ REVOKE_CLIENT_BODY: dict[str, Any] = {
 }
 
 
-def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def _object(properties: JsonSchema, required: list[str]) -> JsonSchema:
     return {"type": "object", "properties": properties, "required": required}
 
 
-def pki_schemas() -> dict[str, Any]:
+def pki_schemas() -> JsonSchema:
     token_view = _object(
         {
             "id": {"type": "string", "description": "A public handle: a prefix of the token's SHA-256."},

@@ -38,12 +38,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypedDict
 
 from libs.errors import AlreadyExists, NotFound, NsflError, ValidationFailed, VersionConflict
 from libs.objects import ObjectStore, PutData, model_key, validate_prefix
-from libs.records import MODELS
+from libs.records import MODELS, Lineage, ModelDocument, ModelVersion, as_model
 from libs.store import Document, DocumentStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,31 @@ def model_doc_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def version_view(number: int, entry: dict[str, Any]) -> dict[str, Any]:
+class VersionView(TypedDict):
+    """A model version as REST shows it (``ModelVersion`` in ``/openapi.json``)."""
+
+    version: int
+    sha256: str | None
+    size: int | None
+    createdAt: float | None
+    description: str
+    lineage: Lineage | None
+
+
+class ModelView(TypedDict):
+    """A model as REST shows it (``Model`` in ``/openapi.json``): its versions as a list, by number."""
+
+    namespace: str | None
+    name: str | None
+    runtime: str | None
+    description: str
+    latest: int | None
+    createdAt: float | None
+    updatedAt: float | None
+    versions: list[VersionView]
+
+
+def version_view(number: int, entry: Mapping[str, Any]) -> VersionView:
     """A version as REST shows it (without the object key: callers download through the API)."""
     return {
         "version": number,
@@ -69,7 +93,8 @@ def version_view(number: int, entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def model_view(data: dict[str, Any]) -> dict[str, Any]:
+def model_view(data: ModelDocument) -> ModelView:
+    """A stored model as REST shows it; tolerant of fields an older document lacks."""
     versions = data.get("versions") or {}
     return {
         "namespace": data.get("namespace"),
@@ -93,9 +118,9 @@ class ModelRegistry:
         self._objects = objects
         self._clock = clock
 
-    async def create(self, namespace: str, name: str, *, runtime: str, description: str) -> dict[str, Any]:
+    async def create(self, namespace: str, name: str, *, runtime: str, description: str) -> ModelView:
         now = self._clock()
-        data = {
+        data: ModelDocument = {
             "namespace": namespace, "name": name, "runtime": runtime, "description": description,
             "createdAt": now, "updatedAt": now, "latest": None, "nextVersion": 1, "versions": {},
         }  # fmt: skip
@@ -106,7 +131,7 @@ class ModelRegistry:
                 f"model {name!r} already exists in namespace {namespace!r}; add a version to it instead",
                 details={"model": name},
             ) from None
-        return model_view(document.data)
+        return model_view(as_model(document.data))
 
     async def ensure(self, namespace: str, name: str, *, runtime: str, description: str) -> None:
         """Create the model unless it exists; an existing model must have the same runtime."""
@@ -128,23 +153,23 @@ class ModelRegistry:
             raise NotFound(f"model {name!r} not found in namespace {namespace!r}", details={"model": name})
         return document
 
-    async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return model_view((await self.document(namespace, name)).data)
+    async def get(self, namespace: str, name: str) -> ModelView:
+        return model_view(as_model((await self.document(namespace, name)).data))
 
     async def list(
         self, namespace: str, *, limit: int, after: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[ModelView], str | None]:
         """One page of models by name, and the name to continue after (None on the last page)."""
         where: dict[str, Any] = {"namespace": namespace}
         if after is not None:
             where["name"] = {"$gt": after}
         documents = await self._store.find(COLLECTION, where, order_by=[("name", 1)], limit=limit + 1)
-        page = [model_view(d.data) for d in documents[:limit]]
+        page = [model_view(as_model(d.data)) for d in documents[:limit]]
         return page, (str(page[-1]["name"]) if len(documents) > limit else None)
 
-    async def version(self, namespace: str, name: str, number: int | None) -> tuple[int, dict[str, Any]]:
+    async def version(self, namespace: str, name: str, number: int | None) -> tuple[int, ModelVersion]:
         """Version ``number`` (the latest when None) and its entry; ``NotFound`` naming what is missing."""
-        data = (await self.document(namespace, name)).data
+        data = as_model((await self.document(namespace, name)).data)
         if number is None:
             number = data.get("latest")
             if number is None:
@@ -154,7 +179,7 @@ class ModelRegistry:
             raise NotFound(
                 f"model {name!r} has no version {number}", details={"model": name, "version": number}
             )
-        return int(number), dict(entry)
+        return int(number), ModelVersion(**entry)
 
     async def add_version(
         self,
@@ -165,8 +190,8 @@ class ModelRegistry:
         expected_sha256: str | None,
         max_size: int | None,
         description: str,
-        lineage: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        lineage: Lineage | None,
+    ) -> VersionView:
         """Store ``data`` as the next version of the model (see the module docstring for the steps)."""
         number = await self._reserve(namespace, name)
         key = model_key(namespace, name, number)
@@ -175,7 +200,7 @@ class ModelRegistry:
         except BaseException:
             await self._release(namespace, name, number)
             raise
-        entry = {
+        entry: ModelVersion = {
             "key": key, "sha256": info.sha256, "size": info.size, "createdAt": self._clock(),
             "description": description, "lineage": lineage,
         }  # fmt: skip
@@ -245,7 +270,7 @@ class ModelRegistry:
         except NsflError as exc:
             log.info("version %d of model %s/%s stays unused: %s", number, namespace, name, exc.message)
 
-    async def _record(self, namespace: str, name: str, number: int, entry: dict[str, Any]) -> None:
+    async def _record(self, namespace: str, name: str, number: int, entry: ModelVersion) -> None:
         for _ in range(CAS_ATTEMPTS):
             document = await self.document(namespace, name)
             versions = dict(document.data.get("versions") or {})

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Protocol
+from typing import Protocol, cast
 
 from api_server.auth import ALL_NAMESPACES, Caller
+from api_server.job_views import JobView
 from api_server.upstream import upstream_errors
 from libs.errors import CATALOGUE, NsflError
 from libs.jobspec import JobSpec
@@ -50,19 +51,17 @@ def namespaces_metadata(caller: Caller) -> Metadata:
 class JobScheduler(Protocol):
     """The job operations the REST API forwards to the scheduler, each on behalf of ``caller``."""
 
-    async def submit(self, caller: Caller, namespace: str, spec: JobSpec) -> dict[str, Any]: ...
+    async def submit(self, caller: Caller, namespace: str, spec: JobSpec) -> JobView: ...
 
     async def update(
         self, caller: Caller, namespace: str, name: str, spec: JobSpec, *, expected_version: int
-    ) -> dict[str, Any]: ...
+    ) -> JobView: ...
 
-    async def start(
-        self, caller: Caller, namespace: str, name: str, *, from_scratch: bool
-    ) -> dict[str, Any]: ...
+    async def start(self, caller: Caller, namespace: str, name: str, *, from_scratch: bool) -> JobView: ...
 
-    async def stop(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]: ...
+    async def stop(self, caller: Caller, namespace: str, name: str) -> JobView: ...
 
-    async def delete(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]: ...
+    async def delete(self, caller: Caller, namespace: str, name: str) -> JobView: ...
 
     async def logs(self, caller: Caller, namespace: str, name: str, *, tail_lines: int) -> str: ...
 
@@ -73,7 +72,7 @@ class JobScheduler(Protocol):
     async def close(self) -> None: ...
 
 
-def _job_of(reply: scheduler_pb2.JobReply) -> dict[str, Any]:
+def _job_of(reply: scheduler_pb2.JobReply) -> JobView:
     try:
         job = json.loads(reply.job_json)
     except ValueError:
@@ -81,7 +80,7 @@ def _job_of(reply: scheduler_pb2.JobReply) -> dict[str, Any]:
     if not isinstance(job, dict):
         log.error("the job scheduler answered with a job that is not a JSON object: %.200r", reply.job_json)
         raise NsflError(CATALOGUE["Internal"].public_message)
-    return job
+    return cast(JobView, job)  # the scheduler's job_view of the stored job (job_scheduler.documents)
 
 
 class GrpcJobScheduler:
@@ -96,8 +95,10 @@ class GrpcJobScheduler:
     def _ref(namespace: str, name: str) -> scheduler_pb2.JobRef:
         return scheduler_pb2.JobRef(namespace=namespace, name=name)
 
-    async def submit(self, caller: Caller, namespace: str, spec: JobSpec) -> dict[str, Any]:
-        request = scheduler_pb2.SubmitJobRequest(namespace=namespace, spec_json=json.dumps(spec.to_document()))
+    async def submit(self, caller: Caller, namespace: str, spec: JobSpec) -> JobView:
+        request = scheduler_pb2.SubmitJobRequest(
+            namespace=namespace, spec_json=json.dumps(spec.to_document())
+        )
         with upstream_errors(SCHEDULER):
             reply = await self._stub.SubmitJob(
                 request, timeout=self._timeout, metadata=namespaces_metadata(caller)
@@ -106,9 +107,11 @@ class GrpcJobScheduler:
 
     async def update(
         self, caller: Caller, namespace: str, name: str, spec: JobSpec, *, expected_version: int
-    ) -> dict[str, Any]:
+    ) -> JobView:
         request = scheduler_pb2.UpdateJobRequest(
-            ref=self._ref(namespace, name), spec_json=json.dumps(spec.to_document()), expected_version=expected_version
+            ref=self._ref(namespace, name),
+            spec_json=json.dumps(spec.to_document()),
+            expected_version=expected_version,
         )
         with upstream_errors(SCHEDULER):
             reply = await self._stub.UpdateJob(
@@ -116,7 +119,7 @@ class GrpcJobScheduler:
             )
         return _job_of(reply)
 
-    async def start(self, caller: Caller, namespace: str, name: str, *, from_scratch: bool) -> dict[str, Any]:
+    async def start(self, caller: Caller, namespace: str, name: str, *, from_scratch: bool) -> JobView:
         request = scheduler_pb2.StartJobRequest(ref=self._ref(namespace, name), from_scratch=from_scratch)
         with upstream_errors(SCHEDULER):
             reply = await self._stub.StartJob(
@@ -124,14 +127,14 @@ class GrpcJobScheduler:
             )
         return _job_of(reply)
 
-    async def stop(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]:
+    async def stop(self, caller: Caller, namespace: str, name: str) -> JobView:
         with upstream_errors(SCHEDULER):
             reply = await self._stub.StopJob(
                 self._ref(namespace, name), timeout=self._timeout, metadata=namespaces_metadata(caller)
             )
         return _job_of(reply)
 
-    async def delete(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]:
+    async def delete(self, caller: Caller, namespace: str, name: str) -> JobView:
         with upstream_errors(SCHEDULER):
             reply = await self._stub.DeleteJob(
                 self._ref(namespace, name), timeout=self._timeout, metadata=namespaces_metadata(caller)

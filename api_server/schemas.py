@@ -18,16 +18,17 @@ from api_server.parameters import MODEL_NAME
 from api_server.pki_schemas import pki_schemas
 from api_server.registry import RUNTIMES
 from libs.jobspec import load_schema
+from libs.json_values import JsonSchema
 
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-DESCRIPTION: dict[str, Any] = {"type": "string", "maxLength": 4096}
-TIMESTAMP: dict[str, Any] = {"type": ["number", "string", "null"], "description": "Seconds since the epoch."}
+DESCRIPTION: JsonSchema = {"type": "string", "maxLength": 4096}
+TIMESTAMP: JsonSchema = {"type": ["number", "string", "null"], "description": "Seconds since the epoch."}
 
-START_BODY: dict[str, Any] = {
+START_BODY: JsonSchema = {
     "type": "object",
     "description": "How to start a job again; an empty body starts from the latest checkpoint.",
     "properties": {
@@ -40,7 +41,7 @@ START_BODY: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-REGISTER_MODEL_BODY: dict[str, Any] = {
+REGISTER_MODEL_BODY: JsonSchema = {
     "type": "object",
     "description": "Register the final model of a FINISHED job as a new version of a registry model "
     "(created, with the job's runtime, if it does not exist).",
@@ -49,7 +50,7 @@ REGISTER_MODEL_BODY: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-CREATE_MODEL_BODY: dict[str, Any] = {
+CREATE_MODEL_BODY: JsonSchema = {
     "type": "object",
     "properties": {
         "name": MODEL_NAME,
@@ -60,7 +61,7 @@ CREATE_MODEL_BODY: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-JOB_PATCH_BODY: dict[str, Any] = {
+JOB_PATCH_BODY: JsonSchema = {
     "type": "object",
     "description": "A JSON merge patch (RFC 7386) over the job's spec: given fields replace the stored "
     "ones, null removes one. The result is validated like a new job.",
@@ -79,17 +80,17 @@ def _rewrite_refs(node: Any) -> Any:
     return node
 
 
-def job_spec_schemas() -> dict[str, Any]:
+def job_spec_schemas() -> JsonSchema:
     schema = load_schema()
     defs = schema.pop("$defs", {})
-    out: dict[str, Any] = {"JobSpec": _rewrite_refs(schema)}
+    out: JsonSchema = {"JobSpec": _rewrite_refs(schema)}
     for name, definition in defs.items():
         out[f"JobSpec.{name}"] = _rewrite_refs(definition)
     return out
 
 
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
+def _object(properties: JsonSchema, required: list[str] | None = None) -> JsonSchema:
+    schema: JsonSchema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     return schema
@@ -115,8 +116,8 @@ VERSION_VIEW = _object(
 )
 
 
-def component_schemas() -> dict[str, Any]:
-    schemas: dict[str, Any] = {
+def component_schemas() -> JsonSchema:
+    schemas: JsonSchema = {
         "Error": _object(
             {
                 "error": _object(

@@ -8,7 +8,7 @@ job spec), so the wire type stays here.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 from api_server.upstream import upstream_errors
 from libs.protos import selector_pb2, selector_pb2_grpc
@@ -20,7 +20,7 @@ SELECTOR = "the client selector"
 class ClientDirectory(Protocol):
     """Where the REST API reads the registered clients from."""
 
-    async def list_clients(self, *, include_lost: bool) -> list[dict[str, Any]]: ...
+    async def list_clients(self, *, include_lost: bool) -> list[ClientView]: ...
 
     async def ping(self) -> None:
         """Return once the selector can be reached (callers bound the wait with a timeout)."""
@@ -29,7 +29,36 @@ class ClientDirectory(Protocol):
     async def close(self) -> None: ...
 
 
-def client_to_json(info: selector_pb2.ClientInfo) -> dict[str, Any]:
+class DatasetView(TypedDict):
+    name: str
+    samples: int
+    tags: list[str]
+
+
+class ResourcesView(TypedDict):
+    cpus: float
+    memoryMb: int
+    gpus: int
+    diskMb: int
+
+
+class ClientView(TypedDict):
+    """A registered client as REST shows it (``Client`` in ``/openapi.json``)."""
+
+    clientId: str
+    liveness: str
+    lastHeartbeat: float | None
+    runningTasks: int
+    reservedBy: str | None  # the reserving jobs, comma-separated
+    source: str | None
+    expiresAt: float | None
+    runtimes: list[str]
+    datasets: list[DatasetView]
+    labels: dict[str, str]
+    resources: ResourcesView
+
+
+def client_to_json(info: selector_pb2.ClientInfo) -> ClientView:
     return {
         "clientId": info.client_id,
         "liveness": info.liveness or "unknown",
@@ -59,7 +88,7 @@ class GrpcClientDirectory:
         self._stub = selector_pb2_grpc.ClientSelectorStub(self._channel)
         self._timeout = timeout
 
-    async def list_clients(self, *, include_lost: bool) -> list[dict[str, Any]]:
+    async def list_clients(self, *, include_lost: bool) -> list[ClientView]:
         request = selector_pb2.ListClientsRequest(include_lost=include_lost)
         with upstream_errors(SELECTOR):
             reply = await self._stub.ListClients(request, timeout=self._timeout)

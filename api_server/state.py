@@ -8,8 +8,6 @@ implementation of the protocols.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from api_server.auth import Caller, TokenRegistry
@@ -19,6 +17,7 @@ from api_server.registry import ModelRegistry
 from api_server.scheduler_client import JobScheduler
 from api_server.selector_client import ClientDirectory
 from api_server.settings import ApiSettings
+from libs.json_values import JsonSchema
 from libs.objects import ObjectStore
 from libs.store import DocumentStore
 
@@ -30,7 +29,7 @@ OBJECTS: web.AppKey[ObjectStore] = web.AppKey("objects")
 SCHEDULER: web.AppKey[JobScheduler] = web.AppKey("scheduler")
 SELECTOR: web.AppKey[ClientDirectory] = web.AppKey("selector")
 REGISTRY: web.AppKey[ModelRegistry] = web.AppKey("registry", ModelRegistry)
-OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+OPENAPI: web.AppKey[JsonSchema] = web.AppKey("openapi")
 # Present only when the setting pki_dir names a PKI (enrolment and revocation need it).
 ENROLLMENT: web.AppKey[Enrollment] = web.AppKey("enrollment", Enrollment)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 JOBS = "jobs"
 ROUNDS = "rounds"
@@ -190,10 +190,10 @@ class CheckpointRecord(TypedDict):
 
 
 class Lineage(TypedDict):
-    """Which job, round and clients produced a model version."""
+    """Which job, round and clients produced a model version (round None if the job recorded none)."""
 
     job: str
-    round: int
+    round: int | None
     clients: list[str]
 
 
@@ -220,3 +220,28 @@ class ModelDocument(TypedDict):
     latest: int | None
     nextVersion: int
     versions: dict[str, ModelVersion]
+
+
+# The store's edge: a DocumentStore returns ``data`` as a plain JSON object.  These name which
+# record it holds, so the reader sees the shape; they check nothing, because every writer of a
+# collection writes through the type above (the contract the module docstring states).
+
+
+def as_job(data: Mapping[str, Any]) -> JobDocument:
+    """``data`` of a :data:`JOBS` document, as its type."""
+    return cast(JobDocument, data)
+
+
+def as_round_record(data: Mapping[str, Any]) -> RoundRecord:
+    """``data`` of a :data:`ROUNDS` document, as its type."""
+    return cast(RoundRecord, data)
+
+
+def as_checkpoint(data: Mapping[str, Any]) -> CheckpointRecord:
+    """``data`` of a :data:`CHECKPOINTS` document, as its type."""
+    return cast(CheckpointRecord, data)
+
+
+def as_model(data: Mapping[str, Any]) -> ModelDocument:
+    """``data`` of a :data:`MODELS` document, as its type."""
+    return cast(ModelDocument, data)

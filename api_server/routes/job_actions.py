@@ -12,6 +12,7 @@ the registered model with it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -25,13 +26,10 @@ from api_server.schemas import REGISTER_MODEL_BODY, START_BODY, ref
 from api_server.state import CALLER, OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STORE
 from libs.errors import InvalidState, NsflError
 from libs.jobspec import JobSpec
+from libs.records import JobState, Lineage, as_job
 
 MAX_ROUNDS_PAGE = 10_000
 MAX_LOG_LINES = 100_000
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 async def start_job(request: web.Request) -> web.StreamResponse:
@@ -83,14 +81,17 @@ async def register_model(request: web.Request) -> web.StreamResponse:
     raw = await read_document(request, app[SETTINGS].max_body_bytes, allow_yaml=False)
     body = check_body(raw, REGISTER_MODEL_BODY)
     document = await get_job(app[STORE], namespace, name)
-    job = document.data
-    if job.get("state") != "FINISHED":
+    job = as_job(document.data)
+    if job.get("state") != JobState.FINISHED:
         raise InvalidState(
             f"job {name!r} is {job.get('state')}; only a FINISHED job has a final model to register",
             details={"state": job.get("state")},
         )
-    status = _mapping(job.get("status"))
-    final = _mapping(status.get("finalModel"))
+    # An older or hand-edited document may hold anything here: read defensively.
+    raw_status = job.get("status")
+    status: Mapping[str, Any] = raw_status if isinstance(raw_status, dict) else {}
+    final_model = status.get("finalModel")
+    final: Mapping[str, Any] = final_model if isinstance(final_model, dict) else {}
     key = final.get("key")
     # The key comes from the store, written by the coordinator; it must still lie in the job's namespace.
     if not isinstance(key, str) or not key.startswith(f"{namespace}/"):
@@ -106,7 +107,7 @@ async def register_model(request: web.Request) -> web.StreamResponse:
     model = str(body["model"])
     description = str(body.get("description", f"final model of job {name}"))
     await registry.ensure(namespace, model, runtime=spec.runtime, description=description)
-    lineage = {
+    lineage: Lineage = {
         "job": name,
         "round": status.get("round") if isinstance(status.get("round"), int) else None,
         "clients": await contributing_clients(app[STORE], namespace, name),

@@ -13,14 +13,13 @@ labels, so they never contain ``:``, which the custom methods
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from api_server.bodies import read_document
 from api_server.job_views import (
     STATES,
     UPDATABLE_STATES,
+    JobView,
     decode_page_token,
     get_job,
     job_view,
@@ -34,18 +33,19 @@ from api_server.state import CALLER, OBJECTS, REGISTRY, SCHEDULER, SETTINGS, STO
 from libs.errors import InvalidState, ValidationFailed
 from libs.jobspec import JobSpec
 from libs.jobspec.patching import patched_spec
+from libs.json_values import JsonObject
 
 JOBS_PATH = "/api/v1/namespaces/{ns}/jobs"
 JOB_PATH = "/api/v1/namespaces/{ns}/jobs/{name:[^/:]+}"
 SPEC_MEDIA_TYPES = ("application/json", "application/yaml")
 
 
-def reply_job(job: dict[str, Any], *, status: int = 200) -> web.Response:
+def reply_job(job: JobView, *, status: int = 200) -> web.Response:
     version = job.get("version")
     return web.json_response(job_view(job, version if isinstance(version, int) else None), status=status)
 
 
-async def validated(request: web.Request, raw: dict[str, Any], namespace: str) -> JobSpec:
+async def validated(request: web.Request, raw: JsonObject, namespace: str) -> JobSpec:
     """The spec with defaults written in, after its references were found; else a 400."""
     full = JobSpec.parse(raw, namespace=namespace)
     app = request.app
