@@ -21,16 +21,16 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from coordinator.checkpoints import CheckpointStore, pack
+from coordinator.checkpoints import CheckpointStore, ServerState, pack
 from coordinator.growing_json import GrowingListEncoder
 from coordinator.model_state import WeightMap
 from coordinator.offload import behind_the_round
+from libs.records import CheckpointRecord, RoundRecord
 
 
 class CheckpointWriter:
-    def __init__(self, store: CheckpointStore, on_saved: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    def __init__(self, store: CheckpointStore, on_saved: Callable[[CheckpointRecord], Awaitable[None]]) -> None:
         self._store = store
         self._on_saved = on_saved
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -38,8 +38,8 @@ class CheckpointWriter:
         self._failure: BaseException | None = None
         self._history = GrowingListEncoder(unsettled=2)  # each record encoded once (coordinator.growing_json)
 
-    def submit(self, round_number: int, weights: WeightMap, optimizer_state: dict[str, Any],
-               history: list[dict[str, Any]]) -> None:
+    def submit(self, round_number: int, weights: WeightMap, optimizer_state: ServerState,
+               history: list[RoundRecord]) -> None:
         """Snapshot the checkpoint (its ``extra`` holds the job's history) now; store and report it later."""
         self._raise_failure()
         extra_json = '{"history": ' + self._history.encode(history) + "}"

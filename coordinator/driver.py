@@ -45,7 +45,7 @@ from libs.jobspec import JobSpec
 from libs.jobspec.spec import ModelRef
 from libs.objects.protocol import ObjectStore
 from libs.protos import coordinator_pb2
-from libs.records import MODELS, JobState, model_key
+from libs.records import MODELS, CheckpointRecord, JobState, RoundRecord, as_model, as_round_record, model_key
 from libs.structured_logging import log_context
 from libs.weights.tensors import decode, encode
 
@@ -79,10 +79,10 @@ class Driver:
         self.piggyback = EvaluationPiggyback(evaluate_every=self.evaluate_every, rounds=self.rounds)
         # Checkpoints are stored behind the rounds and reported once stored (coordinator.checkpoint_writer).
         self.checkpoint_writer = CheckpointWriter(checkpoints, on_saved=self._checkpoint_saved)
-        self._stored_checkpoints: list[dict[str, Any]] = []  # stored, not reported yet
+        self._stored_checkpoints: list[CheckpointRecord] = []  # stored, not reported yet
         self.round = 0
         self.last_checkpoint_round = -1
-        self.history: list[dict[str, Any]] = []
+        self.history: list[RoundRecord] = []
         self.state = JobState.STARTING
 
     # -- what the servicer serves (coordinator.grpc_service.ServedJob) ------------------------
@@ -172,8 +172,9 @@ class Driver:
             model = await documents.get(MODELS, model_key(self.plan.namespace, ref.name))
         except NotFound:
             raise JobFailed(f"modelRef: no model {ref.name!r} in namespace {self.plan.namespace}") from None
-        versions = model.data.get("versions", {})
-        version = str(ref.version or model.data.get("latest", ""))
+        document = as_model(model.data)
+        versions = document.get("versions", {})
+        version = str(ref.version or document.get("latest", ""))
         if version not in versions:
             raise JobFailed(f"modelRef: model {ref.name!r} has no version {version!r}")
         return decode(await self.objects.read(versions[version]["key"]), copy=True)
@@ -225,14 +226,15 @@ class Driver:
             revised = self.piggyback.file(round_number, book.accepted, self.history, self.clock())
             self.runner.model = GlobalModel.from_weights(new_weights, round_number)
             self.round = round_number
-            record: dict[str, Any] = {
+            secure = self.runner.secure_aggregation
+            record = as_round_record({
                 **book.summary(), "attempt": attempt, "startedAt": started, "endedAt": self.clock(),
                 "trainMetrics": weighted_metrics(book.accepted), "modelSha256": self.runner.model.sha256,
                 "samples": sum(t.num_samples for t in book.accepted),
-            }
-            if self.runner.secure_aggregation is not None:  # stage counts; samples = the decoded Σ w_i
-                record.update(self.runner.secure_aggregation.record_fields())
-            record.update(self.step.round_report())  # privacy spent, screening, extender metrics
+                # secure aggregation's stage counts (samples = the decoded Σ w_i)
+                **(secure.record_fields() if secure is not None else {}),
+                **self.step.round_report(),  # privacy spent, screening, extender metrics
+            })
             if self._evaluates_apart(round_number):
                 record["evaluation"] = await self._evaluate(round_number)
             self.history.append(record)
@@ -278,7 +280,7 @@ class Driver:
         self.checkpoint_writer.submit(self.round, model.weights, self.step.state(), self.history)
         self.last_checkpoint_round = self.round
 
-    async def _checkpoint_saved(self, record: dict[str, Any]) -> None:
+    async def _checkpoint_saved(self, record: CheckpointRecord) -> None:
         # Reported with the next round's report rather than in one of its own: a report is a store
         # write for the scheduler, and a round already sends one.
         self._stored_checkpoints.append(record)
@@ -290,7 +292,7 @@ class Driver:
         if self.round > 0 and self.last_checkpoint_round != self.round:
             await self._report(checkpoint=await self._save_checkpoint())
 
-    async def _save_checkpoint(self) -> dict[str, Any]:
+    async def _save_checkpoint(self) -> CheckpointRecord:
         model = self.runner.model
         if model is None:
             raise ValidationFailed("no model to checkpoint")

@@ -24,10 +24,10 @@ Pure: tickets and history records in, values out; the driver does the I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from coordinator.rounds import Ticket
+from libs.records import RoundRecord
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class EvaluationPiggyback:
         """Whether the evaluation after ``round_number`` is left to the next round's train tasks."""
         return self._due(round_number) and round_number < self.rounds
 
-    def wanted(self, round_number: int, history: Sequence[MutableMapping[str, Any]]) -> bool:
+    def wanted(self, round_number: int, history: Sequence[RoundRecord]) -> bool:
         """Whether round ``round_number``'s train tasks should evaluate the model they are given."""
         if not self._due(round_number - 1) or not history:
             return False
@@ -77,9 +77,9 @@ class EvaluationPiggyback:
         self,
         round_number: int,
         tickets: Sequence[Ticket],
-        history: Sequence[MutableMapping[str, Any]],
+        history: Sequence[RoundRecord],
         now: float,
-    ) -> MutableMapping[str, Any] | None:
+    ) -> RoundRecord | None:
         """Take the evaluation from round ``round_number``'s tickets and give it to the previous
         round's record; that record if it changed, else None.  Call before recording this round."""
         wanted = self.wanted(round_number, history)
@@ -92,5 +92,7 @@ class EvaluationPiggyback:
         previous = history[-1]
         previous["evaluation"] = metrics
         previous["evaluatedAt"] = now
-        log.info("evaluation after round %d (by round %d's clients): %s", round_number - 1, round_number, metrics)
+        log.info(
+            "evaluation after round %d (by round %d's clients): %s", round_number - 1, round_number, metrics
+        )
         return previous

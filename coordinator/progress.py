@@ -54,6 +54,7 @@ from coordinator.growing_json import GrowingListEncoder, encode_object
 from coordinator.offload import behind_the_round, run_sized
 from libs.files import write_text_atomic
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
+from libs.records import CheckpointRecord, RoundRecord
 from libs.wire import Wire
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,12 @@ class PendingReport:
     def __init__(self, state: str) -> None:
         self.state = state
         self.fields: dict[str, Any] = {}
-        self.round_record: dict[str, Any] | None = None
-        self.records: dict[int, Mapping[str, Any]] = {}
-        self.checkpoints: list[dict[str, Any]] = []
+        self.round_record: RoundRecord | None = None
+        self.records: dict[int, RoundRecord] = {}
+        self.checkpoints: list[CheckpointRecord] = []
 
-    def fold(self, fields: Mapping[str, Any], round_record: dict[str, Any] | None,
-             revised: Sequence[Mapping[str, Any]], checkpoint: dict[str, Any] | None) -> None:
+    def fold(self, fields: Mapping[str, Any], round_record: RoundRecord | None,
+             revised: Sequence[RoundRecord], checkpoint: CheckpointRecord | None) -> None:
         self.fields.update(fields)
         for record in revised:
             self.records[int(record.get("round", 0))] = record
@@ -126,8 +127,8 @@ class ProgressReporter:
         self._paced_until = 0.0  # the event loop's time before which a RUNNING write waits
         self._writer: asyncio.Task[None] | None = None
 
-    async def update(self, *, round_record: dict[str, Any] | None = None,
-                     checkpoint: dict[str, Any] | None = None, revised: Sequence[Mapping[str, Any]] = (),
+    async def update(self, *, round_record: RoundRecord | None = None,
+                     checkpoint: CheckpointRecord | None = None, revised: Sequence[RoundRecord] = (),
                      **fields: Any) -> None:
         """Record the new status; the file and the scheduler get it shortly after (see the module docstring).
 

@@ -156,22 +156,36 @@ class JobDocument(TypedDict, total=False):
     resourceUid: str
 
 
+class RejectedTask(TypedDict):
+    task: str
+    reason: str
+
+
 class RoundRecord(TypedDict, total=False):
     """A document of :data:`ROUNDS`: the coordinator's record of one train round, plus its ids.
 
-    The coordinator may add algorithm fields (``privacy``, ``scaffold``, ``screened``,
-    ``extender``, secure aggregation's stage counts), kept as they come.
+    The coordinator builds it (``coordinator.driver``, from ``RoundBook.summary``) and keeps the
+    job's history of them in status.json and in every checkpoint; the scheduler adds the ids
+    (``namespace``, ``job``) when it stores one.  The coordinator may add algorithm fields
+    (``privacy``, ``scaffold``, ``screened``, ``extender``, secure aggregation's stage counts),
+    kept as they come.
     """
 
     namespace: str
     job: str
     round: int
+    kind: str  # "train"
     attempt: int
     accepted: list[str]
+    dropped: dict[str, str]  # client id -> why its task was dropped
+    rejected: list[RejectedTask]
+    closeReason: str
+    clientSeconds: dict[str, float]  # client id -> seconds its script ran
     startedAt: float
     endedAt: float
     trainMetrics: dict[str, float]
     evaluation: dict[str, float]
+    evaluatedAt: float  # when the evaluation came with the next round's updates (piggybacked)
     modelSha256: str
     samples: int
 
