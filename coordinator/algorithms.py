@@ -8,9 +8,10 @@ needs, on top of the pure algorithms of :mod:`libs.aggregation`
 * :meth:`JobAlgorithm.broadcast` -- before a train round is offered: the
   global model to publish (with SCAFFOLD's server control variate ``c`` and
   any broadcast files as attachments, :mod:`libs.aggregation.attachments`)
-  and the task parameters (the job's, plus what clients must know under the
-  reserved key :data:`RESERVED_PARAMETER`: FedProx's ``mu``, SCAFFOLD's run
-  id, local DP's settings);
+  and the task parameters (the job's, plus a broadcast extender's);
+* :meth:`JobAlgorithm.client_settings` -- what clients must know of the
+  algorithm (:class:`~libs.tasks.spec.AlgorithmSettings`: FedProx's ``mu``,
+  SCAFFOLD's run id, local DP's settings), typed beside the parameters;
 * :meth:`JobAlgorithm.new_round` -- a
   :class:`~coordinator.round_aggregation.RoundAggregation` that takes each
   accepted update as it arrives;
@@ -54,6 +55,7 @@ retried.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Mapping
@@ -73,19 +75,13 @@ from coordinator.model_state import GlobalModel
 from coordinator.privacy_accounting import CENTRAL, LOCAL, DifferentialPrivacy, dp_config
 from coordinator.round_aggregation import RoundAggregation, RoundResult
 from libs.aggregation import Aggregator, make_aggregator
-from libs.aggregation.attachments import (
-    FILE,
-    RESERVED_PARAMETER,
-    SERVER_CONTROL,
-    file_tensor,
-    is_reserved,
-    join,
-)
+from libs.aggregation.attachments import FILE, SERVER_CONTROL, file_tensor
 from libs.aggregation.robust import update_norm
 from libs.aggregation.server_optimizers import ServerOptimizer
 from libs.errors import ValidationFailed
 from libs.jobspec import JobSpec
-from libs.weights.tensors import WeightMap, decode, encode, sha256_hex
+from libs.tasks import AlgorithmSettings
+from libs.weights.tensors import WeightMap
 
 log = logging.getLogger(__name__)
 
@@ -187,19 +183,23 @@ class JobAlgorithm:
         return self.aggregator.control_variates
 
     # -- before a round ----------------------------------------------------------------------
-    def client_parameters(self) -> dict[str, Any]:
-        """What clients must know (under :data:`RESERVED_PARAMETER`); empty when nothing."""
+    def client_settings(self) -> AlgorithmSettings:
+        """What clients must know of the algorithm; the default (nothing) for plain FedAvg."""
         self.prepare()
-        client: dict[str, Any] = {}
-        if self.aggregator.client_parameters:
-            client[self.aggregator.name] = dict(self.aggregator.client_parameters)
-        if self.scaffold:
-            client["scaffold"] = {"run": self._scaffold_run}
+        mu = self.aggregator.client_parameters.get("mu")  # FedProx's, the one client-side parameter
+        local_dp = None
         if self.privacy is not None and self.privacy.config.mode == LOCAL and not self.secure:
             # Under secure aggregation the round's plan carries the DP settings and the secure
             # client adds the noise (coordinator.secure_rounds): sending them here would noise twice.
-            client["dp"] = self.privacy.config.client_parameters()
-        return {"aggregation": self.aggregator.name, **client} if client else {}
+            local_dp = self.privacy.config.local_dp()
+        settings = AlgorithmSettings(
+            fedprox_mu=None if mu is None else float(mu),
+            scaffold_run=self._scaffold_run if self.scaffold else None,
+            local_dp=local_dp,
+        )
+        if settings == AlgorithmSettings():
+            return settings
+        return dataclasses.replace(settings, aggregation=self.aggregator.name)
 
     def control_for(self, weights: Mapping[str, np.ndarray]) -> WeightMap:
         """SCAFFOLD's server control variate c (zeros at first) over the model's float tensors."""
@@ -226,22 +226,12 @@ class JobAlgorithm:
                     job_id=self.job_id, round=round_number, weights=model.weights, parameters=dict(parameters)
                 )
             )
-            if RESERVED_PARAMETER in sent.parameters:
-                raise ExtenderFailed("broadcast", f"the parameter {RESERVED_PARAMETER!r} is reserved")
             merged.update(sent.parameters)
             if sent.files:
                 attachments[FILE] = {name: file_tensor(data) for name, data in sent.files.items()}
-        client = self.client_parameters()
-        if client:
-            merged[RESERVED_PARAMETER] = client
         if not attachments:
             return model, merged
-        payload = encode(join(model.weights, attachments))
-        decoded = decode(payload)
-        weights = {name: array for name, array in decoded.items() if not is_reserved(name)}
-        return GlobalModel(
-            round=model.round, payload=payload, sha256=sha256_hex(payload), weights=weights
-        ), merged
+        return model.with_attachments(attachments), merged
 
     def new_round(self, model: GlobalModel) -> RoundAggregation:
         """The aggregation of one attempt of the train round after ``model``."""

@@ -22,11 +22,6 @@ from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.rounds import RoundBook, Ticket
 
-# A global model up to this size travels inside the offers (TaskOffer.model) and the AwaitModel answers:
-# its clients need no DownloadModel, which on a small model is a round trip longer than the transfer.
-# Larger models are downloaded by each executor, so the selector never carries more than this per offer.
-INLINE_MODEL_BYTES = 256 * 1024
-
 
 class CurrentRound:
     """The round in progress and the tasks it knows (this round's, and those offered ahead)."""
@@ -49,11 +44,6 @@ class CurrentRound:
         """The round's model, if it is the one with this SHA-256."""
         model = self.model
         return model if model is not None and model.sha256 == sha256 else None
-
-    def inline_model(self) -> bytes:
-        """The model's bytes when small enough to travel inside a message, else nothing."""
-        model = self.model
-        return bytes(model.payload) if model is not None and model.size <= INLINE_MODEL_BYTES else b""
 
     def issue(self, book: RoundBook, client_id: str, attempt: int) -> Ticket:
         """A new task of ``book`` for ``client_id``, known by its token from now on."""

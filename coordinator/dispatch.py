@@ -24,10 +24,10 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from coordinator.current_round import CurrentRound
+from coordinator.job_plan import JobPlan
 from coordinator.lookahead import PREFETCH_MAX_AGE_SECONDS, Lookahead, Taken
 from coordinator.rounds import RoundBook, TaskOutcome
 from coordinator.selector_client import Offer, Selection, SelectorClient
@@ -72,14 +72,14 @@ class Dispatch:
         clients = await self._select(book, deadline, taken.selection)
         if clients:
             await self._offer(book, clients, attempt=attempt, deadline=deadline, evaluate_first=evaluate_first,
-                              parameters=self.current.plan.parameters, model_follows=False)
+                              plan=self.current.plan, model_follows=False)
         return clients
 
     def prepare_next(self, round_number: int, target: int, minimum: int, *, offer_ahead: bool,
                      evaluate_first: bool) -> None:
         """Select (and offer, ``offer_ahead``) round ``round_number`` while this round's clients train."""
         self.lookahead.start(round_number, target, minimum, offer_ahead=offer_ahead,
-                             evaluate_first=evaluate_first, parameters=self.current.plan.parameters)
+                             evaluate_first=evaluate_first, plan=self.current.plan)
 
     def finish(self, book: RoundBook) -> None:
         """The round closed: drop and cancel its late clients (behind it); its tokens open nothing more."""
@@ -154,20 +154,18 @@ class Dispatch:
                          minimum=minimum, deadline=deadline)
 
     async def _offer_ahead(self, book: RoundBook, clients: list[str], evaluate_first: bool,
-                           parameters: Mapping[str, Any]) -> None:
+                           plan: JobPlan) -> None:
         await self._offer(book, clients, attempt=0, deadline=book.deadline, evaluate_first=evaluate_first,
-                          parameters=parameters, model_follows=True)
+                          plan=plan, model_follows=True)
 
     async def _offer(self, book: RoundBook, clients: list[str], *, attempt: int, deadline: float,
-                     evaluate_first: bool, parameters: Mapping[str, Any], model_follows: bool) -> None:
-        """Issue the clients' tickets and offer their tasks; refusals drop them from the round."""
-        current, plan = self.current, self.current.plan
-        model_sha = current.model.sha256 if current.model is not None and book.kind != "init" else ""
-        inline = b""
-        if model_follows:
-            model_sha = ""  # the executor asks AwaitModel once the round starts
-        elif model_sha:
-            inline = current.inline_model()
+                     evaluate_first: bool, plan: JobPlan, model_follows: bool) -> None:
+        """Issue the clients' tickets and offer their tasks (with ``plan``'s inputs); refusals drop them."""
+        current = self.current
+        model = current.model if book.kind != "init" and not model_follows else None
+        # Offered ahead, the executor asks AwaitModel for the model once the round starts.
+        model_sha = model.sha256 if model is not None else ""
+        inline = model.inline if model is not None else b""
         self.participants.update(clients)
         endpoint = self.endpoint()
         offers = []
@@ -177,7 +175,7 @@ class Dispatch:
                 client_id=client, task_id=ticket.task_id, job_id=plan.job_id,
                 namespace=plan.namespace, round=book.round, attempt=attempt, kind=book.kind,
                 runtime=plan.runtime, endpoint=endpoint, model_sha256=model_sha,
-                token=ticket.token, entry=plan.entry, parameters=parameters,
+                token=ticket.token, entry=plan.entry, parameters=plan.parameters, algorithm=plan.algorithm,
                 datasets=plan.datasets, timeout_seconds=plan.task_timeout,
                 deadline_unix=deadline, mode=plan.mode, evaluate_first=evaluate_first,
                 secure_aggregation=self.secure, model=inline, model_follows=model_follows))

@@ -47,7 +47,7 @@ from libs.objects.protocol import ObjectStore
 from libs.protos import coordinator_pb2
 from libs.records import MODELS, CheckpointRecord, JobState, RoundRecord, as_model, as_round_record, model_key
 from libs.structured_logging import log_context
-from libs.weights.tensors import decode, encode
+from libs.weights.tensors import decode
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +197,14 @@ class Driver:
             assert base is not None
             for attempt in range(self.max_retries + 1):
                 try:  # an extender raising, or a rule left without enough updates, fails this attempt only
-                    # The published model may carry attachments (SCAFFOLD's c, broadcast files) and the
-                    # tasks' parameters what clients must know of the algorithm.
+                    # The published model may carry attachments (SCAFFOLD's c, broadcast files), the
+                    # tasks' parameters a broadcast extender's, and their settings what clients must know
+                    # of the algorithm.
                     model, parameters = await run_sized(
                         self._work_size(base), self.step.broadcast, base, round_number, self.plan.parameters)
                     self.runner.model = model
-                    self.runner.plan = dataclasses.replace(self.runner.plan, parameters=parameters)
+                    self.runner.plan = dataclasses.replace(self.runner.plan, parameters=parameters,
+                                                           algorithm=self.step.client_settings())
                     aggregator = self.make_aggregator(model)
                     piggyback = {"evaluate_first": True} if self.piggyback.wanted(round_number, self.history) else {}
                     book = await self.runner.run_round(
@@ -265,7 +267,8 @@ class Driver:
         await self._save_checkpoint_if_new()
         model = self.runner.model
         assert model is not None
-        final = await self.checkpoints.save_output("model.safetensors", encode(model.weights))
+        # The last aggregate, as its round served it (no attachments: those ride on a published model only).
+        final = await self.checkpoints.save_output("model.safetensors", model.payload)
         await self._report(final_model=final)
 
     def _work_size(self, model: GlobalModel) -> int:

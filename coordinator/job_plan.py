@@ -3,9 +3,11 @@
 The rounds read the spec through this view, in the units they work in
 (seconds as floats, the selector's requirement), so the spec's fields are
 named once, in ``libs.jobspec``.  The one thing the view holds of its own is
-the round's task ``parameters``: the job's, plus what the algorithm adds for
-that round (:meth:`coordinator.algorithms.JobAlgorithm.broadcast`), which the
-driver swaps in with ``dataclasses.replace``.
+the round's task inputs: its ``parameters`` (the job's, plus what a broadcast
+extender adds for that round, :meth:`coordinator.algorithms.JobAlgorithm.broadcast`)
+and what clients must know of the job's algorithm (``algorithm``,
+:meth:`~coordinator.algorithms.JobAlgorithm.client_settings`), which the driver
+swaps in with ``dataclasses.replace``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from typing import Any
 
 from libs.jobspec import JobSpec
 from libs.jobspec.spec import ClientRequirement
+from libs.tasks import AlgorithmSettings
 
 
 @dataclass(frozen=True)
 class JobPlan:
-    """The rounds' view of the job spec, with the current round's task parameters."""
+    """The rounds' view of the job spec, with the current round's task inputs."""
 
     spec: JobSpec
     parameters: dict[str, Any]
+    algorithm: AlgorithmSettings = AlgorithmSettings()
 
     @classmethod
     def of(cls, spec: JobSpec) -> JobPlan:

@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from coordinator.job_plan import JobPlan
 from coordinator.offload import behind_the_round
 from coordinator.rounds import RoundBook, TaskOutcome
 from coordinator.selector_client import Selection
@@ -63,8 +63,8 @@ PREFETCH_MAX_AGE_SECONDS = 2.0
 
 # (round, count, redundancy or None for the job's) -> the round's selection, reserved.
 SelectFunction = Callable[[int, int, float | None], Awaitable[Selection]]
-# Offers the book's tickets to the clients, the model to follow (evaluate_first, parameters).
-OfferFunction = Callable[[RoundBook, list[str], bool, Mapping[str, Any]], Awaitable[None]]
+# Offers the book's tickets to the clients, the model to follow (evaluate_first, the plan offered).
+OfferFunction = Callable[[RoundBook, list[str], bool, JobPlan], Awaitable[None]]
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Prepared:
     asked_at: float
     offer_ahead: bool
     evaluate_first: bool
-    parameters: dict[str, Any]
+    plan: JobPlan  # whose task inputs the offers carry (the round's final ones come with its model)
     published: asyncio.Future[str | None]  # None: the model is out; a reason: withdrawn
     task: asyncio.Task[None] | None = None
     selection: Selection | None = None
@@ -112,12 +112,12 @@ class Lookahead:
         self.pending: Prepared | None = None
 
     def start(self, round_number: int, target: int, minimum: int, *, offer_ahead: bool,
-              evaluate_first: bool, parameters: Mapping[str, Any]) -> None:
+              evaluate_first: bool, plan: JobPlan) -> None:
         """Prepare train round ``round_number`` in the background (one at a time)."""
         if self.pending is not None:
             return
         prepared = Prepared(round_number, target, minimum, self.clock(), offer_ahead, evaluate_first,
-                            dict(parameters), asyncio.get_running_loop().create_future())
+                            plan, asyncio.get_running_loop().create_future())
         prepared.task = asyncio.create_task(self._prepare(prepared), name=f"prepare-round-{round_number}")
         self.pending = prepared
 
@@ -131,7 +131,7 @@ class Lookahead:
             return
         prepared.book = self._new_book(prepared.round, prepared.target, prepared.minimum)
         clients = [client for client, _ in prepared.selection.clients]
-        await self._offer(prepared.book, clients, prepared.evaluate_first, prepared.parameters)
+        await self._offer(prepared.book, clients, prepared.evaluate_first, prepared.plan)
 
     async def take(self, round_number: int, kind: str, target: int, *, clean: bool) -> Taken:
         """What round ``round_number`` may use of what was prepared (see the module docstring)."""

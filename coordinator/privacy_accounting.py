@@ -52,6 +52,7 @@ from libs.errors import ValidationFailed
 from libs.jobspec import JobSpec
 from libs.privacy import PrivacyAccountant, clip_by_l2_norm, gaussian_noise_like
 from libs.privacy.local import local_accountant
+from libs.tasks import LocalDp
 
 WeightMap = dict[str, np.ndarray]
 
@@ -66,14 +67,9 @@ class DpConfig:
     delta: float
     target_epsilon: float | None
 
-    def client_parameters(self) -> dict[str, Any]:
+    def local_dp(self) -> LocalDp:
         """What a client needs to privatise its own update (local DP)."""
-        return {
-            "mode": self.mode,
-            "clipNorm": self.clip_norm,
-            "noiseMultiplier": self.noise_multiplier,
-            "targetDelta": self.delta,
-        }
+        return LocalDp(clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier, target_delta=self.delta)
 
 
 def dp_config(spec: JobSpec) -> DpConfig | None:

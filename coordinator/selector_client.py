@@ -9,7 +9,6 @@ the coordinator's own :class:`~libs.wire.Wire`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,8 @@ from libs.jobspec.serde import requirement_to_proto
 from libs.jobspec.spec import ClientRequirement
 from libs.protos import selector_pb2, selector_pb2_grpc
 from libs.rpc import call_errors, error_from_rpc
+from libs.tasks import AlgorithmSettings
+from libs.tasks.serde import algorithm_to_proto, parameters_to_proto
 from libs.wire import Wire
 
 
@@ -47,7 +48,7 @@ class Offer:
     model_sha256: str
     token: str
     entry: str
-    parameters: Mapping[str, Any]
+    parameters: Mapping[str, Any]  # the job's, for the user's code
     datasets: Sequence[str]
     timeout_seconds: float
     deadline_unix: float
@@ -56,6 +57,7 @@ class Offer:
     secure_aggregation: bool = False  # the update travels over SecureAggregate (the task's plan)
     model: bytes = b""  # the global model itself, when small enough to ride along (no download)
     model_follows: bool = False  # offered ahead: the executor asks AwaitModel (coordinator.lookahead)
+    algorithm: AlgorithmSettings = AlgorithmSettings()  # what the client must know of the job's algorithm
 
 
 class SelectorClient:
@@ -134,9 +136,9 @@ def _task_offer(offer: Offer) -> selector_pb2.TaskOffer:
         task_id=offer.task_id, job_id=offer.job_id, namespace=offer.namespace, round=offer.round,
         attempt=offer.attempt, kind=offer.kind, runtime=offer.runtime,
         coordinator_endpoint=offer.endpoint, model_sha256=offer.model_sha256,
-        spec=selector_pb2.TaskSpec(entry=offer.entry, parameters_json=json.dumps(dict(offer.parameters)),
-                                   datasets=list(offer.datasets), timeout_seconds=offer.timeout_seconds,
-                                   mode=offer.mode),
+        spec=selector_pb2.TaskSpec(entry=offer.entry, parameters=parameters_to_proto(offer.parameters),
+                                   algorithm=algorithm_to_proto(offer.algorithm), datasets=list(offer.datasets),
+                                   timeout_seconds=offer.timeout_seconds, mode=offer.mode),
         task_token=offer.token, deadline_unix=offer.deadline_unix, evaluate_first=offer.evaluate_first,
         secure_aggregation=offer.secure_aggregation, model=offer.model, model_follows=offer.model_follows,
     )

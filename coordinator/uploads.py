@@ -15,7 +15,6 @@ ticket and decides whether the round takes what it sends.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from coordinator.current_round import CurrentRound
@@ -26,6 +25,7 @@ from coordinator.rounds import TaskOutcome, Ticket, finite_metrics
 from libs.aggregation.attachments import split as split_attachments
 from libs.errors import UpdateRejected
 from libs.protos import common_pb2, coordinator_pb2
+from libs.tasks.serde import algorithm_to_proto, parameters_to_proto
 from libs.weights.tensors import decode, validate_update
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,10 @@ class Uploads:
             return _not_ready(f"round {round_number} is not in progress (task {task_id[:200]})")
         if ticket.outcome is TaskOutcome.DROPPED:  # e.g. withdrawn when the round started
             return _not_ready(ticket.reason)
+        plan = current.plan  # the task as the round offers it
         return coordinator_pb2.AwaitModelReply(
-            ready=True, model_sha256=model.sha256, model=current.inline_model(),
-            parameters_json=json.dumps(current.plan.parameters), evaluate_first=current.evaluate_first)
+            ready=True, model_sha256=model.sha256, model=model.inline, evaluate_first=current.evaluate_first,
+            parameters=parameters_to_proto(plan.parameters), algorithm=algorithm_to_proto(plan.algorithm))
 
 
 def _not_ready(reason: str) -> coordinator_pb2.AwaitModelReply:

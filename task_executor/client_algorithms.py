@@ -1,9 +1,9 @@
 """The client's side of the job's algorithm: FedProx, SCAFFOLD, local DP and broadcast files.
 
-The coordinator tells each task what its algorithm needs from the client
-under the reserved task parameter ``__nsfl__`` (see
-:mod:`libs.aggregation.attachments`), and may attach tensors to the global
-model it serves (SCAFFOLD's server control variate ``c``, broadcast files).
+The coordinator tells each task what its algorithm needs from the client in
+the task's typed settings (:class:`~libs.tasks.spec.AlgorithmSettings`, beside
+the job's own parameters, never among them), and may attach tensors to the
+global model it serves (:mod:`libs.aggregation.attachments`: SCAFFOLD's server control variate ``c``, broadcast files).
 The runner builds one :class:`ClientRound` per task from both, makes it
 *current* while the user's code runs (:meth:`ClientRound.active`), and lets
 it shape the upload afterwards (:meth:`ClientRound.finish`).
@@ -60,21 +60,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from libs.aggregation.attachments import (
-    CONTROL_DELTA,
-    FILE,
-    RESERVED_PARAMETER,
-    SERVER_CONTROL,
-    file_bytes,
-    join,
-)
+from libs.aggregation.attachments import CONTROL_DELTA, FILE, SERVER_CONTROL, file_bytes, join
 from libs.aggregation.client_side import prox_penalty
 from libs.errors import InvalidWeights, NsflError
 from libs.files import write_atomic
+from libs.tasks.spec import LocalDp
 from libs.weights.tensors import WeightMap, decode, encode, read_metadata, validate_update
 from task_executor import session as _session
 from task_executor.errors import InvalidTask, SdkError
-from task_executor.privacy import LocalDp, privatize, read_uploads, write_uploads
+from task_executor.privacy import local_epsilon, privatize, read_uploads, write_uploads
 from task_executor.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -95,35 +89,6 @@ class GradientTap(Protocol):
     def gradient_mean(self) -> WeightMap: ...
 
     def remove(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """What the coordinator asked of this client (``parameters["__nsfl__"]``)."""
-
-    aggregation: str = ""
-    mu: float | None = None
-    scaffold_run: str | None = None
-    local_dp: LocalDp | None = None
-
-    @classmethod
-    def from_parameters(cls, parameters: Mapping[str, Any]) -> ClientConfig:
-        raw = parameters.get(RESERVED_PARAMETER)
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise InvalidTask(f"task.json: parameters[{RESERVED_PARAMETER!r}] must be an object")
-        fedprox = raw.get("fedprox") or {}
-        scaffold = raw.get("scaffold")
-        dp = raw.get("dp")
-        return cls(
-            aggregation=str(raw.get("aggregation", "")),
-            mu=float(fedprox["mu"]) if "mu" in fedprox else None,
-            scaffold_run=str(scaffold.get("run", "")) if isinstance(scaffold, Mapping) else None,
-            local_dp=LocalDp.from_parameters(dp)
-            if isinstance(dp, Mapping) and dp.get("mode") == "local"
-            else None,
-        )
 
 
 @dataclass(frozen=True)
@@ -157,7 +122,7 @@ class ClientRound:
         rng: np.random.Generator | None = None,
     ) -> None:
         self.spec = spec
-        self.config = ClientConfig.from_parameters(spec.parameters)
+        self.config = spec.algorithm
         self.global_weights: WeightMap = dict(global_weights or {})
         self.attachments = {kind: dict(tensors) for kind, tensors in (attachments or {}).items()}
         self.metrics: dict[str, float] = {}
@@ -204,7 +169,7 @@ class ClientRound:
         return tap
 
     def fedprox(self, model: Any, mu: float | None = None, optimizer: Any = None) -> FedProx:
-        strength = self.config.mu if mu is None else float(mu)
+        strength = self.config.fedprox_mu if mu is None else float(mu)
         if not self.training or not strength:
             if self.config.aggregation == "fedprox" and self.training:
                 log.info("nsfl.fedprox: mu is 0, the proximal term is off")
@@ -308,7 +273,7 @@ class ClientRound:
     # -- after the user's code --------------------------------------------------------------------
     def finish(self, delta: WeightMap) -> WeightMap:
         """The train upload: ``delta`` privatised (local DP) with SCAFFOLD's ``Delta c_i`` attached."""
-        if self.config.aggregation == "fedprox" and self.config.mu and self._prox is None:
+        if self.config.aggregation == "fedprox" and self.config.fedprox_mu and self._prox is None:
             raise SdkError(
                 "this job uses FedProx: call nsfl.fedprox(model) before training "
                 "(for Keras after model.compile)"
@@ -334,7 +299,7 @@ class ClientRound:
             uploads = max(uploads, self.spec.round)
         rng = self._rng if self._rng is not None else np.random.default_rng()
         private, norm, clipped = privatize(delta, config, rng)
-        epsilon = config.epsilon(uploads)
+        epsilon = local_epsilon(config, uploads)
         self.metrics.update(
             {
                 "privacy/uploads": float(uploads),
@@ -350,7 +315,7 @@ class ClientRound:
             " (clipped)" if clipped else "",
             config.noise_multiplier * config.clip_norm,
             epsilon,
-            config.delta,
+            config.target_delta,
             uploads,
         )
         return private

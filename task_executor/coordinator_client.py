@@ -6,7 +6,8 @@ worker, and must not start an event loop that a user script with its own
 asyncio code could trip over.
 
 Download (docs/contracts.md): a ``BlobHeader`` then chunks, collected by
-:class:`~libs.weights.streaming.BlobReceiver`, which bounds the size before
+:func:`~libs.weights.streaming.receive_frames_sync` (the coordinator's own
+receiver, over a synchronous stream), which bounds the size before
 allocating, writes each chunk once and checks the SHA-256 at the end.  The
 header must name the model the task was offered, so a coordinator that
 published another model is caught before any byte is stored.  If the stream
@@ -31,10 +32,16 @@ from typing import Any
 
 import grpc
 
-from libs.errors import ChecksumMismatch, CorruptPayload, DeadlineExceeded, Unavailable
+from libs.errors import DeadlineExceeded, Unavailable
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from libs.rpc import call_errors, error_from_rpc
-from libs.weights.streaming import SUBMIT_MAX_BYTES, BlobReceiver, TransferInterrupted, iter_chunks
+from libs.weights.streaming import (
+    SUBMIT_MAX_BYTES,
+    BlobReceiver,
+    TransferInterrupted,
+    iter_chunks,
+    receive_frames_sync,
+)
 from libs.weights.tensors import MEDIA_TYPE, Buffer
 from task_executor.channels import channel_to
 from task_executor.settings import ExecutorSettings
@@ -48,54 +55,6 @@ log = logging.getLogger(__name__)
 _STUB: Callable[[grpc.Channel], Any] = coordinator_pb2_grpc.CoordinatorStub
 
 _NO_SUBMIT: set[str] = set()  # endpoints of coordinators without SubmitUpdate (older ones)
-
-
-def receive_model(
-    frames: Iterator[common_pb2.TransferFrame],
-    expected_sha256: str,
-    *,
-    max_size: int,
-    resume: BlobReceiver | None = None,
-) -> bytearray:
-    """Collect one streamed model and return it once its size and SHA-256 check out.
-
-    A failure after the header raises :class:`TransferInterrupted`, whose
-    ``receiver`` is passed back as ``resume`` with a stream that starts at
-    ``receiver.received``.
-    """
-    with call_errors():
-        first = next(frames, None)
-    if first is None or first.WhichOneof("frame") != "header":
-        raise CorruptPayload("the model stream did not start with a header")
-    header = first.header
-    if header.sha256.lower() != expected_sha256:
-        raise ChecksumMismatch(
-            f"the coordinator sent model {header.sha256[:64]!r}, but the task is for model {expected_sha256}"
-        )
-    if resume is None:
-        if header.offset != 0:
-            raise CorruptPayload(
-                f"the model stream starts at offset {header.offset}, but nothing was received yet"
-            )
-        receiver = BlobReceiver(header.total_size, header.sha256, max_size=max_size)
-    else:
-        if header.total_size != resume.total_size or header.offset != resume.received:
-            raise CorruptPayload(
-                f"the resumed model stream ({header.total_size} bytes from offset {header.offset}) does not "
-                f"continue the broken one ({resume.total_size} bytes, {resume.received} received)"
-            )
-        receiver = resume
-    try:
-        for frame in frames:
-            if frame.WhichOneof("frame") != "chunk":
-                raise CorruptPayload(f"unexpected {frame.WhichOneof('frame')} frame after the header")
-            receiver.write(frame.chunk.offset, frame.chunk.data)
-    except grpc.RpcError as exc:
-        status = exc.code().name if isinstance(exc, grpc.Call) else type(exc).__name__
-        raise TransferInterrupted(receiver, f"the stream failed: {status}") from exc
-    if receiver.received < receiver.total_size:
-        raise TransferInterrupted(receiver, "the stream ended early")
-    return receiver.finish()
 
 
 def update_header(
@@ -175,9 +134,13 @@ class CoordinatorClient:
             )
             call = self._stub.DownloadModel(request, timeout=self._timeout())
             try:
-                return receive_model(
-                    call, spec.model_sha256, max_size=self._settings.max_model_bytes, resume=receiver
-                )
+                with call_errors():  # a failure before the header (after it: TransferInterrupted)
+                    return receive_frames_sync(
+                        call,
+                        max_size=self._settings.max_model_bytes,
+                        resume=receiver,
+                        expected_sha256=spec.model_sha256,
+                    )
             except TransferInterrupted as exc:
                 if attempt == 2:
                     raise

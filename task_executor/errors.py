@@ -16,10 +16,9 @@ as ``except KeyError`` around a dataset lookup behaves as it would with a dict.
 from __future__ import annotations
 
 from libs.errors import NotFound, TaskFailed, ValidationFailed
+from libs.tasks.spec import InvalidTask
 
-
-class InvalidTask(ValidationFailed):
-    """``task.json`` is missing, not JSON, or breaks the contract (docs/contracts.md)."""
+__all__ = ["InvalidTask", "NoActiveTask", "ScriptFailed", "SdkError", "TaskWithdrawn", "UnknownDataset"]
 
 
 class SdkError(ValidationFailed):

@@ -1,7 +1,7 @@
 """Local differential privacy on the client: clip and noise the update before it leaves the machine.
 
 When the job sets ``privacy.dp.mode: local`` the coordinator sends the DP
-settings with each task (see :mod:`task_executor.client_algorithms`), and the
+settings with each task (:class:`~libs.tasks.spec.LocalDp`) (see :mod:`task_executor.client_algorithms`), and the
 executor, after the user's code, clips the delta to L2 norm ``clipNorm`` and
 adds ``N(0, (noiseMultiplier * clipNorm)²)`` to every coordinate
 (:func:`libs.privacy.privatize_locally`).  Only float tensors are
@@ -24,9 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -34,35 +32,19 @@ from libs.errors import ValidationFailed
 from libs.files import write_json_atomic
 from libs.privacy import privatize_locally
 from libs.privacy.local import local_accountant
+from libs.tasks.spec import LocalDp
 from libs.weights.tensors import WeightMap
 
 LEDGER = "local-dp.json"
 
 
-@dataclass(frozen=True)
-class LocalDp:
-    clip_norm: float
-    noise_multiplier: float
-    delta: float
-
-    @classmethod
-    def from_parameters(cls, raw: Mapping[str, Any]) -> LocalDp:
-        try:
-            config = cls(
-                float(raw["clipNorm"]), float(raw["noiseMultiplier"]), float(raw.get("targetDelta", 1e-5))
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationFailed(f"the task's local DP settings are incomplete: {exc}") from None
-        if not (config.clip_norm > 0 and config.noise_multiplier >= 0 and 0 < config.delta < 1):
-            raise ValidationFailed(f"the task's local DP settings are out of range: {dict(raw)}")
-        return config
-
-    def epsilon(self, uploads: int) -> float:
-        if uploads == 0:
-            return 0.0
-        if self.noise_multiplier == 0:
-            return math.inf
-        return local_accountant(self.noise_multiplier, self.delta).epsilon_after(uploads)
+def local_epsilon(config: LocalDp, uploads: int) -> float:
+    """The ε this client has spent after ``uploads`` noised updates (at ``config.target_delta``)."""
+    if uploads == 0:
+        return 0.0
+    if config.noise_multiplier == 0:
+        return math.inf
+    return local_accountant(config.noise_multiplier, config.target_delta).epsilon_after(uploads)
 
 
 def read_uploads(state_dir: Path | None) -> int:

@@ -8,8 +8,8 @@ code and message become the ``result.json`` reason and whose catalogue exit
 code becomes the process's:
 
 1. read and check ``task.json``, and that the entry script exists;
-2. for ``train`` and ``evaluate``, download the round's global model from the
-   coordinator (verified, resumed once) and decode it;
+2. for ``train`` and ``evaluate``, get the round's global model, verified,
+   whichever way it came (:mod:`~task_executor.model_source`), and decode it;
 3. run the user's code (:func:`~task_executor.execution.execute`);
 4. build the upload: for ``train`` the delta ``trained - global`` (the
    trained weights checked first: same names, shapes and dtypes, all finite),
@@ -26,8 +26,6 @@ delta, and a secure round sends it masked instead.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import sys
 import time
@@ -36,7 +34,7 @@ from pathlib import Path
 
 from libs.aggregation.attachments import Attachments
 from libs.aggregation.attachments import split as split_attachments
-from libs.errors import CATALOGUE, ChecksumMismatch, CorruptPayload, InvalidWeights, NsflError, UpdateRejected
+from libs.errors import CATALOGUE, InvalidWeights, NsflError, UpdateRejected
 from libs.structured_logging import log_context
 from libs.weights.deltas import compute_delta
 from libs.weights.tensors import WeightMap, decode, encode, sha256_hex, validate_update
@@ -46,10 +44,11 @@ from task_executor.coordinator_client import CoordinatorClient, update_header
 from task_executor.errors import InvalidTask, TaskWithdrawn
 from task_executor.evaluation import evaluate_first
 from task_executor.execution import execute
+from task_executor.model_source import global_model, task_for_round
 from task_executor.secure_aggregation import contribute, prefetch_task_plan, secure_round_required
 from task_executor.session import Outcome
 from task_executor.settings import ExecutorSettings
-from task_executor.task import ResultJson, TaskSpec, is_sha256, read_task, write_result
+from task_executor.task import ResultJson, TaskSpec, read_task, write_result
 
 log = logging.getLogger(__name__)
 
@@ -89,74 +88,18 @@ def update_payload(
     return encode(delta if algorithm is None else algorithm.finish(delta))
 
 
-def offered_model(task_dir: Path, spec: TaskSpec) -> bytearray:
-    """The global model that came with the offer (``model_file``), once its SHA-256 is the task's."""
-    assert spec.model_file is not None
-    path = task_dir / spec.model_file
-    try:
-        payload = bytearray(path.read_bytes())  # writable, as a downloaded model is: small by design
-    except OSError as exc:
-        raise InvalidTask(f"cannot read the task's model {path}: {exc.strerror or exc}") from None
-    if sha256_hex(payload) != spec.model_sha256:
-        raise ChecksumMismatch(
-            f"the model that came with the task ({path.name}, {len(payload)} bytes) is not model "
-            f"{spec.model_sha256[:12]}...; the offer was corrupted on its way"
-        )
-    return payload
-
-
-def awaited_model(spec: TaskSpec, settings: ExecutorSettings) -> tuple[TaskSpec, bytearray | None]:
-    """For a task offered ahead: wait for its round; the task as the round offers it, and the model
-    if it came in the answer (None: it is downloaded).  :class:`TaskWithdrawn` if the round did not come.
-    """
-    with CoordinatorClient(spec.coordinator_endpoint, spec.job_id, settings, spec.deadline_unix) as client:
-        reply = client.await_model(spec)
-    if not reply.ready:
-        raise TaskWithdrawn(reply.reason or "the coordinator withdrew the task")
-    try:
-        parameters = json.loads(reply.parameters_json) if reply.parameters_json else dict(spec.parameters)
-    except ValueError:
-        raise CorruptPayload("the coordinator's AwaitModel answer has parameters that are not JSON") from None
-    if not isinstance(parameters, dict) or not is_sha256(reply.model_sha256):
-        raise CorruptPayload("the coordinator's AwaitModel answer has no valid model SHA-256 or parameters")
-    spec = dataclasses.replace(
-        spec, model_sha256=reply.model_sha256, parameters=parameters, evaluate_first=reply.evaluate_first
-    )
-    if not reply.model:
-        return spec, None
-    payload = bytearray(reply.model)
-    if sha256_hex(payload) != spec.model_sha256:
-        raise ChecksumMismatch(f"the model in the AwaitModel answer is not model {spec.model_sha256[:12]}...")
-    return spec, payload
-
-
 def _perform(spec: TaskSpec, settings: ExecutorSettings, task_dir: Path) -> Outcome:
     check_entry(spec)
-    awaited: bytearray | None = None
+    awaited = b""
     if spec.model_follows:  # offered ahead: the round's model (and final parameters) come now
-        spec, awaited = awaited_model(spec, settings)
+        spec, awaited = task_for_round(spec, settings)
     prefetch_task_plan(spec, settings)  # answered while the model downloads and the user's code runs
     global_weights: WeightMap | None = None
     attachments: Attachments = {}
     if spec.kind != "init":
-        if awaited is not None:
-            payload = awaited
-        elif spec.model_file is not None:
-            payload = offered_model(task_dir, spec)
-        else:
-            with CoordinatorClient(
-                spec.coordinator_endpoint, spec.job_id, settings, spec.deadline_unix
-            ) as client:
-                payload = client.download_model(spec)
+        payload = global_model(spec, settings, task_dir, awaited=awaited)
         # Tensors under reserved names (SCAFFOLD's c, broadcast files) travel beside the model.
         global_weights, attachments = split_attachments(decode(payload))
-        log.info(
-            "%s model %s (%d bytes, %d tensors)",
-            "downloaded" if spec.model_file is None and awaited is None else "got with the task the",
-            spec.model_sha256[:12],
-            len(payload),
-            len(global_weights),
-        )
 
     algorithm = ClientRound(spec, global_weights, attachments)
     started = time.perf_counter()

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from libs.structured_logging import log_context
+from libs.tasks import task_json
 from task_manager.errors import LaunchFailed
 from task_manager.executor_processes import ExecutorProcess, ExitStatus
 from task_manager.job_executors import JobExecutors
@@ -56,7 +57,7 @@ from task_manager.policy import Accept, Decision, PolicyState, Refuse, decide
 from task_manager.process_groups import PidFile, kill_group
 from task_manager.reporting import CoordinatorReporter, failure_reason
 from task_manager.settings import TaskManagerSettings
-from task_manager.tasks import Offer, effective_timeout, task_document
+from task_manager.tasks import Offer, effective_timeout, task_spec
 from task_manager.worker.launch_channel import LOG_FILE
 from task_manager.workspace import (
     MODEL_FILE,
@@ -239,7 +240,7 @@ class Executors:
             task_dir = self.workspace.create_task_dir(offer.task_id)
             if offer.model:  # the model came with the offer: the executor reads it instead of downloading
                 (task_dir / MODEL_FILE).write_bytes(offer.model)
-            document = task_document(
+            spec = task_spec(
                 offer,
                 client_id=self.settings.client_id,
                 entry=self.settings.task_entries[offer.entry],
@@ -248,7 +249,7 @@ class Executors:
                 state_dir=self.workspace.job_state_dir(offer.job_id),
                 model_file=MODEL_FILE if offer.model else None,
             )
-            (task_dir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+            (task_dir / TASK_FILE).write_text(json.dumps(task_json(spec), indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             return f"the task manager could not prepare the task folder: {exc}"
         try:

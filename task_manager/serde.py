@@ -9,12 +9,12 @@ be what cuts it.
 
 from __future__ import annotations
 
-import json
 import math
 from importlib import metadata
 
 from libs.errors import ValidationFailed
 from libs.protos import common_pb2, selector_pb2
+from libs.tasks.serde import algorithm_from_proto, parameters_from_proto
 from task_manager.settings import TaskManagerSettings
 from task_manager.tasks import Offer
 
@@ -79,11 +79,9 @@ def offer_from_proto(msg: selector_pb2.TaskOffer) -> Offer:
         if not math.isfinite(value) or value < 0:
             raise ValidationFailed(f"{name} must be a non-negative number, got {value!r}")
     try:
-        parameters = json.loads(spec.parameters_json) if spec.parameters_json else {}
-    except ValueError as exc:
-        raise ValidationFailed(f"spec.parameters_json is not valid JSON: {exc}") from None
-    if not isinstance(parameters, dict):
-        raise ValidationFailed("spec.parameters_json must hold a JSON object")
+        algorithm = algorithm_from_proto(spec.algorithm)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"spec.algorithm: {exc.message}") from None
     return Offer(
         task_id=msg.task_id,
         job_id=msg.job_id,
@@ -96,7 +94,8 @@ def offer_from_proto(msg: selector_pb2.TaskOffer) -> Offer:
         model_sha256=msg.model_sha256,
         task_token=msg.task_token,
         entry=spec.entry,
-        parameters=parameters,
+        parameters=parameters_from_proto(spec.parameters),
+        algorithm=algorithm,
         datasets=tuple(dict.fromkeys(spec.datasets)),
         timeout_seconds=spec.timeout_seconds,
         deadline_unix=msg.deadline_unix,

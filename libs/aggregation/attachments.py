@@ -11,8 +11,8 @@ content-addressed: the published bytes (model and attachments together) are
 what the SHA-256 names.
 
 What a client must *know* (FedProx's ``mu``, SCAFFOLD's run id, local DP's
-settings) travels the same way beside the job's own task parameters, under the
-reserved key :data:`RESERVED_PARAMETER`.
+settings) is no tensor: it travels with the task, typed
+(:class:`libs.tasks.spec.AlgorithmSettings`).
 
 The receiving side calls :func:`split` first and validates the model part
 against the model exactly as before, so a job without attachments sees no
@@ -36,9 +36,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from libs.errors import InvalidWeights
-
-RESERVED_PARAMETER = "__nsfl__"
-"""The task-parameter key under which the coordinator tells clients the algorithm's client-side settings."""
 
 PREFIX = "__nsfl__/"
 SERVER_CONTROL = "scaffold-c"

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from libs.protos import common_pb2 as libs_dot_protos_dot_common__pb2
+from libs.protos import task_pb2 as libs_dot_protos_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlibs/protos/coordinator.proto\x12\x07nsfl.v1\x1a\x18libs/protos/common.proto\"W\n\x11\x41waitModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x12\n\ntask_token\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\"\x86\x01\n\x0f\x41waitModelReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\x0c\x12\x17\n\x0fparameters_json\x18\x05 \x01(\t\x12\x16\n\x0e\x65valuate_first\x18\x06 \x01(\x08\"d\n\x0f\x44ownloadRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x12\n\ntask_token\x18\x05 \x01(\t\"\xb6\x02\n\x0cUpdateHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x13\n\x0bnum_samples\x18\x08 \x01(\x03\x12\x33\n\x07metrics\x18\t \x03(\x0b\x32\".nsfl.v1.UpdateHeader.MetricsEntry\x12!\n\x04\x62lob\x18\n \x01(\x0b\x32\x13.nsfl.v1.BlobHeader\x12\x13\n\x0b\x62\x61se_sha256\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"d\n\x0bUploadFrame\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.nsfl.v1.UpdateHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.BlobChunkH\x00\x42\x07\n\x05\x66rame\"J\n\x10UpdateSubmission\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.nsfl.v1.UpdateHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"B\n\x0cUploadResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08received\x18\x03 \x01(\x03\":\n\x13UploadOffsetRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ntask_token\x18\x02 \x01(\t\"&\n\x14UploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x0f\n\rStatusRequest\"f\n\x11\x43oordinatorStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x0e\n\x06rounds\x18\x04 \x01(\x05\x12\x13\n\x0bstatus_json\x18\x05 \x01(\t\"1\n\x0bStopRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\x08\"U\n\x0fTaskPlanRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x12\n\ntask_token\x18\x04 \x01(\t\"&\n\x08TaskPlan\x12\x1a\n\x12secure_aggregation\x18\x01 \x01(\x08\"\xec\x01\n\nSecAggJoin\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x61se_sha256\x18\x07 \x01(\t\x12\x31\n\x07metrics\x18\x08 \x03(\x0b\x32 .nsfl.v1.SecAggJoin.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"N\n\x0bSecAggPiece\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"h\n\x11SecAggClientFrame\x12#\n\x04join\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggJoinH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x42\x07\n\x05\x66rame\"\xa5\x01\n\nSecAggPlan\x12\x13\n\x0bround_setup\x18\x01 \x01(\x0c\x12\x19\n\x11weight_by_samples\x18\x02 \x01(\x08\x12\x14\n\x0c\x64p_clip_norm\x18\x03 \x01(\x01\x12\x1b\n\x13\x64p_noise_multiplier\x18\x04 \x01(\x01\x12\x1d\n\x15\x64p_noise_contributors\x18\x05 \x01(\x05\x12\x15\n\rstage_seconds\x18\x06 \x01(\x01\"1\n\rSecAggOutcome\x12\x10\n\x08included\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x01\n\x11SecAggServerFrame\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggPlanH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x12)\n\x07outcome\x18\x03 \x01(\x0b\x32\x16.nsfl.v1.SecAggOutcomeH\x00\x42\x07\n\x05\x66rame2\x96\x05\n\x0b\x43oordinator\x12\x43\n\rDownloadModel\x12\x18.nsfl.v1.DownloadRequest\x1a\x16.nsfl.v1.TransferFrame0\x01\x12=\n\x0cUploadUpdate\x12\x14.nsfl.v1.UploadFrame\x1a\x15.nsfl.v1.UploadResult(\x01\x12@\n\x0cSubmitUpdate\x12\x19.nsfl.v1.UpdateSubmission\x1a\x15.nsfl.v1.UploadResult\x12N\n\x0fGetUploadOffset\x12\x1c.nsfl.v1.UploadOffsetRequest\x1a\x1d.nsfl.v1.UploadOffsetResponse\x12\x35\n\x10ReportTaskStatus\x12\x13.nsfl.v1.TaskStatus\x1a\x0c.nsfl.v1.Ack\x12?\n\tGetStatus\x12\x16.nsfl.v1.StatusRequest\x1a\x1a.nsfl.v1.CoordinatorStatus\x12*\n\x04Stop\x12\x14.nsfl.v1.StopRequest\x1a\x0c.nsfl.v1.Ack\x12:\n\x0bGetTaskPlan\x12\x18.nsfl.v1.TaskPlanRequest\x1a\x11.nsfl.v1.TaskPlan\x12M\n\x0fSecureAggregate\x12\x1a.nsfl.v1.SecAggClientFrame\x1a\x1a.nsfl.v1.SecAggServerFrame(\x01\x30\x01\x12\x42\n\nAwaitModel\x12\x1a.nsfl.v1.AwaitModelRequest\x1a\x18.nsfl.v1.AwaitModelReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlibs/protos/coordinator.proto\x12\x07nsfl.v1\x1a\x18libs/protos/common.proto\x1a\x16libs/protos/task.proto\"W\n\x11\x41waitModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x12\n\ntask_token\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\"\xdc\x01\n\x0f\x41waitModelReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\x0c\x12\x16\n\x0e\x65valuate_first\x18\x06 \x01(\x08\x12\'\n\nparameters\x18\x07 \x01(\x0b\x32\x13.nsfl.v1.Parameters\x12-\n\talgorithm\x18\x08 \x01(\x0b\x32\x1a.nsfl.v1.AlgorithmSettingsJ\x04\x08\x05\x10\x06R\x0fparameters_json\"d\n\x0f\x44ownloadRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x12\n\ntask_token\x18\x05 \x01(\t\"\xb6\x02\n\x0cUpdateHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x13\n\x0bnum_samples\x18\x08 \x01(\x03\x12\x33\n\x07metrics\x18\t \x03(\x0b\x32\".nsfl.v1.UpdateHeader.MetricsEntry\x12!\n\x04\x62lob\x18\n \x01(\x0b\x32\x13.nsfl.v1.BlobHeader\x12\x13\n\x0b\x62\x61se_sha256\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"d\n\x0bUploadFrame\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.nsfl.v1.UpdateHeaderH\x00\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.BlobChunkH\x00\x42\x07\n\x05\x66rame\"J\n\x10UpdateSubmission\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.nsfl.v1.UpdateHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"B\n\x0cUploadResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08received\x18\x03 \x01(\x03\":\n\x13UploadOffsetRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ntask_token\x18\x02 \x01(\t\"&\n\x14UploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x0f\n\rStatusRequest\"f\n\x11\x43oordinatorStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x0e\n\x06rounds\x18\x04 \x01(\x05\x12\x13\n\x0bstatus_json\x18\x05 \x01(\t\"1\n\x0bStopRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\x08\"U\n\x0fTaskPlanRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x12\n\ntask_token\x18\x04 \x01(\t\"&\n\x08TaskPlan\x12\x1a\n\x12secure_aggregation\x18\x01 \x01(\x08\"\xec\x01\n\nSecAggJoin\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x12\n\ntask_token\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x61se_sha256\x18\x07 \x01(\t\x12\x31\n\x07metrics\x18\x08 \x03(\x0b\x32 .nsfl.v1.SecAggJoin.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"N\n\x0bSecAggPiece\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"h\n\x11SecAggClientFrame\x12#\n\x04join\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggJoinH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x42\x07\n\x05\x66rame\"\xa5\x01\n\nSecAggPlan\x12\x13\n\x0bround_setup\x18\x01 \x01(\x0c\x12\x19\n\x11weight_by_samples\x18\x02 \x01(\x08\x12\x14\n\x0c\x64p_clip_norm\x18\x03 \x01(\x01\x12\x1b\n\x13\x64p_noise_multiplier\x18\x04 \x01(\x01\x12\x1d\n\x15\x64p_noise_contributors\x18\x05 \x01(\x05\x12\x15\n\rstage_seconds\x18\x06 \x01(\x01\"1\n\rSecAggOutcome\x12\x10\n\x08included\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x01\n\x11SecAggServerFrame\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.SecAggPlanH\x00\x12%\n\x05piece\x18\x02 \x01(\x0b\x32\x14.nsfl.v1.SecAggPieceH\x00\x12)\n\x07outcome\x18\x03 \x01(\x0b\x32\x16.nsfl.v1.SecAggOutcomeH\x00\x42\x07\n\x05\x66rame2\x96\x05\n\x0b\x43oordinator\x12\x43\n\rDownloadModel\x12\x18.nsfl.v1.DownloadRequest\x1a\x16.nsfl.v1.TransferFrame0\x01\x12=\n\x0cUploadUpdate\x12\x14.nsfl.v1.UploadFrame\x1a\x15.nsfl.v1.UploadResult(\x01\x12@\n\x0cSubmitUpdate\x12\x19.nsfl.v1.UpdateSubmission\x1a\x15.nsfl.v1.UploadResult\x12N\n\x0fGetUploadOffset\x12\x1c.nsfl.v1.UploadOffsetRequest\x1a\x1d.nsfl.v1.UploadOffsetResponse\x12\x35\n\x10ReportTaskStatus\x12\x13.nsfl.v1.TaskStatus\x1a\x0c.nsfl.v1.Ack\x12?\n\tGetStatus\x12\x16.nsfl.v1.StatusRequest\x1a\x1a.nsfl.v1.CoordinatorStatus\x12*\n\x04Stop\x12\x14.nsfl.v1.StopRequest\x1a\x0c.nsfl.v1.Ack\x12:\n\x0bGetTaskPlan\x12\x18.nsfl.v1.TaskPlanRequest\x1a\x11.nsfl.v1.TaskPlan\x12M\n\x0fSecureAggregate\x12\x1a.nsfl.v1.SecAggClientFrame\x1a\x1a.nsfl.v1.SecAggServerFrame(\x01\x30\x01\x12\x42\n\nAwaitModel\x12\x1a.nsfl.v1.AwaitModelRequest\x1a\x18.nsfl.v1.AwaitModelReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,50 +37,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEHEADER_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_SECAGGJOIN_METRICSENTRY']._loaded_options = None
   _globals['_SECAGGJOIN_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_AWAITMODELREQUEST']._serialized_start=68
-  _globals['_AWAITMODELREQUEST']._serialized_end=155
-  _globals['_AWAITMODELREPLY']._serialized_start=158
-  _globals['_AWAITMODELREPLY']._serialized_end=292
-  _globals['_DOWNLOADREQUEST']._serialized_start=294
-  _globals['_DOWNLOADREQUEST']._serialized_end=394
-  _globals['_UPDATEHEADER']._serialized_start=397
-  _globals['_UPDATEHEADER']._serialized_end=707
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=661
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=707
-  _globals['_UPLOADFRAME']._serialized_start=709
-  _globals['_UPLOADFRAME']._serialized_end=809
-  _globals['_UPDATESUBMISSION']._serialized_start=811
-  _globals['_UPDATESUBMISSION']._serialized_end=885
-  _globals['_UPLOADRESULT']._serialized_start=887
-  _globals['_UPLOADRESULT']._serialized_end=953
-  _globals['_UPLOADOFFSETREQUEST']._serialized_start=955
-  _globals['_UPLOADOFFSETREQUEST']._serialized_end=1013
-  _globals['_UPLOADOFFSETRESPONSE']._serialized_start=1015
-  _globals['_UPLOADOFFSETRESPONSE']._serialized_end=1053
-  _globals['_STATUSREQUEST']._serialized_start=1055
-  _globals['_STATUSREQUEST']._serialized_end=1070
-  _globals['_COORDINATORSTATUS']._serialized_start=1072
-  _globals['_COORDINATORSTATUS']._serialized_end=1174
-  _globals['_STOPREQUEST']._serialized_start=1176
-  _globals['_STOPREQUEST']._serialized_end=1225
-  _globals['_TASKPLANREQUEST']._serialized_start=1227
-  _globals['_TASKPLANREQUEST']._serialized_end=1312
-  _globals['_TASKPLAN']._serialized_start=1314
-  _globals['_TASKPLAN']._serialized_end=1352
-  _globals['_SECAGGJOIN']._serialized_start=1355
-  _globals['_SECAGGJOIN']._serialized_end=1591
-  _globals['_SECAGGJOIN_METRICSENTRY']._serialized_start=661
-  _globals['_SECAGGJOIN_METRICSENTRY']._serialized_end=707
-  _globals['_SECAGGPIECE']._serialized_start=1593
-  _globals['_SECAGGPIECE']._serialized_end=1671
-  _globals['_SECAGGCLIENTFRAME']._serialized_start=1673
-  _globals['_SECAGGCLIENTFRAME']._serialized_end=1777
-  _globals['_SECAGGPLAN']._serialized_start=1780
-  _globals['_SECAGGPLAN']._serialized_end=1945
-  _globals['_SECAGGOUTCOME']._serialized_start=1947
-  _globals['_SECAGGOUTCOME']._serialized_end=1996
-  _globals['_SECAGGSERVERFRAME']._serialized_start=1999
-  _globals['_SECAGGSERVERFRAME']._serialized_end=2146
-  _globals['_COORDINATOR']._serialized_start=2149
-  _globals['_COORDINATOR']._serialized_end=2811
+  _globals['_AWAITMODELREQUEST']._serialized_start=92
+  _globals['_AWAITMODELREQUEST']._serialized_end=179
+  _globals['_AWAITMODELREPLY']._serialized_start=182
+  _globals['_AWAITMODELREPLY']._serialized_end=402
+  _globals['_DOWNLOADREQUEST']._serialized_start=404
+  _globals['_DOWNLOADREQUEST']._serialized_end=504
+  _globals['_UPDATEHEADER']._serialized_start=507
+  _globals['_UPDATEHEADER']._serialized_end=817
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=771
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=817
+  _globals['_UPLOADFRAME']._serialized_start=819
+  _globals['_UPLOADFRAME']._serialized_end=919
+  _globals['_UPDATESUBMISSION']._serialized_start=921
+  _globals['_UPDATESUBMISSION']._serialized_end=995
+  _globals['_UPLOADRESULT']._serialized_start=997
+  _globals['_UPLOADRESULT']._serialized_end=1063
+  _globals['_UPLOADOFFSETREQUEST']._serialized_start=1065
+  _globals['_UPLOADOFFSETREQUEST']._serialized_end=1123
+  _globals['_UPLOADOFFSETRESPONSE']._serialized_start=1125
+  _globals['_UPLOADOFFSETRESPONSE']._serialized_end=1163
+  _globals['_STATUSREQUEST']._serialized_start=1165
+  _globals['_STATUSREQUEST']._serialized_end=1180
+  _globals['_COORDINATORSTATUS']._serialized_start=1182
+  _globals['_COORDINATORSTATUS']._serialized_end=1284
+  _globals['_STOPREQUEST']._serialized_start=1286
+  _globals['_STOPREQUEST']._serialized_end=1335
+  _globals['_TASKPLANREQUEST']._serialized_start=1337
+  _globals['_TASKPLANREQUEST']._serialized_end=1422
+  _globals['_TASKPLAN']._serialized_start=1424
+  _globals['_TASKPLAN']._serialized_end=1462
+  _globals['_SECAGGJOIN']._serialized_start=1465
+  _globals['_SECAGGJOIN']._serialized_end=1701
+  _globals['_SECAGGJOIN_METRICSENTRY']._serialized_start=771
+  _globals['_SECAGGJOIN_METRICSENTRY']._serialized_end=817
+  _globals['_SECAGGPIECE']._serialized_start=1703
+  _globals['_SECAGGPIECE']._serialized_end=1781
+  _globals['_SECAGGCLIENTFRAME']._serialized_start=1783
+  _globals['_SECAGGCLIENTFRAME']._serialized_end=1887
+  _globals['_SECAGGPLAN']._serialized_start=1890
+  _globals['_SECAGGPLAN']._serialized_end=2055
+  _globals['_SECAGGOUTCOME']._serialized_start=2057
+  _globals['_SECAGGOUTCOME']._serialized_end=2106
+  _globals['_SECAGGSERVERFRAME']._serialized_start=2109
+  _globals['_SECAGGSERVERFRAME']._serialized_end=2256
+  _globals['_COORDINATOR']._serialized_start=2259
+  _globals['_COORDINATOR']._serialized_end=2921
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from libs.protos import common_pb2 as _common_pb2
+from libs.protos import task_pb2 as _task_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -57,19 +58,26 @@ class AwaitModelReply(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MODEL_SHA256_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
-    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
     EVALUATE_FIRST_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
     ready: _builtins.bool
     """false: the task was withdrawn (reason says why); nothing to upload"""
     reason: _builtins.str
     model_sha256: _builtins.str
     model: _builtins.bytes
-    """The model itself when small enough (coordinator.round_runner.INLINE_MODEL_BYTES); empty: the
+    """The model itself when small enough (coordinator.model_state.INLINE_MODEL_BYTES); empty: the
     executor downloads model_sha256 with DownloadModel.
     """
-    parameters_json: _builtins.str
-    """The task as the round offers it, which may differ from the offer made ahead."""
     evaluate_first: _builtins.bool
+    @_builtins.property
+    def parameters(self) -> _task_pb2.Parameters:
+        """The task as the round offers it, which may differ from the offer made ahead (a broadcast
+        extender's parameters, the algorithm's settings for the round).
+        """
+
+    @_builtins.property
+    def algorithm(self) -> _task_pb2.AlgorithmSettings: ...
     def __init__(
         self,
         *,
@@ -77,12 +85,13 @@ class AwaitModelReply(_message.Message):
         reason: _builtins.str = ...,
         model_sha256: _builtins.str = ...,
         model: _builtins.bytes = ...,
-        parameters_json: _builtins.str = ...,
         evaluate_first: _builtins.bool = ...,
+        parameters: _task_pb2.Parameters | None = ...,
+        algorithm: _task_pb2.AlgorithmSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluate_first", b"evaluate_first", "model", b"model", "model_sha256", b"model_sha256", "parameters_json", b"parameters_json", "ready", b"ready", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "evaluate_first", b"evaluate_first", "model", b"model", "model_sha256", b"model_sha256", "parameters", b"parameters", "ready", b"ready", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from libs.protos import common_pb2 as libs_dot_protos_dot_common__pb2
+from libs.protos import task_pb2 as libs_dot_protos_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alibs/protos/selector.proto\x12\x07nsfl.v1\x1a\x18libs/protos/common.proto\"\x85\x02\n\x08Register\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08runtimes\x18\x02 \x03(\t\x12\"\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x10.nsfl.v1.Dataset\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.nsfl.v1.Register.LabelsEntry\x12%\n\tresources\x18\x05 \x01(\x0b\x32\x12.nsfl.v1.Resources\x12\x1a\n\x12max_parallel_tasks\x18\x06 \x01(\x05\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\tHeartbeat\x12\x15\n\rrunning_tasks\x18\x01 \x01(\x05\"\x92\x01\n\rClientMessage\x12%\n\x08register\x18\x01 \x01(\x0b\x32\x11.nsfl.v1.RegisterH\x00\x12\'\n\theartbeat\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.HeartbeatH\x00\x12*\n\x0btask_status\x18\x03 \x01(\x0b\x32\x13.nsfl.v1.TaskStatusH\x00\x42\x05\n\x03msg\"f\n\nRegistered\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x03 \x01(\x01\"\x83\x01\n\x08TaskSpec\x12\r\n\x05\x65ntry\x18\x01 \x01(\t\x12\x17\n\x0fparameters_json\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12\x16\n\x0escripts_sha256\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\"\xf4\x02\n\tTaskOffer\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0f\n\x07runtime\x18\x07 \x01(\t\x12\x1c\n\x14\x63oordinator_endpoint\x18\x08 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x1f\n\x04spec\x18\n \x01(\x0b\x32\x11.nsfl.v1.TaskSpec\x12\x12\n\ntask_token\x18\x0b \x01(\t\x12\x15\n\rdeadline_unix\x18\x0c \x01(\x01\x12\x16\n\x0e\x65valuate_first\x18\r \x01(\x08\x12\x1f\n\x12secure_aggregation\x18\x0e \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05model\x18\x0f \x01(\x0c\x12\x15\n\rmodel_follows\x18\x10 \x01(\x08\x42\x15\n\x13_secure_aggregation\"=\n\nCancelTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x94\x01\n\x0fSelectorMessage\x12)\n\nregistered\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.RegisteredH\x00\x12(\n\ntask_offer\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.TaskOfferH\x00\x12%\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x13.nsfl.v1.CancelTaskH\x00\x42\x05\n\x03msg\"\xd5\x01\n\x11\x43lientRequirement\x12\x0f\n\x07runtime\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x02 \x03(\t\x12\x36\n\x06labels\x18\x03 \x03(\x0b\x32&.nsfl.v1.ClientRequirement.LabelsEntry\x12%\n\tresources\x18\x04 \x01(\x0b\x32\x12.nsfl.v1.Resources\x12\x0f\n\x07\x63lients\x18\x05 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\rSelectRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x12\n\nredundancy\x18\x04 \x01(\x01\x12/\n\x0brequirement\x18\x05 \x01(\x0b\x32\x1a.nsfl.v1.ClientRequirement\x12\x0e\n\x06random\x18\x06 \x01(\x08\x12\x17\n\x0funtrained_first\x18\x07 \x01(\x08\x12\x1b\n\x13reservation_seconds\x18\x08 \x01(\x01\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x0f\n\x07\x64ry_run\x18\n \x01(\x08\"0\n\x0eSelectedClient\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03why\x18\x02 \x01(\t\"~\n\x0eSelectResponse\x12(\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x17.nsfl.v1.SelectedClient\x12\x0f\n\x07matched\x18\x02 \x01(\x05\x12\x0e\n\x06wanted\x18\x03 \x01(\x05\x12\x11\n\tsatisfied\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x0eReleaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"h\n\x10OfferTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12!\n\x05offer\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.TaskOffer\x12\x1e\n\x16\x61nswer_timeout_seconds\x18\x03 \x01(\x01\"5\n\x11OfferTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x11OfferTasksRequest\x12)\n\x06offers\x18\x01 \x03(\x0b\x32\x19.nsfl.v1.OfferTaskRequest\"A\n\x12OfferTasksResponse\x12+\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x1a.nsfl.v1.OfferTaskResponse\"H\n\x12\x43\x61ncelTasksRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\x12ListClientsRequest\x12\x14\n\x0cinclude_lost\x18\x01 \x01(\x08\"\xe0\x02\n\nClientInfo\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08runtimes\x18\x02 \x03(\t\x12\"\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x10.nsfl.v1.Dataset\x12/\n\x06labels\x18\x04 \x03(\x0b\x32\x1f.nsfl.v1.ClientInfo.LabelsEntry\x12%\n\tresources\x18\x05 \x01(\x0b\x32\x12.nsfl.v1.Resources\x12\x10\n\x08liveness\x18\x06 \x01(\t\x12\x1b\n\x13last_heartbeat_unix\x18\x07 \x01(\x01\x12\x15\n\rrunning_tasks\x18\x08 \x01(\x05\x12\x13\n\x0breserved_by\x18\t \x01(\t\x12\x0e\n\x06source\x18\n \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x0b \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x13ListClientsResponse\x12$\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x13.nsfl.v1.ClientInfo2\xdb\x03\n\x0e\x43lientSelector\x12?\n\x07\x43onnect\x12\x16.nsfl.v1.ClientMessage\x1a\x18.nsfl.v1.SelectorMessage(\x01\x30\x01\x12@\n\rSelectClients\x12\x16.nsfl.v1.SelectRequest\x1a\x17.nsfl.v1.SelectResponse\x12\x37\n\x0eReleaseClients\x12\x17.nsfl.v1.ReleaseRequest\x1a\x0c.nsfl.v1.Ack\x12\x42\n\tOfferTask\x12\x19.nsfl.v1.OfferTaskRequest\x1a\x1a.nsfl.v1.OfferTaskResponse\x12\x45\n\nOfferTasks\x12\x1a.nsfl.v1.OfferTasksRequest\x1a\x1b.nsfl.v1.OfferTasksResponse\x12\x38\n\x0b\x43\x61ncelTasks\x12\x1b.nsfl.v1.CancelTasksRequest\x1a\x0c.nsfl.v1.Ack\x12H\n\x0bListClients\x12\x1b.nsfl.v1.ListClientsRequest\x1a\x1c.nsfl.v1.ListClientsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alibs/protos/selector.proto\x12\x07nsfl.v1\x1a\x18libs/protos/common.proto\x1a\x16libs/protos/task.proto\"\x85\x02\n\x08Register\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08runtimes\x18\x02 \x03(\t\x12\"\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x10.nsfl.v1.Dataset\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.nsfl.v1.Register.LabelsEntry\x12%\n\tresources\x18\x05 \x01(\x0b\x32\x12.nsfl.v1.Resources\x12\x1a\n\x12max_parallel_tasks\x18\x06 \x01(\x05\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\tHeartbeat\x12\x15\n\rrunning_tasks\x18\x01 \x01(\x05\"\x92\x01\n\rClientMessage\x12%\n\x08register\x18\x01 \x01(\x0b\x32\x11.nsfl.v1.RegisterH\x00\x12\'\n\theartbeat\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.HeartbeatH\x00\x12*\n\x0btask_status\x18\x03 \x01(\x0b\x32\x13.nsfl.v1.TaskStatusH\x00\x42\x05\n\x03msg\"f\n\nRegistered\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x03 \x01(\x01\"\xd9\x01\n\x08TaskSpec\x12\r\n\x05\x65ntry\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12\x16\n\x0escripts_sha256\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\'\n\nparameters\x18\x07 \x01(\x0b\x32\x13.nsfl.v1.Parameters\x12-\n\talgorithm\x18\x08 \x01(\x0b\x32\x1a.nsfl.v1.AlgorithmSettingsJ\x04\x08\x02\x10\x03R\x0fparameters_json\"\xf4\x02\n\tTaskOffer\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0f\n\x07runtime\x18\x07 \x01(\t\x12\x1c\n\x14\x63oordinator_endpoint\x18\x08 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x1f\n\x04spec\x18\n \x01(\x0b\x32\x11.nsfl.v1.TaskSpec\x12\x12\n\ntask_token\x18\x0b \x01(\t\x12\x15\n\rdeadline_unix\x18\x0c \x01(\x01\x12\x16\n\x0e\x65valuate_first\x18\r \x01(\x08\x12\x1f\n\x12secure_aggregation\x18\x0e \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05model\x18\x0f \x01(\x0c\x12\x15\n\rmodel_follows\x18\x10 \x01(\x08\x42\x15\n\x13_secure_aggregation\"=\n\nCancelTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x94\x01\n\x0fSelectorMessage\x12)\n\nregistered\x18\x01 \x01(\x0b\x32\x13.nsfl.v1.RegisteredH\x00\x12(\n\ntask_offer\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.TaskOfferH\x00\x12%\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x13.nsfl.v1.CancelTaskH\x00\x42\x05\n\x03msg\"\xd5\x01\n\x11\x43lientRequirement\x12\x0f\n\x07runtime\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x02 \x03(\t\x12\x36\n\x06labels\x18\x03 \x03(\x0b\x32&.nsfl.v1.ClientRequirement.LabelsEntry\x12%\n\tresources\x18\x04 \x01(\x0b\x32\x12.nsfl.v1.Resources\x12\x0f\n\x07\x63lients\x18\x05 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\rSelectRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x12\n\nredundancy\x18\x04 \x01(\x01\x12/\n\x0brequirement\x18\x05 \x01(\x0b\x32\x1a.nsfl.v1.ClientRequirement\x12\x0e\n\x06random\x18\x06 \x01(\x08\x12\x17\n\x0funtrained_first\x18\x07 \x01(\x08\x12\x1b\n\x13reservation_seconds\x18\x08 \x01(\x01\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x0f\n\x07\x64ry_run\x18\n \x01(\x08\"0\n\x0eSelectedClient\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03why\x18\x02 \x01(\t\"~\n\x0eSelectResponse\x12(\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x17.nsfl.v1.SelectedClient\x12\x0f\n\x07matched\x18\x02 \x01(\x05\x12\x0e\n\x06wanted\x18\x03 \x01(\x05\x12\x11\n\tsatisfied\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x0eReleaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"h\n\x10OfferTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12!\n\x05offer\x18\x02 \x01(\x0b\x32\x12.nsfl.v1.TaskOffer\x12\x1e\n\x16\x61nswer_timeout_seconds\x18\x03 \x01(\x01\"5\n\x11OfferTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x11OfferTasksRequest\x12)\n\x06offers\x18\x01 \x03(\x0b\x32\x19.nsfl.v1.OfferTaskRequest\"A\n\x12OfferTasksResponse\x12+\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x1a.nsfl.v1.OfferTaskResponse\"H\n\x12\x43\x61ncelTasksRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\x12ListClientsRequest\x12\x14\n\x0cinclude_lost\x18\x01 \x01(\x08\"\xe0\x02\n\nClientInfo\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08runtimes\x18\x02 \x03(\t\x12\"\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x10.nsfl.v1.Dataset\x12/\n\x06labels\x18\x04 \x03(\x0b\x32\x1f.nsfl.v1.ClientInfo.LabelsEntry\x12%\n\tresources\x18\x05 \x01(\x0b\x32\x12.nsfl.v1.Resources\x12\x10\n\x08liveness\x18\x06 \x01(\t\x12\x1b\n\x13last_heartbeat_unix\x18\x07 \x01(\x01\x12\x15\n\rrunning_tasks\x18\x08 \x01(\x05\x12\x13\n\x0breserved_by\x18\t \x01(\t\x12\x0e\n\x06source\x18\n \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x0b \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x13ListClientsResponse\x12$\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x13.nsfl.v1.ClientInfo2\xdb\x03\n\x0e\x43lientSelector\x12?\n\x07\x43onnect\x12\x16.nsfl.v1.ClientMessage\x1a\x18.nsfl.v1.SelectorMessage(\x01\x30\x01\x12@\n\rSelectClients\x12\x16.nsfl.v1.SelectRequest\x1a\x17.nsfl.v1.SelectResponse\x12\x37\n\x0eReleaseClients\x12\x17.nsfl.v1.ReleaseRequest\x1a\x0c.nsfl.v1.Ack\x12\x42\n\tOfferTask\x12\x19.nsfl.v1.OfferTaskRequest\x1a\x1a.nsfl.v1.OfferTaskResponse\x12\x45\n\nOfferTasks\x12\x1a.nsfl.v1.OfferTasksRequest\x1a\x1b.nsfl.v1.OfferTasksResponse\x12\x38\n\x0b\x43\x61ncelTasks\x12\x1b.nsfl.v1.CancelTasksRequest\x1a\x0c.nsfl.v1.Ack\x12H\n\x0bListClients\x12\x1b.nsfl.v1.ListClientsRequest\x1a\x1c.nsfl.v1.ListClientsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,54 +39,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLIENTREQUIREMENT_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CLIENTINFO_LABELSENTRY']._loaded_options = None
   _globals['_CLIENTINFO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_REGISTER']._serialized_start=66
-  _globals['_REGISTER']._serialized_end=327
-  _globals['_REGISTER_LABELSENTRY']._serialized_start=282
-  _globals['_REGISTER_LABELSENTRY']._serialized_end=327
-  _globals['_HEARTBEAT']._serialized_start=329
-  _globals['_HEARTBEAT']._serialized_end=363
-  _globals['_CLIENTMESSAGE']._serialized_start=366
-  _globals['_CLIENTMESSAGE']._serialized_end=512
-  _globals['_REGISTERED']._serialized_start=514
-  _globals['_REGISTERED']._serialized_end=616
-  _globals['_TASKSPEC']._serialized_start=619
-  _globals['_TASKSPEC']._serialized_end=750
-  _globals['_TASKOFFER']._serialized_start=753
-  _globals['_TASKOFFER']._serialized_end=1125
-  _globals['_CANCELTASK']._serialized_start=1127
-  _globals['_CANCELTASK']._serialized_end=1188
-  _globals['_SELECTORMESSAGE']._serialized_start=1191
-  _globals['_SELECTORMESSAGE']._serialized_end=1339
-  _globals['_CLIENTREQUIREMENT']._serialized_start=1342
-  _globals['_CLIENTREQUIREMENT']._serialized_end=1555
-  _globals['_CLIENTREQUIREMENT_LABELSENTRY']._serialized_start=282
-  _globals['_CLIENTREQUIREMENT_LABELSENTRY']._serialized_end=327
-  _globals['_SELECTREQUEST']._serialized_start=1558
-  _globals['_SELECTREQUEST']._serialized_end=1789
-  _globals['_SELECTEDCLIENT']._serialized_start=1791
-  _globals['_SELECTEDCLIENT']._serialized_end=1839
-  _globals['_SELECTRESPONSE']._serialized_start=1841
-  _globals['_SELECTRESPONSE']._serialized_end=1967
-  _globals['_RELEASEREQUEST']._serialized_start=1969
-  _globals['_RELEASEREQUEST']._serialized_end=2021
-  _globals['_OFFERTASKREQUEST']._serialized_start=2023
-  _globals['_OFFERTASKREQUEST']._serialized_end=2127
-  _globals['_OFFERTASKRESPONSE']._serialized_start=2129
-  _globals['_OFFERTASKRESPONSE']._serialized_end=2182
-  _globals['_OFFERTASKSREQUEST']._serialized_start=2184
-  _globals['_OFFERTASKSREQUEST']._serialized_end=2246
-  _globals['_OFFERTASKSRESPONSE']._serialized_start=2248
-  _globals['_OFFERTASKSRESPONSE']._serialized_end=2313
-  _globals['_CANCELTASKSREQUEST']._serialized_start=2315
-  _globals['_CANCELTASKSREQUEST']._serialized_end=2387
-  _globals['_LISTCLIENTSREQUEST']._serialized_start=2389
-  _globals['_LISTCLIENTSREQUEST']._serialized_end=2431
-  _globals['_CLIENTINFO']._serialized_start=2434
-  _globals['_CLIENTINFO']._serialized_end=2786
-  _globals['_CLIENTINFO_LABELSENTRY']._serialized_start=282
-  _globals['_CLIENTINFO_LABELSENTRY']._serialized_end=327
-  _globals['_LISTCLIENTSRESPONSE']._serialized_start=2788
-  _globals['_LISTCLIENTSRESPONSE']._serialized_end=2847
-  _globals['_CLIENTSELECTOR']._serialized_start=2850
-  _globals['_CLIENTSELECTOR']._serialized_end=3325
+  _globals['_REGISTER']._serialized_start=90
+  _globals['_REGISTER']._serialized_end=351
+  _globals['_REGISTER_LABELSENTRY']._serialized_start=306
+  _globals['_REGISTER_LABELSENTRY']._serialized_end=351
+  _globals['_HEARTBEAT']._serialized_start=353
+  _globals['_HEARTBEAT']._serialized_end=387
+  _globals['_CLIENTMESSAGE']._serialized_start=390
+  _globals['_CLIENTMESSAGE']._serialized_end=536
+  _globals['_REGISTERED']._serialized_start=538
+  _globals['_REGISTERED']._serialized_end=640
+  _globals['_TASKSPEC']._serialized_start=643
+  _globals['_TASKSPEC']._serialized_end=860
+  _globals['_TASKOFFER']._serialized_start=863
+  _globals['_TASKOFFER']._serialized_end=1235
+  _globals['_CANCELTASK']._serialized_start=1237
+  _globals['_CANCELTASK']._serialized_end=1298
+  _globals['_SELECTORMESSAGE']._serialized_start=1301
+  _globals['_SELECTORMESSAGE']._serialized_end=1449
+  _globals['_CLIENTREQUIREMENT']._serialized_start=1452
+  _globals['_CLIENTREQUIREMENT']._serialized_end=1665
+  _globals['_CLIENTREQUIREMENT_LABELSENTRY']._serialized_start=306
+  _globals['_CLIENTREQUIREMENT_LABELSENTRY']._serialized_end=351
+  _globals['_SELECTREQUEST']._serialized_start=1668
+  _globals['_SELECTREQUEST']._serialized_end=1899
+  _globals['_SELECTEDCLIENT']._serialized_start=1901
+  _globals['_SELECTEDCLIENT']._serialized_end=1949
+  _globals['_SELECTRESPONSE']._serialized_start=1951
+  _globals['_SELECTRESPONSE']._serialized_end=2077
+  _globals['_RELEASEREQUEST']._serialized_start=2079
+  _globals['_RELEASEREQUEST']._serialized_end=2131
+  _globals['_OFFERTASKREQUEST']._serialized_start=2133
+  _globals['_OFFERTASKREQUEST']._serialized_end=2237
+  _globals['_OFFERTASKRESPONSE']._serialized_start=2239
+  _globals['_OFFERTASKRESPONSE']._serialized_end=2292
+  _globals['_OFFERTASKSREQUEST']._serialized_start=2294
+  _globals['_OFFERTASKSREQUEST']._serialized_end=2356
+  _globals['_OFFERTASKSRESPONSE']._serialized_start=2358
+  _globals['_OFFERTASKSRESPONSE']._serialized_end=2423
+  _globals['_CANCELTASKSREQUEST']._serialized_start=2425
+  _globals['_CANCELTASKSREQUEST']._serialized_end=2497
+  _globals['_LISTCLIENTSREQUEST']._serialized_start=2499
+  _globals['_LISTCLIENTSREQUEST']._serialized_end=2541
+  _globals['_CLIENTINFO']._serialized_start=2544
+  _globals['_CLIENTINFO']._serialized_end=2896
+  _globals['_CLIENTINFO_LABELSENTRY']._serialized_start=306
+  _globals['_CLIENTINFO_LABELSENTRY']._serialized_end=351
+  _globals['_LISTCLIENTSRESPONSE']._serialized_start=2898
+  _globals['_LISTCLIENTSRESPONSE']._serialized_end=2957
+  _globals['_CLIENTSELECTOR']._serialized_start=2960
+  _globals['_CLIENTSELECTOR']._serialized_end=3435
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from libs.protos import common_pb2 as _common_pb2
+from libs.protos import task_pb2 as _task_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -158,19 +159,19 @@ Global___Registered: _TypeAlias = Registered  # noqa: Y015
 
 @_typing.final
 class TaskSpec(_message.Message):
-    """What a client runs for one task.  parameters_json is a JSON object."""
+    """What a client runs for one task."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
-    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
     DATASETS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     SCRIPTS_SHA256_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
     entry: _builtins.str
     """taskEntry name installed on the client"""
-    parameters_json: _builtins.str
     timeout_seconds: _builtins.float
     scripts_sha256: _builtins.str
     """bundle shipped with the job (optional)"""
@@ -178,19 +179,28 @@ class TaskSpec(_message.Message):
     """"script" or "function" """
     @_builtins.property
     def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def parameters(self) -> _task_pb2.Parameters:
+        """the job's parameters for the user's code"""
+
+    @_builtins.property
+    def algorithm(self) -> _task_pb2.AlgorithmSettings:
+        """what the client must know of the job's algorithm"""
+
     def __init__(
         self,
         *,
         entry: _builtins.str = ...,
-        parameters_json: _builtins.str = ...,
         datasets: _abc.Iterable[_builtins.str] | None = ...,
         timeout_seconds: _builtins.float = ...,
         scripts_sha256: _builtins.str = ...,
         mode: _builtins.str = ...,
+        parameters: _task_pb2.Parameters | None = ...,
+        algorithm: _task_pb2.AlgorithmSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "entry", b"entry", "mode", b"mode", "parameters_json", b"parameters_json", "scripts_sha256", b"scripts_sha256", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "datasets", b"datasets", "entry", b"entry", "mode", b"mode", "parameters", b"parameters", "scripts_sha256", b"scripts_sha256", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,7 +250,7 @@ class TaskOffer(_message.Message):
     """
     model: _builtins.bytes
     """The global model itself (the safetensors bytes whose SHA-256 is model_sha256), when it is small
-    enough to ride along (coordinator.round_runner.INLINE_MODEL_BYTES): the task then needs no
+    enough to ride along (coordinator.model_state.INLINE_MODEL_BYTES): the task then needs no
     DownloadModel.  Empty: the executor downloads it from the coordinator.
     """
     model_follows: _builtins.bool

@@ -283,19 +283,52 @@ def _describe(exc: BaseException) -> str:
     return status.name if isinstance(status, grpc.StatusCode) else type(exc).__name__
 
 
+def _start(
+    first: common_pb2.TransferFrame | bytes, max_size: int, resume: BlobReceiver | None, expected_sha256: str
+) -> BlobReceiver:
+    """The receiver for a stream whose first message is ``first``; a header naming another payload than
+    ``expected_sha256`` (when given) is refused before anything is allocated."""
+    frame = parse_frame(first) if isinstance(first, bytes) else first
+    if expected_sha256 and frame.WhichOneof("frame") == "header" and frame.header.sha256.lower() != expected_sha256:
+        raise ChecksumMismatch(
+            f"the sender sent payload {frame.header.sha256[:64]!r}, but {expected_sha256} was asked for"
+        )
+    return _receiver_for(frame, max_size, resume)
+
+
+def _take(receiver: BlobReceiver, frame: common_pb2.TransferFrame | bytes) -> None:
+    """Write one frame after the header into ``receiver``: undecoded chunks straight from the message."""
+    if isinstance(frame, bytes):
+        chunk = chunk_in_place(frame)
+        if chunk is not None:
+            receiver.write(*chunk)
+            return
+        frame = parse_frame(frame)
+    if frame.WhichOneof("frame") != "chunk":
+        raise CorruptPayload(f"unexpected {frame.WhichOneof('frame')} frame after the header")
+    receiver.write(frame.chunk.offset, frame.chunk.data)
+
+
+def _check_complete(receiver: BlobReceiver) -> None:
+    if receiver.received < receiver.total_size:
+        raise TransferInterrupted(receiver, "the stream ended early")
+
+
 async def receive_frames(
     frames: AsyncIterable[common_pb2.TransferFrame | bytes],
     *,
     max_size: int,
     resume: BlobReceiver | None = None,
+    expected_sha256: str = "",
 ) -> bytearray:
     """Receive one streamed payload and return it once size and SHA-256 check out.
 
     ``frames`` are ``TransferFrame`` messages, or their undecoded bytes (a call
     made through :func:`raw_download_model`): chunks then go from the received
     message straight into the buffer (see ``framing.py``).  The header is
-    validated before anything is allocated.  A failure of the stream after the
-    header (a gRPC error, a broken connection, an early end) raises
+    validated before anything is allocated (and, with ``expected_sha256``, must
+    name that payload).  A failure of the stream after the header (a gRPC
+    error, a broken connection, an early end) raises
     :class:`TransferInterrupted`; pass its ``receiver`` back as ``resume`` with
     a new stream that starts at ``receiver.received``.  On any error the caller
     should cancel its call.
@@ -305,21 +338,37 @@ async def receive_frames(
         first = await anext(iterator)
     except StopAsyncIteration:
         raise CorruptPayload("the stream ended before its header") from None
-    receiver = _receiver_for(parse_frame(first) if isinstance(first, bytes) else first, max_size, resume)
+    receiver = _start(first, max_size, resume, expected_sha256)
     try:
         async for frame in iterator:
-            if isinstance(frame, bytes):
-                chunk = chunk_in_place(frame)
-                if chunk is not None:
-                    receiver.write(*chunk)
-                    continue
-                frame = parse_frame(frame)
-            if frame.WhichOneof("frame") != "chunk":
-                raise CorruptPayload(f"unexpected {frame.WhichOneof('frame')} frame after the header")
-            receiver.write(frame.chunk.offset, frame.chunk.data)
+            _take(receiver, frame)
     except (grpc.RpcError, OSError) as exc:
         raise TransferInterrupted(receiver, f"the stream failed: {_describe(exc)}") from exc
-    if receiver.received < receiver.total_size:
-        raise TransferInterrupted(receiver, "the stream ended early")
+    _check_complete(receiver)
     await receiver._digest.caught_up()
+    return receiver.finish()
+
+
+def receive_frames_sync(
+    frames: Iterator[common_pb2.TransferFrame | bytes],
+    *,
+    max_size: int,
+    resume: BlobReceiver | None = None,
+    expected_sha256: str = "",
+) -> bytearray:
+    """:func:`receive_frames` over a synchronous call's stream (the executor's, which runs no event loop).
+
+    A gRPC error on the first message is raised as it is (the caller maps it); after the header, as
+    :class:`TransferInterrupted`.
+    """
+    first = next(frames, None)
+    if first is None:
+        raise CorruptPayload("the stream ended before its header")
+    receiver = _start(first, max_size, resume, expected_sha256)
+    try:
+        for frame in frames:
+            _take(receiver, frame)
+    except (grpc.RpcError, OSError) as exc:
+        raise TransferInterrupted(receiver, f"the stream failed: {_describe(exc)}") from exc
+    _check_complete(receiver)
     return receiver.finish()

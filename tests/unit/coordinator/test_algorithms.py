@@ -12,10 +12,11 @@ from coordinator.checkpoints import pack, unpack
 from coordinator.errors import RoundFailed
 from coordinator.model_state import GlobalModel
 from coordinator.round_aggregation import RoundResult
-from libs.aggregation.attachments import CONTROL_DELTA, RESERVED_PARAMETER, SERVER_CONTROL, split
+from libs.aggregation.attachments import CONTROL_DELTA, SERVER_CONTROL, split
 from libs.aggregation.server_optimizers import make_server_optimizer
 from libs.errors import UpdateRejected, ValidationFailed
 from libs.privacy import PrivacyAccountant
+from libs.tasks import AlgorithmSettings, LocalDp
 from libs.weights.tensors import decode
 from tests.unit.coordinator.specs import stored_spec
 
@@ -121,15 +122,18 @@ def test_a_plain_mean_is_applied_as_it_is_for_secure_aggregation_rounds() -> Non
     assert made.apply(BASE.weights, weights(0.5))["fc.bias"][0] == 0.5
 
 
-def test_fedprox_tells_its_clients_mu_under_the_reserved_parameter_and_publishes_the_model_as_is() -> None:
+def test_fedprox_tells_its_clients_mu_in_their_settings_and_publishes_the_model_as_is() -> None:
     made = algorithm(job("fedprox", {"mu": 0.1}))
     model, parameters = made.broadcast(BASE, 1, {"epochs": 2})
     assert model is BASE
-    assert parameters == {"epochs": 2, RESERVED_PARAMETER: {"aggregation": "fedprox", "fedprox": {"mu": 0.1}}}
+    assert parameters == {"epochs": 2}, "the settings never ride among the job's parameters"
+    assert made.client_settings() == AlgorithmSettings(aggregation="fedprox", fedprox_mu=0.1)
 
 
-def test_plain_fedavg_adds_nothing_to_the_task_parameters() -> None:
-    assert algorithm(job()).broadcast(BASE, 1, {"epochs": 1}) == (BASE, {"epochs": 1})
+def test_plain_fedavg_adds_nothing_to_the_task_parameters_and_asks_nothing_of_clients() -> None:
+    made = algorithm(job())
+    assert made.broadcast(BASE, 1, {"epochs": 1}) == (BASE, {"epochs": 1})
+    assert made.client_settings() == AlgorithmSettings()
 
 
 def test_trimmed_mean_collects_the_round_and_drops_the_extremes() -> None:
@@ -170,7 +174,7 @@ def test_scaffold_publishes_c_and_moves_it_by_the_sampled_fraction_of_the_mean_c
     published, attachments = split(decode(model.payload))
     assert published.keys() == BASE.weights.keys() and model.weights.keys() == BASE.weights.keys()
     assert not attachments[SERVER_CONTROL]["fc.weight"].any()  # c starts at zero
-    assert parameters[RESERVED_PARAMETER]["scaffold"]["run"]
+    assert parameters == {} and made.client_settings().scaffold_run
 
     result = one_round(made, model, [("a", 1.0, 10), ("b", 3.0, 90)], control=2.0)
     new = made.apply(model.weights, result)
@@ -237,13 +241,7 @@ def test_a_target_epsilon_below_one_round_is_refused_at_start() -> None:
 def test_local_dp_sends_the_settings_to_clients_and_accounts_per_client() -> None:
     dp = {"mode": "local", "clipNorm": 2.0, "noiseMultiplier": 4.0, "targetDelta": 1e-6}
     made = algorithm(job(privacy={"dp": dp}))
-    _, parameters = made.broadcast(BASE, 1, {})
-    assert parameters[RESERVED_PARAMETER]["dp"] == {
-        "mode": "local",
-        "clipNorm": 2.0,
-        "noiseMultiplier": 4.0,
-        "targetDelta": 1e-6,
-    }
+    assert made.client_settings().local_dp == LocalDp(clip_norm=2.0, noise_multiplier=4.0, target_delta=1e-6)
     made.apply(BASE.weights, one_round(made, BASE, [("a", 1.0, 1), ("b", 1.0, 1)]))
     made.apply(BASE.weights, one_round(made, BASE, [("a", 1.0, 1)]))
     report = made.round_report()["privacy"]

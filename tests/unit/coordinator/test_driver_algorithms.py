@@ -27,7 +27,7 @@ from coordinator.job_plan import JobPlan
 from coordinator.model_state import GlobalModel
 from coordinator.progress import ProgressReporter
 from coordinator.rounds import RoundBook
-from libs.aggregation.attachments import CONTROL_DELTA, RESERVED_PARAMETER, SERVER_CONTROL, split
+from libs.aggregation.attachments import CONTROL_DELTA, SERVER_CONTROL, split
 from libs.jobspec import JobSpec
 from libs.objects import open_object_store
 from libs.privacy import PrivacyAccountant
@@ -73,7 +73,7 @@ class ScriptedRunner:
         )
         if kind == "train":
             assert self.model is not None
-            self.published.append((round_number, self.model, dict(self.plan.parameters)))
+            self.published.append((round_number, self.model, self.plan))
             _, attachments = split(decode(self.model.payload))
             for client in CLIENTS[:target]:
                 ticket = book.issue(client, attempt)
@@ -146,12 +146,12 @@ async def test_scaffold_rounds_publish_c_and_tell_clients_the_run(stores: Any, t
         {"name": "scaffold", "rounds": 2, "aggregation": {"name": "scaffold"}}, stores, tmp_path
     )
     assert state == "FINISHED" and status["reason"] == "completed 2 rounds"
-    (_, first, params1), (_, second, params2) = runner.published
+    (_, first, plan1), (_, second, plan2) = runner.published
     c1 = split(decode(first.payload))[1][SERVER_CONTROL]["fc.bias"]
     c2 = split(decode(second.payload))[1][SERVER_CONTROL]["fc.bias"]
     assert not c1.any() and np.allclose(c2, 0.1)  # c += (3/3) * mean(Delta c)
-    assert params1[RESERVED_PARAMETER]["scaffold"] == params2[RESERVED_PARAMETER]["scaffold"]
-    assert params1["epochs"] == 1
+    assert plan1.algorithm.scaffold_run and plan1.algorithm.scaffold_run == plan2.algorithm.scaffold_run
+    assert plan1.parameters == {"epochs": 1}, "the settings never ride among the job's parameters"
     assert status["history"][-1]["scaffold"]["clients"] == 3
 
 
@@ -210,7 +210,7 @@ async def test_a_failing_extender_fails_its_rounds_then_the_job_not_the_coordina
     }
     state, status, runner = await run_job(spec, stores, tmp_path, extenders_root=root)
     assert state == "FINISHED"  # attempt 0 of round 1 failed in the hook, attempt 1 went through
-    assert [params["from_hook"] for _, _, params in runner.published] == [2, 3]
+    assert [plan.parameters["from_hook"] for _, _, plan in runner.published] == [2, 3]
     assert status["history"][0]["attempt"] == 1
 
     (tmp_path / "second").mkdir()

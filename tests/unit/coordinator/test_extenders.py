@@ -13,8 +13,9 @@ from coordinator.algorithms import JobAlgorithm
 from coordinator.errors import ExtenderFailed
 from coordinator.extenders import Extenders, resolve_hook_file
 from coordinator.model_state import GlobalModel
-from libs.aggregation.attachments import FILE, RESERVED_PARAMETER, file_bytes, split
+from libs.aggregation.attachments import FILE, file_bytes, split
 from libs.errors import PathOutsideRoot, ValidationFailed
+from libs.tasks import AlgorithmSettings
 from libs.weights.tensors import decode
 from tests.unit.coordinator.specs import hooks_of, stored_spec
 
@@ -175,14 +176,16 @@ def test_a_failing_finish_hook_leaves_the_optimizer_as_before_the_round(root: Pa
     assert made.state()["momentum"] == {}
 
 
-def test_a_broadcast_may_not_set_the_reserved_parameter(root: Path, tmp_path: Path) -> None:
+def test_a_broadcast_cannot_change_what_clients_are_told_of_the_algorithm(root: Path, tmp_path: Path) -> None:
     (root / "job" / "sneaky.py").write_text(
-        f"def send(ctx):\n    return {{'parameters': {{'{RESERVED_PARAMETER}': {{}}}}}}\n"
+        "def send(ctx):\n    return {'parameters': {'__nsfl__': {'aggregation': 'fedavg'}, 'algorithm': {}}}\n"
     )
-    spec = {**job(), "extenders": {"file": "job/sneaky.py", "broadcast": "send"}}
+    spec = {**job(), "aggregation": {"name": "fedprox", "params": {"mu": 0.5}},
+            "extenders": {"file": "job/sneaky.py", "broadcast": "send"}}
     made = JobAlgorithm(stored_spec(spec), extenders_root=root)
-    with pytest.raises(ExtenderFailed, match="reserved"):
-        made.broadcast(BASE, 1, {})
+    _, parameters = made.broadcast(BASE, 1, {})
+    assert parameters == {"__nsfl__": {"aggregation": "fedavg"}, "algorithm": {}}, "plain parameters of the script"
+    assert made.client_settings() == AlgorithmSettings(aggregation="fedprox", fedprox_mu=0.5)
 
 
 def test_only_the_hooks_the_job_names_are_loaded(root: Path) -> None:

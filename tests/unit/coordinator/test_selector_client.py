@@ -17,6 +17,8 @@ import pytest
 
 from coordinator.selector_client import Offer, SelectorClient
 from libs.protos import selector_pb2, selector_pb2_grpc
+from libs.tasks import AlgorithmSettings, LocalDp
+from libs.tasks.serde import algorithm_from_proto, parameters_from_proto
 from tests.fixtures.pki import TestPki
 
 
@@ -91,6 +93,20 @@ async def test_a_rounds_offers_go_in_one_call_with_the_plan_and_the_small_model(
     assert first.offer.model == b"weights" and first.offer.secure_aggregation is True
     assert first.offer.HasField("secure_aggregation") and batch.offers[1].offer.HasField("secure_aggregation")
     assert batch.offers[1].offer.model == b""
+
+
+async def test_an_offer_carries_its_parameters_and_algorithm_settings_typed_and_apart(
+    new: tuple[NewSelector, SelectorClient],
+) -> None:
+    servicer, client = new
+    settings = AlgorithmSettings(aggregation="fedprox", fedprox_mu=0.1, local_dp=LocalDp(1.0, 0.5))
+    parameters = {"epochs": 2, "lr": 0.1, "layers": [64, 32], "name": None}
+    await client.offer_many([offer("c1", parameters=parameters, algorithm=settings)], answer_timeout=1.0)
+    [batch] = servicer.batches
+    spec = batch.offers[0].offer.spec
+    assert parameters_from_proto(spec.parameters) == parameters
+    assert spec.parameters.fields["epochs"].WhichOneof("kind") == "int_value", "an int stays an int"
+    assert algorithm_from_proto(spec.algorithm) == settings
 
 
 async def test_an_older_selector_gets_one_call_per_offer_and_is_remembered(test_pki: TestPki) -> None:

@@ -16,6 +16,7 @@ from coordinator.model_state import GlobalModel
 from coordinator.rounds import RoundBook, TaskOutcome, Ticket
 from coordinator.uploads import Uploads
 from libs.protos import common_pb2, coordinator_pb2
+from libs.tasks.serde import algorithm_from_proto, parameters_from_proto
 from libs.weights.tensors import encode, sha256_hex
 from tests.unit.coordinator.test_round_runner import PLAN
 
@@ -102,6 +103,8 @@ async def test_a_task_waiting_for_a_model_gets_its_rounds_model_or_hears_why_not
     ready = await uploads.await_model(ticket.task_id, ticket.token, 1, 1.0)
     assert current.model is not None and ready.ready and ready.model_sha256 == current.model.sha256
     assert ready.model == current.model.payload, "a small model rides in the answer"
+    assert parameters_from_proto(ready.parameters) == current.plan.parameters, "the task as the round offers it"
+    assert algorithm_from_proto(ready.algorithm) == current.plan.algorithm
     unknown = await uploads.await_model(ticket.task_id, "no-such-token", 1, 1.0)
     assert not unknown.ready and "not waiting for a model here" in unknown.reason
     assert current.book is not None

@@ -18,6 +18,7 @@ from libs.weights.streaming import (
     frames_for,
     iter_chunks,
     receive_frames,
+    receive_frames_sync,
 )
 
 PAYLOAD = os.urandom(10_000)
@@ -217,3 +218,16 @@ async def test_a_streamed_payload_with_a_wrong_hash_is_a_checksum_mismatch() -> 
     wrong = hashlib.sha256(b"not it").hexdigest()
     with pytest.raises(ChecksumMismatch):
         await receive_frames(stream(frames_for(PAYLOAD, wrong)), max_size=len(PAYLOAD))
+
+
+def test_the_synchronous_receiver_checks_resumes_and_refuses_another_payload_as_the_async_one_does() -> None:
+    frames = list(frames_for(PAYLOAD, SHA, 4096))
+    assert receive_frames_sync(iter(frames), max_size=len(PAYLOAD), expected_sha256=SHA) == PAYLOAD
+    with pytest.raises(TransferInterrupted, match="truncated: got 8192 of 10000 bytes") as caught:
+        receive_frames_sync(iter(frames[:-1]), max_size=len(PAYLOAD))
+    rest = frames_for(PAYLOAD, SHA, 4096, offset=8192)
+    assert receive_frames_sync(rest, max_size=len(PAYLOAD), resume=caught.value.receiver) == PAYLOAD
+    with pytest.raises(ChecksumMismatch, match=f"but {'0' * 64} was asked for"):
+        receive_frames_sync(iter(frames), max_size=len(PAYLOAD), expected_sha256="0" * 64)
+    with pytest.raises(CorruptPayload, match="ended before its header"):
+        receive_frames_sync(iter([]), max_size=len(PAYLOAD))

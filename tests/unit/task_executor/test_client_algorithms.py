@@ -18,15 +18,15 @@ import pytest
 from libs.aggregation.attachments import (
     CONTROL_DELTA,
     FILE,
-    RESERVED_PARAMETER,
     SERVER_CONTROL,
     file_tensor,
     join,
     split,
 )
 from libs.privacy.local import local_accountant
+from libs.tasks import AlgorithmSettings, InvalidTask, LocalDp
 from libs.weights.tensors import WeightMap
-from task_executor.client_algorithms import CONTROL_FILE, ClientConfig
+from task_executor.client_algorithms import CONTROL_FILE
 from task_executor.execution import execute
 from task_executor.privacy import LEDGER
 from task_executor.runner import run_task
@@ -110,7 +110,8 @@ def coordinator(test_pki: TestPki) -> Iterator[FakeCoordinator]:
 
 
 def client_settings(**settings: Any) -> dict[str, Any]:
-    return {"parameters": {"epochs": 1, RESERVED_PARAMETER: settings}}
+    """The fields of a task.json whose job asks ``settings`` of its clients (its ``algorithm`` object)."""
+    return {"parameters": {"epochs": 1}, "algorithm": settings}
 
 
 def run(
@@ -147,7 +148,7 @@ def test_fedprox_adds_mu_times_the_distance_to_the_global_model_to_every_gradien
         coordinator,
         FEDPROX_SCRIPT,
         linear_weights(),
-        **client_settings(aggregation="fedprox", fedprox={"mu": 0.25}),
+        **client_settings(aggregation="fedprox", fedprox_mu=0.25),
     )
     assert code == 0, result
     delta, attachments, metrics = uploaded(coordinator)
@@ -177,7 +178,7 @@ def test_a_fedprox_job_fails_a_script_that_never_opted_in(
         coordinator,
         PLAIN_SCRIPT,
         linear_weights(),
-        **client_settings(aggregation="fedprox", fedprox={"mu": 0.1}),
+        **client_settings(aggregation="fedprox", fedprox_mu=0.1),
     )
     assert code != 0 and "call nsfl.fedprox(model)" in result["reason"]
     assert coordinator.uploads == []
@@ -193,7 +194,7 @@ def test_scaffold_corrects_gradients_uploads_delta_c_and_keeps_c_i_in_the_job_st
     tmp_path: Path, coordinator: FakeCoordinator
 ) -> None:
     state = tmp_path / "jobs" / "ns-job" / "state"
-    settings = client_settings(aggregation="scaffold", scaffold={"run": "run-1"})
+    settings = client_settings(aggregation="scaffold", scaffold_run="run-1")
     code, result = run(
         tmp_path, coordinator, SCAFFOLD_SCRIPT, scaffold_model(0.5), state_dir=str(state), **settings
     )
@@ -231,7 +232,7 @@ def test_a_rejected_scaffold_update_leaves_c_i_as_it_was(
         SCAFFOLD_SCRIPT,
         scaffold_model(0.0),
         state_dir=str(state),
-        **client_settings(aggregation="scaffold", scaffold={"run": "run-1"}),
+        **client_settings(aggregation="scaffold", scaffold_run="run-1"),
     )
     assert code != 0 and not (state / CONTROL_FILE).exists()
 
@@ -246,7 +247,7 @@ def test_a_new_scaffold_run_starts_the_client_from_zero(tmp_path: Path, coordina
             scaffold_model(0.0),
             name=name,
             state_dir=str(state),
-            **client_settings(aggregation="scaffold", scaffold={"run": run_id}),
+            **client_settings(aggregation="scaffold", scaffold_run=run_id),
         )
         assert code == 0, result
         _, attachments, _ = uploaded(coordinator)
@@ -256,7 +257,7 @@ def test_a_new_scaffold_run_starts_the_client_from_zero(tmp_path: Path, coordina
 def test_scaffold_needs_the_state_folder_and_the_script_opt_in(
     tmp_path: Path, coordinator: FakeCoordinator
 ) -> None:
-    settings = client_settings(aggregation="scaffold", scaffold={"run": "r"})
+    settings = client_settings(aggregation="scaffold", scaffold_run="r")
     code, result = run(tmp_path, coordinator, SCAFFOLD_SCRIPT, scaffold_model(0.0), **settings)
     assert code != 0 and "names no state_dir" in result["reason"]
     code, result = run(
@@ -275,7 +276,7 @@ def test_local_dp_clips_and_noises_the_delta_and_counts_every_upload(
     tmp_path: Path, coordinator: FakeCoordinator
 ) -> None:
     state = tmp_path / "state"
-    dp = {"mode": "local", "clipNorm": 0.5, "noiseMultiplier": 0.1, "targetDelta": 1e-5}
+    dp = {"clip_norm": 0.5, "noise_multiplier": 0.1, "target_delta": 1e-5}
     for name in ("first", "second"):
         code, result = run(
             tmp_path,
@@ -284,7 +285,7 @@ def test_local_dp_clips_and_noises_the_delta_and_counts_every_upload(
             linear_weights(),
             name=name,
             state_dir=str(state),
-            **client_settings(aggregation="fedavg", dp=dp),
+            **client_settings(aggregation="fedavg", local_dp=dp),
         )
         assert code == 0, result
     delta, _, metrics = uploaded(coordinator)
@@ -314,7 +315,7 @@ def test_the_sdk_calls_do_nothing_offline_where_no_job_settings_exist(tmp_path: 
             script=script,
             endpoint="offline",
             model_sha256="0" * 64,
-            **client_settings(aggregation="fedprox", fedprox={"mu": 0.25}),
+            **client_settings(aggregation="fedprox", fedprox_mu=0.25),
         )
     )
     outcome = execute(spec, linear_weights(), cache={})
@@ -322,19 +323,27 @@ def test_the_sdk_calls_do_nothing_offline_where_no_job_settings_exist(tmp_path: 
     np.testing.assert_allclose(outcome.weights["weight"] - linear_weights()["weight"], 1.0, rtol=1e-6)
 
 
-def test_the_reserved_parameter_is_read_into_a_client_config() -> None:
-    config = ClientConfig.from_parameters(
-        {
-            RESERVED_PARAMETER: {
-                "aggregation": "scaffold",
-                "scaffold": {"run": "x"},
-                "dp": {"mode": "local", "clipNorm": 1.0, "noiseMultiplier": 2.0},
-            }
-        }
+def test_the_algorithm_object_of_task_json_is_read_into_typed_settings_apart_from_the_parameters(
+    tmp_path: Path,
+) -> None:
+    raw = task_json(
+        script=tmp_path / "train.py",
+        endpoint="offline",
+        model_sha256="0" * 64,
+        **client_settings(
+            aggregation="scaffold", scaffold_run="x", local_dp={"clip_norm": 1.0, "noise_multiplier": 2.0}
+        ),
     )
-    assert (config.aggregation, config.scaffold_run, config.mu) == ("scaffold", "x", None)
-    assert config.local_dp is not None and config.local_dp.noise_multiplier == 2.0
-    assert ClientConfig.from_parameters({"epochs": 1}) == ClientConfig()
+    spec = parse_task(raw)
+    assert spec.algorithm == AlgorithmSettings(
+        aggregation="scaffold", scaffold_run="x", local_dp=LocalDp(clip_norm=1.0, noise_multiplier=2.0)
+    )
+    assert spec.parameters == {"epochs": 1}
+    assert parse_task({**raw, "algorithm": None}).algorithm == AlgorithmSettings()
+    with pytest.raises(InvalidTask, match="local DP settings are out of range"):
+        parse_task({**raw, "algorithm": {"local_dp": {"clip_norm": 0, "noise_multiplier": 1.0}}})
+    with pytest.raises(InvalidTask, match="algorithm.'fedprox_mu' must be int or float"):
+        parse_task({**raw, "algorithm": {"fedprox_mu": "much"}})
 
 
 def test_task_json_state_dir_must_be_absolute(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from libs.aggregation.attachments import CONTROL_DELTA, RESERVED_PARAMETER, SERVER_CONTROL
+from libs.aggregation.attachments import CONTROL_DELTA, SERVER_CONTROL
+from libs.tasks import AlgorithmSettings
 from task_executor import sdk as nsfl
 from task_executor.client_algorithms import ClientRound
 from task_executor.errors import SdkError
@@ -18,7 +19,7 @@ from task_executor.task import Entry, TaskSpec
 keras = pytest.importorskip("keras")
 
 
-def spec(settings: dict[str, Any], state_dir: Path | None = None) -> TaskSpec:
+def spec(settings: AlgorithmSettings, state_dir: Path | None = None) -> TaskSpec:
     return TaskSpec(
         task_id="ns/job:1:train:c1:0",
         job_id="ns/job",
@@ -32,7 +33,7 @@ def spec(settings: dict[str, Any], state_dir: Path | None = None) -> TaskSpec:
         model_sha256="0" * 64,
         task_token="t",
         entry=Entry(Path("/x.py"), "script", Path("/")),
-        parameters={RESERVED_PARAMETER: settings},
+        algorithm=settings,
         state_dir=state_dir,
     )
 
@@ -56,7 +57,7 @@ Y = np.zeros((8, 2), np.float32)
 def test_fedprox_pulls_keras_weights_back_towards_the_global_model() -> None:
     model = dense(keras.optimizers.SGD(learning_rate=0.5), lambda y, p: 0.0 * keras.ops.sum(p))
     start = global_weights(model)
-    task = spec({"aggregation": "fedprox", "fedprox": {"mu": 1.0}})
+    task = spec(AlgorithmSettings(aggregation="fedprox", fedprox_mu=1.0))
     algorithm = ClientRound(task, start)
     with activated(TaskSession(task, start)), algorithm.active():
         model.weights[0].assign(model.weights[0].numpy() + 1.0)
@@ -71,7 +72,7 @@ def test_scaffold_records_keras_gradients_and_sends_delta_c(tmp_path: Path) -> N
     model = dense(keras.optimizers.SGD(learning_rate=0.1), "mse")
     start = global_weights(model)
     control = {name: np.zeros_like(array) for name, array in start.items()}
-    task = spec({"aggregation": "scaffold", "scaffold": {"run": "r"}}, tmp_path)
+    task = spec(AlgorithmSettings(aggregation="scaffold", scaffold_run="r"), tmp_path)
     algorithm = ClientRound(task, start, {SERVER_CONTROL: control})
     with activated(TaskSession(task, start)), algorithm.active():
         assert nsfl.scaffold(model)
@@ -89,7 +90,7 @@ def test_scaffold_records_keras_gradients_and_sends_delta_c(tmp_path: Path) -> N
 def test_the_keras_tap_needs_a_compiled_model() -> None:
     model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(2)])
     start = global_weights(model)
-    task = spec({"aggregation": "fedprox", "fedprox": {"mu": 0.1}})
+    task = spec(AlgorithmSettings(aggregation="fedprox", fedprox_mu=0.1))
     with activated(TaskSession(task, start)), ClientRound(task, start).active():
         with pytest.raises(SdkError, match="after model.compile"):
             nsfl.fedprox(model)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from libs.protos import coordinator_pb2
+from libs.tasks.serde import parameters_to_proto
 from libs.weights.tensors import WeightMap
 from task_executor import coordinator_client
 from task_executor.runner import run_task
@@ -281,7 +281,7 @@ def test_a_task_offered_ahead_takes_its_model_and_parameters_from_await_model(
     sha = coordinator.publish(linear_weights())
     coordinator.await_reply = coordinator_pb2.AwaitModelReply(
         ready=True, model_sha256=sha, model=coordinator.models[sha] if inline else b"",
-        parameters_json=json.dumps({"lr": 0.25}))
+        parameters=parameters_to_proto({"lr": 0.25}))
 
     code, result = _run(tmp_path, coordinator, PARAMETER_SCRIPT, model_follows=True, secure_aggregation=False,
                         parameters={"lr": 0.5})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ import grpc.aio
 
 from libs.pki.identity import Identity
 from libs.protos import common_pb2, coordinator_pb2, coordinator_pb2_grpc, selector_pb2, selector_pb2_grpc
+from libs.tasks.serde import algorithm_to_proto, parameters_to_proto
 from libs.wire import Wire, current_caller
 from task_manager.tasks import Offer
 from tests.fixtures.pki import TestPki
@@ -85,7 +85,8 @@ def offer_message(o: Offer) -> selector_pb2.TaskOffer:
         deadline_unix=o.deadline_unix,
         spec=selector_pb2.TaskSpec(
             entry=o.entry,
-            parameters_json=json.dumps(dict(o.parameters)),
+            parameters=parameters_to_proto(o.parameters),
+            algorithm=algorithm_to_proto(o.algorithm),
             datasets=list(o.datasets),
             timeout_seconds=o.timeout_seconds,
         ),

@@ -100,11 +100,11 @@ async def test_a_session_registers_heartbeats_and_answers_offers_and_cancels(
         )
 
         malformed = offer_message(offer("t-3"))
-        malformed.spec.parameters_json = "{not json"
+        malformed.spec.algorithm.local_dp.clip_norm = -1.0
         selector.push(selector_pb2.SelectorMessage(task_offer=malformed))
         answer = await eventually(lambda: [s for s in selector.statuses if s.task_id == "t-3"])
         assert answer[0].state == common_pb2.TASK_REFUSED
-        assert answer[0].reason.startswith("invalid offer: spec.parameters_json is not valid JSON")
+        assert answer[0].reason.startswith("invalid offer: spec.algorithm: the task's local DP settings are out of range")
 
         selector.push(
             selector_pb2.SelectorMessage(cancel=selector_pb2.CancelTask(job_id="ns/digits", reason="stop"))
