@@ -30,7 +30,8 @@ from typing import Any, TypedDict, cast
 import psutil
 
 from libs.files import write_json_atomic
-from libs.records import exit_code_of
+from libs.json_values import JsonObject
+from libs.records import CoordinatorStatus, exit_code_of
 
 LOCK_FILE = "coordinator.lock"
 PID_FILE = "coordinator.pid"
@@ -80,7 +81,7 @@ def write_exit_file(workdir: Path, record: ExitFile) -> None:
     write_json(workdir / EXIT_FILE, record)
 
 
-def exit_code(workdir: Path, launch: int, status: Mapping[str, Any]) -> int | None:
+def exit_code(workdir: Path, launch: int, status: CoordinatorStatus) -> int | None:
     """Launch ``launch``'s exit code: as reaped, else as its last ``status`` implies; None for a crash."""
     recorded = read_json(workdir / EXIT_FILE)
     if recorded and recorded.get("launch") == launch and isinstance(recorded.get("code"), int):
@@ -136,7 +137,7 @@ def find_by_workdir(workdir: Path) -> int | None:
     return None
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> JsonObject:
     """A JSON object file's content; empty when missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

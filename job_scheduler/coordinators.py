@@ -22,9 +22,9 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from job_scheduler.documents import (
     parse_job_id,
@@ -40,14 +40,27 @@ from job_scheduler.outcomes import decide_exit, decide_report
 from job_scheduler.platform import CoordinatorInfo, LaunchRequest, Platform
 from job_scheduler.states import JobEvent, JobState, next_state
 from libs.errors import NotFound, NsflError, PermissionDenied, Unavailable, ValidationFailed
+from libs.json_values import JsonObject
 from libs.objects import output_key
 from libs.objects.protocol import ObjectStore
-from libs.records import STATES_BY_EXIT_CODE, job_key
+from libs.records import (
+    STATES_BY_EXIT_CODE,
+    CheckpointRecord,
+    CoordinatorStatus,
+    FinalModel,
+    JobDocument,
+    LastExit,
+    RoundRecord,
+    as_checkpoint,
+    as_round_record,
+    job_key,
+)
 from libs.store import Document
 
 log = logging.getLogger(__name__)
 
 FINAL_MODEL = "model.safetensors"
+_Record = TypeVar("_Record")
 FAILURE_LOG_LINES = 15
 
 
@@ -72,10 +85,10 @@ class Report:
     reason: str
     round: int
     rounds: int
-    round_record: Mapping[str, Any] | None
-    checkpoint: Mapping[str, Any] | None
-    revised_rounds: tuple[Mapping[str, Any], ...] = ()  # earlier records, now with their evaluation
-    earlier_checkpoints: tuple[Mapping[str, Any], ...] = ()  # stored before ``checkpoint``, oldest first
+    round_record: RoundRecord | None
+    checkpoint: CheckpointRecord | None
+    revised_rounds: tuple[RoundRecord, ...] = ()  # earlier records, now with their evaluation
+    earlier_checkpoints: tuple[CheckpointRecord, ...] = ()  # stored before ``checkpoint``, oldest first
 
 
 class Coordinators:
@@ -101,8 +114,8 @@ class Coordinators:
         token = secrets.token_urlsafe(32)
         digest = token_digest(token)
 
-        def change(data: dict[str, Any]) -> dict[str, Any]:
-            coordinator = dict(data.get("coordinator", {}))
+        def change(data: JobDocument) -> JobDocument:
+            coordinator = data["coordinator"].copy()
             coordinator["launches"] = int(coordinator.get("launches", 0)) + 1
             coordinator["tokenSha256"] = digest
             coordinator["launchedAt"] = data["updatedAt"]
@@ -245,7 +258,7 @@ class Coordinators:
             log_tail=tail,
             platform_reason=info.platform_reason,
         )
-        last_exit = {
+        last_exit: LastExit = {
             "launch": info.launch,
             "code": info.exit_code,
             "state": info.status.get("state"),
@@ -263,17 +276,17 @@ class Coordinators:
             return
         finish = await self._final_status(namespace, name, info.status, decision.steps[-1].event)
 
-        def change(d: dict[str, Any]) -> dict[str, Any]:
+        def change(d: JobDocument) -> JobDocument:
             return finish({**d, "coordinator": {**d["coordinator"], "lastExit": last_exit, "endpoint": ""}})
 
         await self._jobs.apply_steps(document.key, decision.steps, change=change)
 
     async def _final_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], event: JobEvent
+        self, namespace: str, name: str, status: CoordinatorStatus, event: JobEvent
     ) -> Change:
         """The status a job ends with: its checkpoints, and for FINISH its final model and last round."""
         checkpoints = await self._jobs.checkpoint_records(namespace, name)
-        final_model: dict[str, Any] | None = None
+        final_model: FinalModel | None = None
         if event is JobEvent.FINISH:
             try:
                 info = await self._objects.stat(output_key(namespace, name, FINAL_MODEL))
@@ -281,7 +294,7 @@ class Coordinators:
             except NotFound:
                 log.warning("job %s/%s finished without a final model in the object store", namespace, name)
 
-        def change(data: dict[str, Any]) -> dict[str, Any]:
+        def change(data: JobDocument) -> JobDocument:
             data = with_checkpoints(data, checkpoints)
             if event is JobEvent.FINISH:
                 rounds = int(status.get("rounds") or data["status"].get("rounds") or 0)
@@ -328,7 +341,7 @@ class Coordinators:
             else None
         )
 
-        def change(data: dict[str, Any]) -> dict[str, Any]:
+        def change(data: JobDocument) -> JobDocument:
             data = with_round(data, report.round, report.rounds, report.round_record, report.revised_rounds)
             for stored in (*report.earlier_checkpoints, *([checkpoint] if checkpoint is not None else [])):
                 data = with_checkpoint(data, stored)
@@ -356,7 +369,7 @@ def parse_report(
     earlier_checkpoints_json: Sequence[str] = (),
 ) -> Report:
     """A :class:`Report` from the wire fields; ``ValidationFailed`` for JSON that is not an object."""
-    revised: list[dict[str, Any]] = []
+    revised: list[RoundRecord] = []
     for index, text in enumerate(revised_rounds_json):
         record = _json_object(text, f"revised_rounds_json[{index}]") or {}
         number = record.get("round")
@@ -364,9 +377,9 @@ def parse_report(
             raise ValidationFailed(
                 f"revised_rounds_json[{index}] must be a round record whose round is 1..{round_number}"
             )
-        revised.append(record)
+        revised.append(as_round_record(record))
     earlier = [
-        _json_object(text, f"earlier_checkpoints_json[{index}]") or {}
+        as_checkpoint(_json_object(text, f"earlier_checkpoints_json[{index}]") or {})
         for index, text in enumerate(earlier_checkpoints_json)
     ]
     if earlier and not checkpoint_json:
@@ -378,14 +391,19 @@ def parse_report(
         reason=reason,
         round=round_number,
         rounds=rounds,
-        round_record=_json_object(round_json, "round_json"),
-        checkpoint=_json_object(checkpoint_json, "checkpoint_json"),
+        round_record=_optional(as_round_record, _json_object(round_json, "round_json")),
+        checkpoint=_optional(as_checkpoint, _json_object(checkpoint_json, "checkpoint_json")),
         revised_rounds=tuple(revised),
         earlier_checkpoints=tuple(earlier),
     )
 
 
-def _json_object(text: str, what: str) -> dict[str, Any] | None:
+def _optional(typed: Callable[[JsonObject], _Record], value: JsonObject | None) -> _Record | None:
+    return None if value is None else typed(value)
+
+
+def _json_object(text: str, what: str) -> JsonObject | None:
+    """The JSON object ``text`` holds (None if empty): the wire's records, checked only for being objects."""
     if not text:
         return None
     try:

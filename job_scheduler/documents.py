@@ -34,13 +34,20 @@ import copy
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from job_scheduler.platform import coordinator_name
 from job_scheduler.states import JobEvent, JobState, Transition, is_terminal
 from libs.errors import ValidationFailed
 from libs.jobspec import JobSpec
-from libs.records import JobDocument, JobStatus
+from libs.records import (
+    CheckpointRecord,
+    JobDocument,
+    JobStatus,
+    ListedCheckpoint,
+    RoundRecord,
+    TransitionEntry,
+)
 from libs.store import Document
 
 MAX_TRANSITIONS = 100
@@ -60,11 +67,12 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def state_of(job: Mapping[str, Any]) -> JobState:
+def state_of(job: JobDocument | Mapping[str, Any]) -> JobState:
+    """The job's state (of a typed document, or of ``data`` as the store returns it)."""
     return JobState(job["state"])
 
 
-def spec_of(job: Mapping[str, Any]) -> JobSpec:
+def spec_of(job: JobDocument | Mapping[str, Any]) -> JobSpec:
     """The job's spec, typed (the document holds it as JSON: ``JobSpec.to_document``)."""
     return JobSpec.from_document(job["spec"])
 
@@ -101,16 +109,16 @@ def new_job(spec: JobSpec, now: float) -> JobDocument:
     }  # fmt: skip
 
 
-def with_transition(job: Mapping[str, Any], transition: Transition) -> dict[str, Any]:
+def with_transition(job: JobDocument, transition: Transition) -> JobDocument:
     """``job`` after ``transition`` (which must have ``changed``): state, reason, times, history."""
-    data = copy.deepcopy(dict(job))
+    data = copy.deepcopy(job)
     source, target, at = transition.state, transition.to, transition.at
     data["updatedAt"] = at
     data["state"] = target.value
     if source is target and transition.event not in _KEPT_IN_HISTORY:
         return data
     data["reason"] = transition.reason
-    entry = {
+    entry: TransitionEntry = {
         "from": source.value,
         "to": target.value,
         "event": transition.event.value,
@@ -127,23 +135,24 @@ def with_transition(job: Mapping[str, Any], transition: Transition) -> dict[str,
     if is_terminal(target):
         data["endedAt"] = at
     if target is JobState.QUEUED:
-        data.update(queuedAt=at, startedAt=None, endedAt=None, stopRequestedAt=None)
+        data["queuedAt"] = at
+        data["startedAt"] = data["endedAt"] = data["stopRequestedAt"] = None
     return data
 
 
 def with_round(
-    job: Mapping[str, Any],
+    job: JobDocument,
     round_number: int,
     rounds: int,
-    record: Mapping[str, Any] | None,
-    revised: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
+    record: RoundRecord | None,
+    revised: Sequence[RoundRecord] = (),
+) -> JobDocument:
     """``job`` with its status at ``round_number`` of ``rounds`` (and that round's record, if any).
 
     ``revised`` are earlier rounds' records reported again with their evaluation (which rode on a
     later round's tasks): the latest evaluation among them and ``record`` is the job's last metrics.
     """
-    data = copy.deepcopy(dict(job))
+    data = copy.deepcopy(job)
     status = data.setdefault("status", {})
     for earlier in sorted(revised, key=lambda r: int(r.get("round") or 0)):
         if earlier.get("evaluation"):
@@ -163,14 +172,14 @@ def with_round(
     return data
 
 
-def _listed(record: Mapping[str, Any]) -> dict[str, Any]:
+def _listed(record: CheckpointRecord | ListedCheckpoint) -> ListedCheckpoint:
     """How a row of the ``checkpoints`` collection is listed in a job's status."""
     return {"round": record.get("round"), "key": record.get("key"), "sha256": record.get("sha256")}
 
 
-def with_checkpoints(job: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def with_checkpoints(job: JobDocument, records: Sequence[CheckpointRecord]) -> JobDocument:
     """``job`` whose status lists the latest of ``records`` (all rows of the ``checkpoints`` collection)."""
-    data = copy.deepcopy(dict(job))
+    data = copy.deepcopy(job)
     ordered = sorted(records, key=lambda r: int(r.get("round", 0)))
     status = data.setdefault("status", {})
     status["checkpoints"] = [_listed(r) for r in ordered][-MAX_LISTED_CHECKPOINTS:]
@@ -178,14 +187,14 @@ def with_checkpoints(job: Mapping[str, Any], records: Sequence[Mapping[str, Any]
     return data
 
 
-def with_checkpoint(job: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+def with_checkpoint(job: JobDocument, record: CheckpointRecord) -> JobDocument:
     """``job`` whose status lists ``record`` (a row of the ``checkpoints`` collection) among its latest.
 
     Only the latest ``MAX_LISTED_CHECKPOINTS`` are listed, in round order, beside a count: the job
     document is read and written on every report, and must not grow with the job's rounds (the
     ``checkpoints`` collection has them all).  A checkpoint of a round already listed replaces it.
     """
-    data = copy.deepcopy(dict(job))
+    data = copy.deepcopy(job)
     status = data.setdefault("status", {})
     listed = {int(c.get("round") or 0): c for c in status.get("checkpoints") or []}
     number = int(record.get("round") or 0)
@@ -196,12 +205,12 @@ def with_checkpoint(job: Mapping[str, Any], record: Mapping[str, Any]) -> dict[s
     return data
 
 
-def restarted(job: Mapping[str, Any], *, from_scratch: bool) -> dict[str, Any]:
+def restarted(job: JobDocument, *, from_scratch: bool) -> JobDocument:
     """``job`` made ready to run again: retries and exit forgotten; everything else too if from scratch."""
-    data = copy.deepcopy(dict(job))
+    data = copy.deepcopy(job)
     # A new token comes with the next launch; until then nothing may report, least of all the old
     # coordinator, whose late FAILED or STOPPED must not end the new run.
-    data["coordinator"] = {**data.get("coordinator", {}), "restarts": 0, "lastExit": None, "tokenSha256": ""}
+    data["coordinator"] = {**data["coordinator"], "restarts": 0, "lastExit": None, "tokenSha256": ""}
     data["startFromScratch"] = from_scratch
     status = data.get("status", {})
     if from_scratch:
@@ -211,14 +220,21 @@ def restarted(job: Mapping[str, Any], *, from_scratch: bool) -> dict[str, Any]:
     return data
 
 
-def round_document(namespace: str, name: str, round_number: int, record: Mapping[str, Any]) -> dict[str, Any]:
+def round_document(namespace: str, name: str, round_number: int, record: RoundRecord) -> RoundRecord:
     """What the ``rounds`` collection holds for one round: the coordinator's record, plus its ids."""
-    return {**storable(record), "namespace": namespace, "job": name, "round": round_number}
+    document: RoundRecord = storable(record)
+    return {**document, "namespace": namespace, "job": name, "round": round_number}
 
 
-def public(document: Document) -> dict[str, Any]:
+class PublicJob(JobDocument, total=False):
+    """A job as the scheduler's RPCs return it: the stored document plus its store version."""
+
+    version: int
+
+
+def public(document: Document) -> PublicJob:
     """A job as the RPCs return it: the stored document plus its store version."""
-    return {**document.data, "version": document.version}
+    return cast(PublicJob, {**document.data, "version": document.version})
 
 
 def storable(value: Any) -> Any:

@@ -26,17 +26,29 @@ server never holds up a transition.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from job_scheduler.documents import round_document, state_of, with_transition
 from job_scheduler.outcomes import Step
 from job_scheduler.states import JobEvent, JobState, Transition, next_state
 from libs.errors import AlreadyExists, NotFound, VersionConflict
-from libs.records import CHECKPOINTS, JOBS, ROUNDS, job_key, round_record_key
+from libs.records import (
+    CHECKPOINTS,
+    JOBS,
+    ROUNDS,
+    CheckpointRecord,
+    JobDocument,
+    RoundRecord,
+    as_checkpoint,
+    as_job,
+    job_key,
+    round_record_key,
+)
 from libs.store import Document, DocumentStore, Where
 
-Change = Callable[[dict[str, Any]], dict[str, Any]]
+Change = Callable[[JobDocument], JobDocument]
+"""A rewrite of a job document (a pure function: it returns a new document)."""
 MAX_ATTEMPTS = 10
 
 
@@ -94,15 +106,15 @@ class JobStore:
     async def in_states(self, states: Iterable[JobState]) -> list[Document]:
         return await self.find({"state": {"$in": [state.value for state in states]}})
 
-    async def checkpoint_records(self, namespace: str, name: str) -> list[dict[str, Any]]:
+    async def checkpoint_records(self, namespace: str, name: str) -> list[CheckpointRecord]:
         found = await self.documents.find(
             CHECKPOINTS, {"jobId": job_key(namespace, name)}, order_by=[("round", 1)]
         )
-        return [document.data for document in found]
+        return [as_checkpoint(document.data) for document in found]
 
     # --- writing ------------------------------------------------------------------------------
 
-    async def create(self, data: Mapping[str, Any]) -> Document:
+    async def create(self, data: JobDocument) -> Document:
         namespace, name = str(data["namespace"]), str(data["name"])
         try:
             document = await self.documents.insert(JOBS, job_key(namespace, name), data)
@@ -138,11 +150,15 @@ class JobStore:
                     details={"current_version": document.version},
                 )
             transition = next_state(
-                state_of(document.data), event, reason=reason, now=self.clock(), clients_ready=clients_ready
+                state_of(as_job(document.data)),
+                event,
+                reason=reason,
+                now=self.clock(),
+                clients_ready=clients_ready,
             )
             if not transition.changed:
                 return document, transition
-            data = with_transition(document.data, transition)
+            data = with_transition(as_job(document.data), transition)
             if change is not None:
                 data = change(data)
             try:
@@ -168,7 +184,7 @@ class JobStore:
         """Rewrite the job with ``change`` (no state change), compare-and-set with retries."""
         for _ in range(MAX_ATTEMPTS):
             document = await self._read(key)
-            data = change(dict(document.data))
+            data = change(as_job(dict(document.data)))
             if data == document.data:
                 return document
             try:
@@ -179,9 +195,7 @@ class JobStore:
             return saved
         raise VersionConflict(f"job {key} kept changing; retry", details={"key": key})
 
-    async def record_round(
-        self, namespace: str, name: str, round_number: int, record: Mapping[str, Any]
-    ) -> None:
+    async def record_round(self, namespace: str, name: str, round_number: int, record: RoundRecord) -> None:
         await self.documents.upsert(
             ROUNDS,
             round_record_key(namespace, name, round_number),

@@ -93,7 +93,7 @@ from libs.k8s.coordinator_tls import (
 )
 from libs.k8s.naming import COMPONENT, JOB_LABEL, LAUNCH_LABEL, MANAGED_BY
 from libs.k8s.objects import CONTAINER_NAME
-from libs.records import EXIT_FAILED, STATES_BY_EXIT_CODE, JobState
+from libs.records import EXIT_FAILED, STATES_BY_EXIT_CODE, CoordinatorStatus, JobState
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,14 @@ def coordinator_info(
     outcome = pod_phase_outcome(pod)
     if outcome.alive:
         started = outcome.state is CoordinatorPodState.RUNNING and _ready(pod)
-        status = {"state": (JobState.RUNNING if started else JobState.STARTING).value, "reason": outcome.reason}
-        return CoordinatorInfo(name, launch, running=True, endpoint=endpoint, status=status)
+        state = JobState.RUNNING if started else JobState.STARTING
+        return CoordinatorInfo(
+            name,
+            launch,
+            running=True,
+            endpoint=endpoint,
+            status={"state": state.value, "reason": outcome.reason},
+        )
     code = outcome.contract_exit_code
     # An evicted Pod's container may have ended with no message of its own: the Pod says why.
     message = outcome.message or (str((pod or {}).get("status", {}).get("message") or "")
@@ -141,7 +147,10 @@ def coordinator_info(
     else:
         reason = detail
     verdict = STATES_BY_EXIT_CODE.get(code) if code is not None else None
-    status = {"state": verdict.value if verdict is not None else outcome.state.value, "reason": reason}
+    status: CoordinatorStatus = {
+        "state": verdict.value if verdict is not None else outcome.state.value,
+        "reason": reason,
+    }
     platform_reason = ""
     if outcome.state in _PLATFORM_REASONS and not outcome.reason.startswith(("ExitCode", "Error")):
         platform_reason = detail if outcome.state is CoordinatorPodState.LOST else outcome.reason

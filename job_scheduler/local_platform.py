@@ -85,6 +85,7 @@ from job_scheduler.platform import (
     LaunchRequest,
     coordinator_name,
 )
+from libs.records import as_coordinator_status
 from libs.spawning import appended_log, spawn_detached, utc_stamp
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class LocalPlatform:
             return None
         cname = coordinator_name(namespace, name)
         launch = int(record.get("launch", 0))
-        status = read_json(workdir / STATUS_FILE)
+        status = as_coordinator_status(read_json(workdir / STATUS_FILE))
         endpoint = str(status.get("endpoint", ""))
         if lock_held(workdir / LOCK_FILE):
             return CoordinatorInfo(cname, launch, running=True, endpoint=endpoint, status=status)

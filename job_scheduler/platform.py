@@ -30,15 +30,14 @@ Promises every platform keeps:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from libs.jobspec import JobSpec
+from libs.records import CoordinatorStatus
 
 # Kubernetes object names must be DNS-1123 labels of at most 63 characters.
 MAX_NAME_LENGTH = 63
-
 
 
 def coordinator_name(namespace: str, name: str) -> str:
@@ -92,7 +91,7 @@ class CoordinatorInfo:
     running: bool
     exit_code: int | None = None
     endpoint: str = ""
-    status: Mapping[str, Any] = field(default_factory=dict)
+    status: CoordinatorStatus = field(default_factory=lambda: CoordinatorStatus())
     platform_reason: str = ""
 
 

@@ -34,7 +34,6 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from job_scheduler.cleanup import JobCleanup
 from job_scheduler.coordinators import Coordinators, Report
@@ -45,7 +44,7 @@ from job_scheduler.platform import Platform
 from job_scheduler.states import JobEvent, JobState
 from libs.errors import NsflError, PermissionDenied, ValidationFailed
 from libs.jobspec import JobSpec, parse_spec_text
-from libs.records import job_key
+from libs.records import JobDocument, JobStatus, job_key
 from libs.store import Document
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ class JobService:
         scope: NamespaceScope | None = None,
     ) -> tuple[list[Document], str]:
         """One page of jobs, of ``namespace`` (all if empty) within ``scope``; the next page's token."""
-        where: dict[str, Any] = {}
+        where: dict[str, str | dict[str, list[str]]] = {}  # a store filter (libs.store.Where)
         if namespace:
             where["namespace"] = namespace
             if scope is not None and not scope.allows(namespace):
@@ -127,8 +126,8 @@ class JobService:
                 details={"errors": [{"path": "spec.name", "message": "must match the job being updated"}]},
             )
 
-        def change(data: dict[str, Any]) -> dict[str, Any]:
-            status = {**data.get("status", {}), "rounds": spec.rounds}
+        def change(data: JobDocument) -> JobDocument:
+            status: JobStatus = {**data.get("status", {}), "rounds": spec.rounds}
             return {**data, "spec": spec.to_document(), "priority": spec.priority, "status": status}
 
         key = job_key(namespace, name)
@@ -196,7 +195,7 @@ class JobService:
 
     async def _stop(self, key: str, *, deleting: bool) -> Document:
         """STOP (with ``deleteRequested`` when deleting), then SIGTERM if a coordinator runs."""
-        flag: dict[str, Any] = {"deleteRequested": True} if deleting else {}
+        flag: JobDocument = {"deleteRequested": True} if deleting else {}
         document = await self._jobs.try_get(key)
         if document is not None and state_of(document.data) is JobState.STOPPING:
             return await self._jobs.change(key, lambda d: {**d, **flag}) if deleting else document

@@ -25,6 +25,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, TypedDict, cast
 
+from libs.json_values import JsonObject
+
 JOBS = "jobs"
 ROUNDS = "rounds"
 CHECKPOINTS = "checkpoints"
@@ -82,13 +84,12 @@ def model_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-class TransitionEntry(TypedDict):
-    """One line of a job's history (``transitions``)."""
+TransitionEntry = TypedDict(
+    "TransitionEntry", {"from": "str | None", "to": str, "event": str, "reason": str, "at": float}
+)
+"""One line of a job's history (``transitions``); ``from`` is None for the submission.
 
-    to: str
-    event: str
-    reason: str
-    at: float
+(The functional form, because ``from`` is a keyword.)"""
 
 
 class ListedCheckpoint(TypedDict):
@@ -114,10 +115,19 @@ class JobStatus(TypedDict, total=False):
     participants: list[str]
     lastMetrics: dict[str, float]
     trainMetrics: dict[str, float]
-    privacy: dict[str, Any]
+    privacy: JsonObject  # the privacy spent so far, as the coordinator's accountant reports it
     checkpoints: list[ListedCheckpoint]
     checkpointCount: int
     finalModel: FinalModel | None
+
+
+class LastExit(TypedDict):
+    """How the job's previous coordinator ended (``coordinator.lastExit``), kept when it is relaunched."""
+
+    launch: int
+    code: int | None  # None: it died without an exit code the platform could tell
+    state: str | None  # the state its last status.json gave
+    at: float
 
 
 class CoordinatorRecord(TypedDict):
@@ -128,7 +138,7 @@ class CoordinatorRecord(TypedDict):
     launches: int
     launchedAt: float | None
     restarts: int
-    lastExit: Any
+    lastExit: LastExit | None
     tokenSha256: str
 
 
@@ -137,7 +147,7 @@ class JobDocument(TypedDict, total=False):
 
     namespace: str
     name: str
-    spec: dict[str, Any]  # JobSpec.to_document(); read it with JobSpec.from_document
+    spec: JsonObject  # JobSpec.to_document(); read it with JobSpec.from_document
     state: str  # a JobState
     reason: str
     priority: int
@@ -148,7 +158,7 @@ class JobDocument(TypedDict, total=False):
     endedAt: float | None
     pendingDeadline: float | None
     stopRequestedAt: float | None
-    transitions: list[dict[str, Any]]  # TransitionEntry plus "from" (a keyword, so not a field here)
+    transitions: list[TransitionEntry]
     status: JobStatus
     coordinator: CoordinatorRecord
     startFromScratch: bool
@@ -201,6 +211,28 @@ class CheckpointRecord(TypedDict):
     sha256: str
     size: int
     createdAt: float
+
+
+class CoordinatorStatus(TypedDict, total=False):
+    """A coordinator's ``status.json`` (docs/contracts.md): written by ``coordinator.progress``.
+
+    The local platform reads it for the coordinator's endpoint and, once the process is gone, for
+    the state its exit code stands for; the Kubernetes platform builds the same few fields
+    (``state``, ``reason``) from the Pod.  Algorithms may add status fields of their own
+    (``Step.status_fields``), kept as they come.
+    """
+
+    job_id: str
+    state: str  # a JobState
+    reason: str
+    round: int
+    rounds: int
+    endpoint: str
+    pid: int
+    updated_unix: float
+    history: list[RoundRecord]
+    checkpoints: list[CheckpointRecord]
+    final_model: FinalModel
 
 
 class Lineage(TypedDict):
@@ -259,3 +291,8 @@ def as_checkpoint(data: Mapping[str, Any]) -> CheckpointRecord:
 def as_model(data: Mapping[str, Any]) -> ModelDocument:
     """``data`` of a :data:`MODELS` document, as its type."""
     return cast(ModelDocument, data)
+
+
+def as_coordinator_status(data: Mapping[str, Any]) -> CoordinatorStatus:
+    """A coordinator's ``status.json``, read as a JSON object, as its type."""
+    return cast(CoordinatorStatus, data)
