@@ -46,15 +46,15 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from coordinator.growing_json import GrowingListEncoder, encode_object
 from coordinator.offload import behind_the_round, run_sized
 from libs.files import write_text_atomic
 from libs.protos import scheduler_pb2, scheduler_pb2_grpc
-from libs.records import CheckpointRecord, RoundRecord
+from libs.records import CheckpointRecord, CoordinatorStatus, RoundRecord
 from libs.wire import Wire
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,12 @@ class PendingReport:
 
     def __init__(self, state: str) -> None:
         self.state = state
-        self.fields: dict[str, Any] = {}
+        self.fields: CoordinatorStatus = {}
         self.round_record: RoundRecord | None = None
         self.records: dict[int, RoundRecord] = {}
         self.checkpoints: list[CheckpointRecord] = []
 
-    def fold(self, fields: Mapping[str, Any], round_record: RoundRecord | None,
+    def fold(self, fields: CoordinatorStatus, round_record: RoundRecord | None,
              revised: Sequence[RoundRecord], checkpoint: CheckpointRecord | None) -> None:
         self.fields.update(fields)
         for record in revised:
@@ -111,7 +111,7 @@ class ProgressReporter:
                  token: str = "", wire: Wire | None = None) -> None:
         self.status_file = status_file
         self.job_id = job_id
-        self.status: dict[str, Any] = {"job_id": job_id, "state": "STARTING", "reason": "", "round": 0,
+        self.status: CoordinatorStatus = {"job_id": job_id, "state": "STARTING", "reason": "", "round": 0,
                                        "rounds": 0, "endpoint": "", "history": [], "checkpoints": []}
         self._token = token
         if scheduler and wire is None:
@@ -135,7 +135,9 @@ class ProgressReporter:
         ``revised`` are records of earlier rounds (already in the history) that changed since they
         were reported: they go to the scheduler with this report, not in reports of their own.
         """
-        self.status.update({k: list(v) if isinstance(v, list) else v for k, v in fields.items()})
+        # The driver's fields are status.json's (and an algorithm's own status fields, kept as they come).
+        self.status.update(cast(CoordinatorStatus,
+                                {k: list(v) if isinstance(v, list) else v for k, v in fields.items()}))
         self.status["updated_unix"] = time.time()
         history = self.status["history"]
         if round_record is not None and not any(record is round_record for record in history):
@@ -149,8 +151,10 @@ class ProgressReporter:
         if self._stub is not None:
             if not self._reports or self._reports[-1].state != state:
                 self._reports.append(PendingReport(state))
-            self._reports[-1].fold({key: self.status.get(key) for key in ("reason", "round", "rounds")},
-                                   round_record, revised, checkpoint)
+            status = self.status  # holds these three from the start
+            reported: CoordinatorStatus = {"reason": status["reason"], "round": status["round"],
+                                           "rounds": status["rounds"]}
+            self._reports[-1].fold(reported, round_record, revised, checkpoint)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_behind(), name="progress-writer")
 
