@@ -91,6 +91,7 @@ from libs.k8s.coordinator_tls import (
     coordinator_tls_secret_name,
     with_coordinator_wire,
 )
+from libs.k8s.manifests import ConfigMap, KubeObject, Pod, Secret, Service
 from libs.k8s.naming import COMPONENT, JOB_LABEL, LAUNCH_LABEL, MANAGED_BY
 from libs.k8s.objects import CONTAINER_NAME
 from libs.records import EXIT_FAILED, STATES_BY_EXIT_CODE, CoordinatorStatus, JobState
@@ -200,14 +201,14 @@ class KubernetesPlatform:
         )
         try:
             objects = coordinator_objects(
-                request.spec.to_document(), owner=owner_of(owner), image=self._image, settings=settings,
+                request.spec, owner=owner_of(owner), image=self._image, settings=settings,
                 launch=launch, token=request.token,
             )  # fmt: skip
-            objects = self._with_wire(request, owner_of(owner), objects)
+            applied = self._with_wire(request, owner_of(owner), objects)
         except ValueError as exc:
             raise ValidationFailed(f"cannot build the coordinator of {namespace}/{name}: {exc}") from None
         adopted = False
-        for item in objects:
+        for item in applied:
             adopted = await self._create(namespace, item) or adopted
         await self._record_launch(namespace, name, launch)
         log.info("launched coordinator pod %s/%s (launch %d)", namespace, pod_name, launch)
@@ -279,10 +280,11 @@ class KubernetesPlatform:
     # --- helpers ------------------------------------------------------------------------------
 
     def _with_wire(
-        self, request: LaunchRequest, owner: OwnerRef, objects: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+        self, request: LaunchRequest, owner: OwnerRef, objects: tuple[Service, ConfigMap, Secret, Pod]
+    ) -> list[KubeObject]:
         """``objects`` with this launch's certificate Secret before the Pod, and the Pod pointed at it."""
-        *others, pod = objects
+        service_object, configmap, token_secret, pod = objects
+        others: list[KubeObject] = [service_object, configmap, token_secret]
         issuer = self._certificates
         if issuer is None:
             return [*others, with_coordinator_wire(pod, environment=insecure_environment(), tls_secret=None)]
@@ -308,7 +310,7 @@ class KubernetesPlatform:
         pods = await self._api.list(PODS, namespace, labels=job_selector(name))
         return sorted(pods, key=launch_of)
 
-    async def _create(self, namespace: str, item: Mapping[str, Any]) -> bool:
+    async def _create(self, namespace: str, item: KubeObject) -> bool:
         """Create ``item``; ``True`` if it is a Pod that already existed (adopted)."""
         resource = BY_KIND[str(item["kind"])]
         try:

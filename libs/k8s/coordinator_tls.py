@@ -24,8 +24,8 @@ from __future__ import annotations
 import base64
 import copy
 from collections.abc import Mapping
-from typing import Any
 
+from libs.k8s.manifests import Pod, Secret
 from libs.k8s.naming import (
     LAUNCH_LABEL,
     OwnerRef,
@@ -60,7 +60,7 @@ def coordinator_tls_secret(
     ca_pem: bytes,
     cert_pem: bytes,
     key_pem: bytes,
-) -> dict[str, Any]:
+) -> Secret:
     """The Secret holding the coordinator certificate of launch ``launch`` (annotated with it)."""
     for what, value in (("trust bundle", ca_pem), ("certificate", cert_pem), ("key", key_pem)):
         if not value:
@@ -94,15 +94,13 @@ def coordinator_tls_paths() -> dict[str, str]:
     }
 
 
-def with_coordinator_wire(
-    pod: Mapping[str, Any], *, environment: Mapping[str, str], tls_secret: str | None
-) -> dict[str, Any]:
+def with_coordinator_wire(pod: Pod, *, environment: Mapping[str, str], tls_secret: str | None) -> Pod:
     """``pod`` with ``environment`` added to its container and, with ``tls_secret``, the TLS and CRL mounts.
 
     ``tls_secret`` None is a plaintext coordinator (an insecure scheduler's, loopback tests only):
     only the variables are added.
     """
-    out = copy.deepcopy(dict(pod))
+    out = copy.deepcopy(pod)
     spec = out["spec"]
     container = spec["containers"][0]
     names = set(environment)

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import TypedDict
 
 from libs.jobspec import API_VERSION, KIND
+from libs.k8s.manifests import OwnerReference
 
 MAX_NAME_LENGTH = 63
 NAME_PREFIX = "nsfl-coord-"
@@ -100,7 +101,7 @@ def coordinator_labels(job_name: str) -> dict[str, str]:
     }
 
 
-def owner_reference(owner: OwnerRef, job_name: str) -> dict[str, object]:
+def owner_reference(owner: OwnerRef, job_name: str) -> OwnerReference:
     """The ownerReference that makes the FederatedJob the controller of an object.
 
     ``controller: true`` lets ``kubectl`` and the garbage collector see who

@@ -1,8 +1,9 @@
 """Pure builders of the objects that run one job's coordinator on Kubernetes.
 
 Following crate-operator's habit, building and applying are kept apart:
-these functions take values (the job spec, its owner, settings, the launch
-number) and return plain dicts ready for the API, without a client, a
+these functions take values (the job's :class:`~libs.jobspec.JobSpec`, its
+owner, settings, the launch number) and return plain JSON ready for the API
+(typed by :mod:`libs.k8s.manifests`), without a client, a
 clock or a random generator, so every field is unit-tested and validated
 against the real Kubernetes schemas offline.  The Kubernetes platform
 adapter applies what they return.
@@ -43,10 +44,23 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from libs.errors import ValidationFailed
+from libs.jobspec import JobSpec
 from libs.jobspec.quantities import parse_quantity
+from libs.jobspec.spec import CoordinatorResources
+from libs.k8s.manifests import (
+    ConfigMap,
+    Container,
+    EnvVar,
+    ObjectMeta,
+    Pod,
+    PodSpec,
+    ResourceRequirements,
+    Secret,
+    SecurityContext,
+    Service,
+)
 from libs.k8s.naming import (
     LAUNCH_LABEL,
     SPEC_HASH_ANNOTATION,
@@ -68,14 +82,14 @@ RUN_AS_USER = 10001
 # A ConfigMap holds at most 1 MiB; the job spec parser already bounds specs well below that.
 MAX_SPEC_BYTES = 900 * 1024
 
-POD_SECURITY_CONTEXT: dict[str, Any] = {
+POD_SECURITY_CONTEXT: SecurityContext = {
     "runAsNonRoot": True,
     "runAsUser": RUN_AS_USER,
     "runAsGroup": RUN_AS_USER,
     "fsGroup": RUN_AS_USER,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+CONTAINER_SECURITY_CONTEXT: SecurityContext = {
     "runAsNonRoot": True,
     "runAsUser": RUN_AS_USER,
     "runAsGroup": RUN_AS_USER,
@@ -87,17 +101,16 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
-def job_identity(job: Mapping[str, Any]) -> tuple[str, str]:
-    """``(namespace, name)`` of a validated spec (``validate_spec`` writes both in)."""
-    name, namespace = job.get("name"), job.get("namespace")
-    if not isinstance(name, str) or not isinstance(namespace, str) or not name or not namespace:
+def job_identity(job: JobSpec) -> tuple[str, str]:
+    """``(namespace, name)`` of the job; ``ValueError`` if either is empty."""
+    if not job.name or not job.namespace:
         raise ValueError("the job spec needs its name and namespace (validate it first)")
-    return namespace, name
+    return job.namespace, job.name
 
 
-def spec_text(job: Mapping[str, Any]) -> str:
+def spec_text(job: JobSpec) -> str:
     """The job spec as the coordinator reads it (``job.json``): canonical JSON, so equal specs match."""
-    text = json.dumps(dict(job), sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(job.to_document(), sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False)
     if len(text.encode("utf-8")) > MAX_SPEC_BYTES:
         raise ValidationFailed(
             f"the job spec is larger than {MAX_SPEC_BYTES} bytes and does not fit a ConfigMap"
@@ -105,11 +118,11 @@ def spec_text(job: Mapping[str, Any]) -> str:
     return text
 
 
-def spec_sha256(job: Mapping[str, Any]) -> str:
+def spec_sha256(job: JobSpec) -> str:
     return hashlib.sha256(spec_text(job).encode("utf-8")).hexdigest()
 
 
-def coordinator_configmap(job: Mapping[str, Any], *, owner: OwnerRef, launch: int) -> dict[str, Any]:
+def coordinator_configmap(job: JobSpec, *, owner: OwnerRef, launch: int) -> ConfigMap:
     """The ConfigMap holding launch ``launch``'s job spec, mounted read-only into its Pod."""
     namespace, name = job_identity(job)
     return {
@@ -127,7 +140,7 @@ def coordinator_configmap(job: Mapping[str, Any], *, owner: OwnerRef, launch: in
     }
 
 
-def coordinator_secret(job: Mapping[str, Any], *, owner: OwnerRef, launch: int, token: str) -> dict[str, Any]:
+def coordinator_secret(job: JobSpec, *, owner: OwnerRef, launch: int, token: str) -> Secret:
     """The Secret holding the token launch ``launch`` presents to the scheduler's ``ReportProgress``.
 
     The token is the one value the scheduler must hand over; a Secret keeps it
@@ -146,9 +159,7 @@ def coordinator_secret(job: Mapping[str, Any], *, owner: OwnerRef, launch: int, 
     }
 
 
-def coordinator_service(
-    job: Mapping[str, Any], *, owner: OwnerRef, settings: CoordinatorPodSettings
-) -> dict[str, Any]:
+def coordinator_service(job: JobSpec, *, owner: OwnerRef, settings: CoordinatorPodSettings) -> Service:
     """The Service clients and the scheduler reach the job's coordinator through, on its gRPC port."""
     namespace, name = job_identity(job)
     metadata = _metadata(
@@ -175,14 +186,14 @@ def coordinator_service(
 
 
 def coordinator_pod(
-    job: Mapping[str, Any], *, owner: OwnerRef, image: str, settings: CoordinatorPodSettings, launch: int
-) -> dict[str, Any]:
+    job: JobSpec, *, owner: OwnerRef, image: str, settings: CoordinatorPodSettings, launch: int
+) -> Pod:
     """Launch ``launch`` of the job's coordinator: ``python -m coordinator`` as a non-root Pod."""
     namespace, name = job_identity(job)
     if not image:
         raise ValueError("the coordinator image must not be empty")
     pod_name = coordinator_pod_name(name, launch)
-    container: dict[str, Any] = {
+    container: Container = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
@@ -195,8 +206,8 @@ def coordinator_pod(
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
-        "resources": coordinator_resources(job.get("resources"), settings),
-        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+        "resources": coordinator_resources(job.resources, settings),
+        "securityContext": CONTAINER_SECURITY_CONTEXT.copy(),
         "volumeMounts": [
             {"name": "job-spec", "mountPath": JOB_MOUNT_PATH, "readOnly": True},
             {"name": "workdir", "mountPath": WORKDIR_PATH},
@@ -205,12 +216,12 @@ def coordinator_pod(
         # On a crash the last log lines become the termination message `kubectl describe` shows.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    spec: dict[str, Any] = {
+    spec: PodSpec = {
         "restartPolicy": "Never",
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "securityContext": dict(POD_SECURITY_CONTEXT),
+        "securityContext": POD_SECURITY_CONTEXT.copy(),
         "containers": [container],
         "volumes": [
             {
@@ -238,26 +249,24 @@ def coordinator_pod(
 
 
 def coordinator_objects(
-    job: Mapping[str, Any],
+    job: JobSpec,
     *,
     owner: OwnerRef,
     image: str,
     settings: CoordinatorPodSettings,
     launch: int,
     token: str,
-) -> list[dict[str, Any]]:
+) -> tuple[Service, ConfigMap, Secret, Pod]:
     """Everything launch ``launch`` needs, in the order to create it (the Pod last)."""
-    return [
+    return (
         coordinator_service(job, owner=owner, settings=settings),
         coordinator_configmap(job, owner=owner, launch=launch),
         coordinator_secret(job, owner=owner, launch=launch, token=token),
         coordinator_pod(job, owner=owner, image=image, settings=settings, launch=launch),
-    ]
+    )
 
 
-def coordinator_env(
-    job: Mapping[str, Any], *, settings: CoordinatorPodSettings, launch: int
-) -> list[dict[str, Any]]:
+def coordinator_env(job: JobSpec, *, settings: CoordinatorPodSettings, launch: int) -> list[EnvVar]:
     """The coordinator's ``NSFL_COORDINATOR_*`` settings; credentials only as ``secretKeyRef``\\ s.
 
     Order matters: Kubernetes expands ``$(VAR)`` only from variables listed earlier.
@@ -289,16 +298,17 @@ def coordinator_env(
     ]
 
 
-def coordinator_resources(job_resources: Any, settings: CoordinatorPodSettings) -> dict[str, dict[str, str]]:
+def coordinator_resources(
+    job_resources: CoordinatorResources, settings: CoordinatorPodSettings
+) -> ResourceRequirements:
     """Requests and limits: the job's values where it gives them, the settings' defaults elsewhere.
 
     Mixing two sources can yield a limit below its request (a job asking for
     4Gi of memory under a 2Gi default limit), which Kubernetes refuses; the
     value the job gave wins and the default moves to meet it.
     """
-    given = job_resources if isinstance(job_resources, Mapping) else {}
-    job_requests = {str(k): str(v) for k, v in (given.get("requests") or {}).items()}
-    job_limits = {str(k): str(v) for k, v in (given.get("limits") or {}).items()}
+    job_requests = {str(k): str(v) for k, v in job_resources.requests.items()}
+    job_limits = {str(k): str(v) for k, v in job_resources.limits.items()}
     requests = {**settings.default_requests, **job_requests}
     limits = {**settings.default_limits, **job_limits}
     for resource in set(requests) & set(limits):
@@ -312,7 +322,7 @@ def coordinator_resources(job_resources: Any, settings: CoordinatorPodSettings) 
     return {"requests": dict(sorted(requests.items())), "limits": dict(sorted(limits.items()))}
 
 
-def _secret_env(variable: str, secret: str, key: str) -> dict[str, Any]:
+def _secret_env(variable: str, secret: str, key: str) -> EnvVar:
     return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
@@ -324,11 +334,11 @@ def _metadata(
     *,
     launch: int | None = None,
     annotations: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> ObjectMeta:
     labels = coordinator_labels(job_name)
     if launch is not None:
         labels[LAUNCH_LABEL] = str(launch)
-    metadata: dict[str, Any] = {
+    metadata: ObjectMeta = {
         "name": object_name,
         "namespace": namespace,
         "labels": labels,

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from libs.jobspec import manifest_to_spec, validate_spec
+from libs.jobspec import JobSpec, manifest_to_spec, validate_spec
 from libs.k8s import CoordinatorPodSettings, OwnerRef, coordinator_pod
 from libs.k8s.coordinator_tls import coordinator_tls_secret_name, with_coordinator_wire
 from libs.k8s.crd import CRD_FILE, build_crd, render_crd
@@ -277,12 +277,12 @@ def test_the_tls_secrets_exist_only_when_made_by_hand() -> None:
 
 def test_a_coordinator_pod_in_the_dev_job_namespace_finds_its_secrets() -> None:
     owner = OwnerRef(apiVersion="nsfl.io/v1alpha1", kind="FederatedJob", name="digits-pytorch", uid="u")
-    spec = validate_spec(manifest_to_spec(yaml.safe_load(EXAMPLE.read_text())))
+    spec = JobSpec.parse(manifest_to_spec(yaml.safe_load(EXAMPLE.read_text())))
     pod = coordinator_pod(spec, owner=owner, image="nsfl/coordinator:0.1.0", settings=CoordinatorPodSettings(),
                           launch=1)  # fmt: skip
     # As the Kubernetes platform launches it: with its certificate's Secret and the optional CRL ConfigMap.
-    pod = with_coordinator_wire(pod, environment={}, tls_secret=coordinator_tls_secret_name(spec["name"]))
-    missing = unresolved(pod["spec"], spec["namespace"], overlay("dev"))
+    pod = with_coordinator_wire(pod, environment={}, tls_secret=coordinator_tls_secret_name(spec.name))
+    missing = unresolved(dict(pod["spec"]), spec.namespace, overlay("dev"))
     # The launch's ConfigMap, token Secret and certificate Secret are the platform's to create, with the Pod;
     # the revocation list (nsfl-crl) is optional.
     assert sorted(missing) == ["ConfigMap default/nsfl-coord-digits-pytorch-r1 key job.json",

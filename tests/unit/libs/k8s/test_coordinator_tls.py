@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from libs.jobspec import validate_spec
+from libs.jobspec import JobSpec
 from libs.k8s import CoordinatorPodSettings, OwnerRef, coordinator_pod
 from libs.k8s.coordinator_tls import (
     coordinator_tls_paths,
@@ -24,7 +24,7 @@ ENV = {"NSFL_COORDINATOR_TLS_CERT": "/etc/nsfl/tls/tls.crt", "NSFL_COORDINATOR_T
 
 
 def pod() -> dict[str, Any]:
-    spec = validate_spec({"name": "digits", "namespace": "team-a", "runtime": "pytorch", "taskEntry": "train"})
+    spec = JobSpec.parse({"name": "digits", "namespace": "team-a", "runtime": "pytorch", "taskEntry": "train"})
     return coordinator_pod(spec, owner=OWNER, image="nsfl/coordinator:1", settings=CoordinatorPodSettings(),
                            launch=3)  # fmt: skip
 

@@ -12,7 +12,8 @@ import pytest
 
 from coordinator.settings import CoordinatorSettings
 from libs.errors import InvalidSetting, ValidationFailed
-from libs.jobspec import validate_spec
+from libs.jobspec import JobSpec, validate_spec
+from libs.jobspec.spec import CoordinatorResources
 from libs.k8s import (
     CoordinatorPodSettings,
     OwnerRef,
@@ -32,29 +33,41 @@ IMAGE = "registry.example.com/nsfl/coordinator:0.1.0"
 TOKEN = "launch-token-that-is-secret"
 
 
-def job(**fields: Any) -> dict[str, Any]:
+def document(**fields: Any) -> dict[str, Any]:
     spec = {"name": "digits", "namespace": "team-a", "runtime": "pytorch", "taskEntry": "digits-pytorch",
             "datasets": ["digits"], "rounds": 5, "clientsPerRound": 3, "minClients": 2, **fields}  # fmt: skip
     return validate_spec(spec)
 
 
-def objects(spec: dict[str, Any] | None = None, launch: int = 1, **settings: Any) -> list[dict[str, Any]]:
+def job(**fields: Any) -> JobSpec:
+    return JobSpec.from_document(document(**fields))
+
+
+def resources(
+    requests: dict[str, str] | None = None, limits: dict[str, str] | None = None
+) -> CoordinatorResources:
+    return CoordinatorResources(requests=requests or {}, limits=limits or {})
+
+
+def objects(spec: JobSpec | None = None, launch: int = 1, **settings: Any) -> list[Any]:
     chosen = dataclasses.replace(SETTINGS, **settings)
-    return coordinator_objects(
-        spec or job(), owner=OWNER, image=IMAGE, settings=chosen, launch=launch, token=TOKEN
+    return list(
+        coordinator_objects(
+            spec or job(), owner=OWNER, image=IMAGE, settings=chosen, launch=launch, token=TOKEN
+        )
     )
 
 
-def pod(spec: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
-    return objects(spec, **settings)[-1]
+def pod(spec: JobSpec | None = None, **settings: Any) -> dict[str, Any]:
+    return dict(objects(spec, **settings)[-1])
 
 
-def container(spec: dict[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
+def container(spec: JobSpec | None = None, **settings: Any) -> dict[str, Any]:
     (only,) = pod(spec, **settings)["spec"]["containers"]
     return dict(only)
 
 
-def env(spec: dict[str, Any] | None = None, **settings: Any) -> dict[str, dict[str, Any]]:
+def env(spec: JobSpec | None = None, **settings: Any) -> dict[str, dict[str, Any]]:
     return {entry["name"]: entry for entry in container(spec, **settings)["env"]}
 
 
@@ -128,7 +141,7 @@ def test_the_configmap_holds_the_validated_spec_and_nothing_secret() -> None:
     spec = job()
     configmap = coordinator_configmap(spec, owner=OWNER, launch=1)
     text = configmap["data"]["job.json"]
-    assert validate_spec(json.loads(text)) == json.loads(text) == spec
+    assert validate_spec(json.loads(text)) == json.loads(text) == spec.to_document()
     assert TOKEN not in json.dumps(objects()[1])
     pod_annotation = pod()["metadata"]["annotations"]["nsfl.io/spec-sha256"]
     assert configmap["metadata"]["annotations"]["nsfl.io/spec-sha256"] == pod_annotation
@@ -136,7 +149,8 @@ def test_the_configmap_holds_the_validated_spec_and_nothing_secret() -> None:
 
 def test_a_spec_too_large_for_a_configmap_is_refused() -> None:
     with pytest.raises(ValidationFailed, match="ConfigMap"):
-        coordinator_configmap({**job(), "parameters": {"blob": "x" * 1_000_000}}, owner=OWNER, launch=1)
+        too_large = JobSpec.from_document({**document(), "parameters": {"blob": "x" * 1_000_000}})
+        coordinator_configmap(too_large, owner=OWNER, launch=1)
 
 
 def test_the_token_travels_only_in_the_launchs_secret() -> None:
@@ -215,14 +229,14 @@ def test_resources_come_from_the_job_and_the_settings_fill_the_rest() -> None:
         "requests": {"cpu": "250m", "ephemeral-storage": "1Gi", "memory": "512Mi"},
         "limits": {"cpu": "2", "ephemeral-storage": "4Gi", "memory": "2Gi"},
     }
-    given = coordinator_resources({"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}}, SETTINGS)
+    given = coordinator_resources(resources({"cpu": "1"}, {"memory": "1Gi"}), SETTINGS)
     assert given["requests"]["cpu"] == "1" and given["limits"]["memory"] == "1Gi"
 
 
 def test_a_default_that_would_fall_below_or_above_a_jobs_value_moves_to_meet_it() -> None:
-    bigger_request = coordinator_resources({"requests": {"memory": "4Gi"}}, SETTINGS)
+    bigger_request = coordinator_resources(resources(requests={"memory": "4Gi"}), SETTINGS)
     assert bigger_request["limits"]["memory"] == "4Gi"
-    smaller_limit = coordinator_resources({"limits": {"cpu": "100m"}}, SETTINGS)
+    smaller_limit = coordinator_resources(resources(limits={"cpu": "100m"}), SETTINGS)
     assert smaller_limit["requests"]["cpu"] == "100m"
 
 
@@ -238,7 +252,7 @@ def test_optional_pod_settings_appear_only_when_set() -> None:
 
 def test_the_builders_refuse_a_spec_without_identity_or_an_empty_image() -> None:
     with pytest.raises(ValueError, match="name and namespace"):
-        coordinator_service({"runtime": "pytorch"}, owner=OWNER, settings=SETTINGS)
+        coordinator_service(dataclasses.replace(job(), name=""), owner=OWNER, settings=SETTINGS)
     with pytest.raises(ValueError, match="image"):
         coordinator_pod(job(), owner=OWNER, image="", settings=SETTINGS, launch=1)
 
