@@ -52,6 +52,8 @@ from libs.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from libs.json_values import JsonObject
+from libs.k8s.manifests import DeleteOptions
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +182,13 @@ class KubeApi:
         self._token = credentials.token
         self._token_read_at = 0.0
 
-    async def create(self, resource: Resource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, resource: Resource, namespace: str, body: Mapping[str, Any]) -> JsonObject:
         return await self._json("POST", resource.path(namespace), body=body)
 
-    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
+    async def get(self, resource: Resource, namespace: str, name: str) -> JsonObject:
         return await self._json("GET", resource.path(namespace, name))
 
-    async def try_get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+    async def try_get(self, resource: Resource, namespace: str, name: str) -> JsonObject | None:
         try:
             return await self.get(resource, namespace, name)
         except NotFound:
@@ -194,7 +196,7 @@ class KubeApi:
 
     async def list(
         self, resource: Resource, namespace: str, *, labels: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         """The objects in ``namespace`` carrying every label of ``labels``."""
         params = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
         reply = await self._json("GET", resource.path(namespace), params=params)
@@ -210,7 +212,7 @@ class KubeApi:
         patch: Mapping[str, Any],
         *,
         subresource: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """A JSON merge patch (``null`` removes a key); ``subresource="status"`` for ``.status``."""
         return await self._json(
             "PATCH",
@@ -223,7 +225,7 @@ class KubeApi:
         self, resource: Resource, namespace: str, name: str, *, grace_seconds: int | None = None
     ) -> bool:
         """Delete (gracefully unless ``grace_seconds`` says otherwise); ``False`` if it was not there."""
-        body: dict[str, Any] = {
+        body: DeleteOptions = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
             "propagationPolicy": "Background",
@@ -257,7 +259,7 @@ class KubeApi:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         _, text = await self._request(
             method, path, body=body, params=params, content_type=content_type, accept="application/json"
         )

@@ -55,6 +55,7 @@ from job_scheduler.k8s_api import FEDERATED_JOBS, KubeApi
 from job_scheduler.states import JobState
 from libs.errors import AlreadyExists, Unavailable, ValidationFailed
 from libs.jobspec import API_VERSION, KIND, JobSpec, manifest_to_spec, spec_to_manifest
+from libs.json_values import JsonObject
 from libs.k8s import federatedjob_status_patch
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def terminating(federated_job: Mapping[str, Any]) -> bool:
     return bool((federated_job.get("metadata") or {}).get("deletionTimestamp"))
 
 
-def federatedjob_for(job: Mapping[str, Any]) -> dict[str, Any]:
+def federatedjob_for(job: Mapping[str, Any]) -> JsonObject:
     """The object of a job submitted over REST: its stored spec, marked as this job's."""
     manifest = spec_to_manifest(job["spec"])
     manifest["metadata"]["annotations"] = {CREATED_AT_ANNOTATION: job_marker(job)}
@@ -224,7 +225,7 @@ class FederatedJobMirror:
         federated_job = await self._copy_spec(namespace, name, federated_job, job)
         await self._write_status(namespace, name, federated_job, job)
 
-    async def _create(self, namespace: str, name: str, job: Mapping[str, Any]) -> dict[str, Any]:
+    async def _create(self, namespace: str, name: str, job: Mapping[str, Any]) -> JsonObject:
         try:
             created = await self._api.create(FEDERATED_JOBS, namespace, federatedjob_for(job))
         except AlreadyExists:
@@ -235,7 +236,7 @@ class FederatedJobMirror:
 
     async def _adopt(
         self, namespace: str, name: str, federated_job: Mapping[str, Any], job: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Mark an unclaimed object as this job's and give it the spec that runs."""
         desired = spec_to_manifest(job["spec"])
         patch = {
@@ -246,8 +247,8 @@ class FederatedJobMirror:
         return await self._api.patch(FEDERATED_JOBS, namespace, name, patch)
 
     async def _copy_spec(
-        self, namespace: str, name: str, federated_job: dict[str, Any], job: Mapping[str, Any]
-    ) -> dict[str, Any]:
+        self, namespace: str, name: str, federated_job: JsonObject, job: Mapping[str, Any]
+    ) -> JsonObject:
         """After the stored spec changed (a REST update), put it into the object too."""
         key = f"{namespace}/{name}"
         digest = _spec_digest(job["spec"])

@@ -56,6 +56,7 @@ import kopf
 from job_scheduler.k8s_api import FEDERATED_JOBS, KubeCredentials
 from job_scheduler.k8s_reconciler import FederatedJobReconciler
 from libs.errors import DeadlineExceeded, NsflError, Unavailable, VersionConflict
+from libs.json_values import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +243,6 @@ class _Bridge:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self._loop))
 
 
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+def _plain(body: Mapping[str, Any]) -> JsonObject:
     """kopf's body view as a plain dict of our own (handlers never mutate kopf's copy)."""
     return copy.deepcopy(dict(body))

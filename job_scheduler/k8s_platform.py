@@ -74,6 +74,7 @@ from job_scheduler.k8s_api import (
 )
 from job_scheduler.platform import CoordinatorInfo, Launched, LaunchRequest
 from libs.errors import AlreadyExists, NsflError, Unavailable, ValidationFailed
+from libs.json_values import JsonObject
 from libs.k8s import (
     COORDINATOR_PORT,
     CoordinatorPodSettings,
@@ -305,7 +306,7 @@ class KubernetesPlatform:
         pod = with_coordinator_wire(pod, environment=environment, tls_secret=secret["metadata"]["name"])
         return [*others, secret, pod]
 
-    async def _pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+    async def _pods(self, namespace: str, name: str) -> list[JsonObject]:
         """The job's coordinator Pods, oldest launch first."""
         pods = await self._api.list(PODS, namespace, labels=job_selector(name))
         return sorted(pods, key=launch_of)
@@ -347,7 +348,7 @@ class KubernetesPlatform:
         return f"{host}:{COORDINATOR_PORT}"
 
 
-def _live(pods: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def _live(pods: Sequence[JsonObject]) -> JsonObject | None:
     """The newest Pod whose coordinator may still run."""
     alive = [pod for pod in pods if pod_phase_outcome(pod).alive]
     return alive[-1] if alive else None

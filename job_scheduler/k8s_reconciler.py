@@ -45,6 +45,7 @@ from job_scheduler.k8s_mirror import belongs, changes, spec_of, terminating
 from job_scheduler.service import JobService
 from job_scheduler.states import JobState
 from libs.errors import AlreadyExists, InvalidState, NotFound, ValidationFailed
+from libs.k8s.status import FederatedJobStatus, SpecError
 from libs.records import job_key
 from libs.store import Document
 
@@ -144,9 +145,14 @@ class FederatedJobReconciler:
         """Say in ``.status`` why the spec does not run (only the operator's own fields if a job runs)."""
         namespace, name, _ = _identity(body)
         generation = (body.get("metadata") or {}).get("generation")
-        status: dict[str, Any] = {"specError": {"generation": generation, "message": message[:MAX_MESSAGE]}}
+        spec_error: SpecError = {
+            "generation": generation,
+            "message": message[:MAX_MESSAGE],
+        }
+        status: FederatedJobStatus = {"specError": spec_error}
         if not job_exists:
-            status.update(state=JobState.FAILED.value, reason=f"InvalidSpec: {message}"[:MAX_MESSAGE])
+            status["state"] = JobState.FAILED.value
+            status["reason"] = f"InvalidSpec: {message}"[:MAX_MESSAGE]
         if changes(body.get("status") or {}, status):
             await self._api.patch(FEDERATED_JOBS, namespace, name, {"status": status}, subresource="status")
         log.warning("FederatedJob %s/%s: %s", namespace, name, message)

@@ -195,3 +195,10 @@ class ConfigMap(KubeObject):
 class Secret(KubeObject):
     type: str
     data: dict[str, str]  # base64 values
+
+
+class DeleteOptions(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    propagationPolicy: str
+    gracePeriodSeconds: int

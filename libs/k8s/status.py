@@ -27,7 +27,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
+
+from libs.records import ListedCheckpoint
 
 MAX_PARTICIPANTS = 100
 MAX_CHECKPOINTS = 10
@@ -36,12 +38,65 @@ MAX_REASON = 2048
 REPLACED_OBJECTS = ("lastMetrics", "trainMetrics", "finalModel", "coordinator")
 
 
+class ShownFinalModel(TypedDict):
+    key: str | None
+    sha256: str | None
+    size: int
+
+
+class ShownCoordinator(TypedDict):
+    name: str | None
+    endpoint: str | None
+    launches: int
+    restarts: int
+
+
+class SpecError(TypedDict):
+    """Why the object's spec does not run (written by the operator, not by this module)."""
+
+    generation: int | None
+    message: str
+
+
+class FederatedJobStatus(TypedDict, total=False):
+    """A FederatedJob's ``.status`` as nsfl writes it (``deploy/.../crd-federatedjobs.yaml``).
+
+    In a merge patch an object-valued field may also carry ``None`` for keys to delete
+    (see :data:`REPLACED_OBJECTS`).
+    """
+
+    state: str | None
+    reason: str | None
+    round: int
+    rounds: int
+    roundText: str | None
+    progress: str | None
+    participants: list[str]
+    participantCount: int
+    lastMetrics: dict[str, float] | None
+    trainMetrics: dict[str, float] | None
+    checkpoints: list[ListedCheckpoint]
+    finalModel: ShownFinalModel | None
+    coordinator: ShownCoordinator | None
+    startedAt: str | None
+    endedAt: str | None
+    updatedAt: str | None
+    observedGeneration: int
+    specError: SpecError | None
+
+
+class StatusPatch(TypedDict):
+    """A JSON merge patch of the ``status`` subresource."""
+
+    status: FederatedJobStatus
+
+
 def federatedjob_status_patch(
     job_doc: Mapping[str, Any],
     *,
     previous: Mapping[str, Any] | None = None,
     observed_generation: int | None = None,
-) -> dict[str, Any]:
+) -> StatusPatch:
     """``{"status": {...}}``: the merge patch that makes a FederatedJob show ``job_doc``.
 
     ``job_doc`` is the scheduler's job document (``job_scheduler.documents``);
@@ -54,7 +109,7 @@ def federatedjob_status_patch(
     rounds = _int(progress.get("rounds")) or _int(_mapping(job_doc.get("spec")).get("rounds"))
     coordinator = _mapping(job_doc.get("coordinator"))
     participants = [str(p) for p in progress.get("participants") or ()]
-    status: dict[str, Any] = {
+    status: FederatedJobStatus = {
         "state": _text(job_doc.get("state")),
         "reason": _text(job_doc.get("reason"), MAX_REASON),
         "round": round_number,
@@ -81,8 +136,10 @@ def federatedjob_status_patch(
     if isinstance(generation, int) and not isinstance(generation, bool):
         status["observedGeneration"] = generation
     if previous:
-        for name in REPLACED_OBJECTS:
-            status[name] = _replacing(status[name], previous.get(name))
+        status["lastMetrics"] = _replacing(status["lastMetrics"], previous.get("lastMetrics"))
+        status["trainMetrics"] = _replacing(status["trainMetrics"], previous.get("trainMetrics"))
+        status["finalModel"] = _replacing(status["finalModel"], previous.get("finalModel"))
+        status["coordinator"] = _replacing(status["coordinator"], previous.get("coordinator"))
     return {"status": status}
 
 
@@ -116,7 +173,7 @@ def _metrics(value: Any) -> dict[str, float] | None:
     }
 
 
-def _checkpoints(value: Any) -> list[dict[str, Any]]:
+def _checkpoints(value: Any) -> list[ListedCheckpoint]:
     rows = [_mapping(row) for row in value or () if isinstance(row, Mapping)]
     return [
         {
@@ -128,7 +185,7 @@ def _checkpoints(value: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _final_model(value: Any) -> dict[str, Any] | None:
+def _final_model(value: Any) -> ShownFinalModel | None:
     if not isinstance(value, Mapping):
         return None
     return {
