@@ -13,18 +13,44 @@ import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from libs.errors import NotFound, ValidationFailed
+from libs.json_values import JsonObject
 from libs.pki.authority import identity_of, load_certificates
 from libs.pki.directory import PkiDirectory
 from libs.pki.identity import Identity
 
 # Every certificate issued to an identity, public part only: issued/<identity>/history/<serial>.pem.
 HISTORY = "history"
+
+
+class CertificateView(TypedDict):
+    """A certificate as ``pki show`` prints it (JSON or YAML)."""
+
+    path: str
+    identity: str
+    subject: str
+    issuer: str
+    serial: str
+    notBefore: str
+    notAfter: str
+    isCa: bool
+    revoked: bool | None
+
+
+class DirectoryView(TypedDict):
+    """A PKI directory as ``pki show --dir`` prints it."""
+
+    directory: str
+    trustDomain: str
+    root: CertificateView
+    issuer: CertificateView
+    issued: list[CertificateView]
+    revoked: list[JsonObject]  # the directory's revocation entries, as it stores them
 
 
 @dataclass(frozen=True)
@@ -41,7 +67,7 @@ class CertificateFacts:
     is_ca: bool
     revoked: bool | None  # None: not known (no PKI directory to ask)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> CertificateView:
         return {
             "path": str(self.path), "identity": self.identity, "subject": self.subject, "issuer": self.issuer,
             "serial": self.serial, "notBefore": self.not_before.isoformat(),
@@ -72,7 +98,7 @@ def certificate_facts(cert_file: Path, directory: PkiDirectory | None = None) ->
     )  # fmt: skip
 
 
-def directory_facts(root: Path) -> dict[str, Any]:
+def directory_facts(root: Path) -> DirectoryView:
     """The CA of a PKI directory and the current certificate of each identity it issued."""
     directory = open_directory(root)
     issued = [

@@ -168,7 +168,7 @@ def _left(deadline: float, cap: float) -> float:
     return min(left, cap) if cap > 0 else left
 
 
-def _start_manager(run: DemoRun, client_id: str, share: dict[str, Any], selector: str) -> None:
+def _start_manager(run: DemoRun, client_id: str, share: digits_example.Share, selector: str) -> None:
     directory = run.state_dir / "clients" / client_id
     settings = digits_example.client_config(
         client_id, selector_address=selector, workspace=directory / "workspace", share=share,

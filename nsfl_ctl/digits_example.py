@@ -20,12 +20,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
 from libs.errors import NotFound
 from libs.jobspec import parse_spec_text, validate_spec
+from libs.json_values import JsonObject
 from nsfl_ctl.control_plane_plan import REPO_ROOT
 
 EXAMPLE_DIR = REPO_ROOT / "examples" / "pytorch_digits"
@@ -61,9 +62,18 @@ def load_data_module() -> ModuleType:
     return module
 
 
-def write_shares(out: Path, clients: int, *, seed: int = 0) -> dict[str, dict[str, Any]]:
+class Share(TypedDict):
+    """One client's share of the digits, as the example's ``data.write_splits`` describes it."""
+
+    path: str
+    train: int  # samples
+    test: int
+    labels: list[int]  # samples per digit
+
+
+def write_shares(out: Path, clients: int, *, seed: int = 0) -> dict[str, Share]:
     """Disjoint IID shares of the digits, one folder per client: ``{client-i: {path, train, test, ...}}``."""
-    written: dict[str, dict[str, Any]] = load_data_module().write_splits(out, clients, "iid", seed)
+    written: dict[str, Share] = load_data_module().write_splits(out, clients, "iid", seed)
     return written
 
 
@@ -72,9 +82,9 @@ def client_config(
     *,
     selector_address: str,
     workspace: Path,
-    share: dict[str, Any],
+    share: Share,
     wire: Mapping[str, str],
-) -> dict[str, Any]:
+) -> JsonObject:
     """A task manager config that offers only this client's own share and the example's script.
 
     ``wire`` holds its ``tls_*`` and ``trust_domain`` keys (a certificate for ``client/<client_id>``).
@@ -97,13 +107,13 @@ def client_config(
     }
 
 
-def write_client_config(path: Path, config: dict[str, Any]) -> Path:
+def write_client_config(path: Path, config: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def job_spec(*, rounds: int, clients: int, namespace: str = "default") -> dict[str, Any]:
+def job_spec(*, rounds: int, clients: int, namespace: str = "default") -> JsonObject:
     """The example's ``job.yaml`` for ``clients`` clients and ``rounds`` rounds, under a fresh name.
 
     Checked locally, so a broken example fails here and not half-way

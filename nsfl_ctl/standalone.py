@@ -54,7 +54,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import yaml
 
@@ -81,6 +81,34 @@ DEFAULT_START_TIMEOUT = 60.0
 DEFAULT_STOP_GRACE = 15.0
 
 
+class ComponentEntry(TypedDict):
+    """A started component as ``standalone.json`` records it."""
+
+    name: str
+    pid: int
+    startTime: float
+    port: int
+    log: str
+
+
+class ComponentStatus(TypedDict):
+    """One row of ``standalone status``."""
+
+    component: str
+    state: str  # "alive" or "dead"
+    pid: int
+    address: str
+    log: str
+
+
+class StopOutcome(TypedDict):
+    """One row of ``standalone down``: what stopping a process did (see ``processes.stop``)."""
+
+    component: str
+    pid: int
+    result: str
+
+
 @dataclass
 class Running:
     """A started component: its process, the port it bound and its log."""
@@ -94,8 +122,9 @@ class Running:
     def address(self) -> str:
         return f"{HOST}:{self.port}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **self.process.as_dict(), "port": self.port, "log": str(self.log_file)}
+    def as_dict(self) -> ComponentEntry:
+        return {"name": self.name, "pid": self.process.pid, "startTime": self.process.start_time,
+                "port": self.port, "log": str(self.log_file)}  # fmt: skip
 
 
 @dataclass
@@ -299,12 +328,12 @@ def read_record(state_dir: Path) -> ControlPlane | None:
     return ControlPlane(state_dir.resolve(), str(document.get("api", "")), "", components)
 
 
-def status(state_dir: Path) -> list[dict[str, Any]]:
+def status(state_dir: Path) -> list[ComponentStatus]:
     """Each recorded component (and each coordinator found) with whether it is alive."""
     plane = read_record(state_dir)
     if plane is None:
         raise NotFound(f"no standalone control plane in {state_dir}; start one with nsfl-ctl standalone up")
-    rows = [
+    rows: list[ComponentStatus] = [
         {"component": c.name, "state": "alive" if processes.is_alive(c.process) else "dead",
          "pid": c.process.pid, "address": c.address, "log": str(c.log_file)}
         for c in plane.components
@@ -316,10 +345,10 @@ def status(state_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def down(state_dir: Path, *, grace: float = DEFAULT_STOP_GRACE) -> list[dict[str, Any]]:
+def down(state_dir: Path, *, grace: float = DEFAULT_STOP_GRACE) -> list[StopOutcome]:
     """Stop the components (API first) and every coordinator of ``state_dir``; what happened to each."""
     plane = read_record(state_dir)
-    results: list[dict[str, Any]] = []
+    results: list[StopOutcome] = []
     if plane is not None:
         ordered = list(reversed(plane.components))
         for component in ordered:

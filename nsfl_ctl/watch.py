@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -44,7 +44,18 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
-def bar_fields(job: Mapping[str, Any]) -> dict[str, Any]:
+class BarFields(TypedDict):
+    """What the progress bar shows of a job (``rich`` task fields)."""
+
+    completed: int
+    total: int | None
+    round: str
+    accuracy: str
+    loss: str
+    state: str
+
+
+def bar_fields(job: Mapping[str, Any]) -> BarFields:
     """What the bar shows of ``job``: completed/total rounds and the text fields."""
     status = status_of(job)
     total = status.get("rounds") or mapping(job.get("spec")).get("rounds") or None

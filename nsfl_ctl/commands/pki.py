@@ -8,7 +8,7 @@ one that writes a certificate prints the three paths a component's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import click
@@ -239,9 +239,8 @@ def show(directory: Path | None, cert_file: Path | None, output: str) -> None:
             emit(facts, output)
             return
         revoked = {True: "yes", False: "no", None: "unknown (give --dir, the PKI that issued it)"}
-        print_fields(
-            [(label, revoked[facts[key]] if key == "revoked" else facts[key]) for label, key in FACT_FIELDS]
-        )
+        shown: Mapping[str, object] = {**facts, "revoked": revoked[facts["revoked"]]}
+        print_fields([(label, shown[key]) for label, key in FACT_FIELDS])
         return
     assert directory is not None
     document = certificates.directory_facts(directory)
