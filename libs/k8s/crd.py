@@ -27,11 +27,13 @@ import argparse
 import copy
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import yaml
 
 from libs.jobspec import API_VERSION, KIND, crd_schema
+from libs.json_values import JsonSchema
+from libs.k8s.manifests import KubeObject
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "federatedjobs"
@@ -46,7 +48,51 @@ HEADER = (
     "# A test fails when this copy is stale.\n"
 )
 
-PRINTER_COLUMNS: list[dict[str, Any]] = [
+
+class PrinterColumn(TypedDict, total=False):
+    """A column ``kubectl get fljobs`` shows (``priority`` 1: only with ``-o wide``)."""
+
+    name: str
+    type: str
+    jsonPath: str
+    priority: int
+    description: str
+
+
+class CrdNames(TypedDict):
+    kind: str
+    listKind: str
+    plural: str
+    singular: str
+    shortNames: list[str]
+    categories: list[str]
+
+
+class CrdValidation(TypedDict):
+    openAPIV3Schema: JsonSchema
+
+
+class CrdVersion(TypedDict):
+    name: str
+    served: bool
+    storage: bool
+    subresources: dict[str, dict[str, str]]  # {"status": {}}
+    additionalPrinterColumns: list[PrinterColumn]
+    schema: CrdValidation
+
+
+class CrdSpec(TypedDict):
+    group: str
+    names: CrdNames
+    scope: str
+    versions: list[CrdVersion]
+
+
+class CustomResourceDefinition(KubeObject):
+    spec: CrdSpec
+
+
+PRINTER_COLUMNS: list[PrinterColumn] = [
     {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "The job's state."},
     {"name": "Round", "type": "string", "jsonPath": ".status.roundText", "description": "Rounds done of all."},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Rounds done, in percent."},
@@ -58,7 +104,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
-STATUS_PROPERTIES: dict[str, Any] = {
+STATUS_PROPERTIES: JsonSchema = {
     "state": {"type": "string", "description": "QUEUED, PENDING, STARTING, RUNNING, STOPPING, FINISHED, FAILED, "
                                                "STOPPED or DELETING."},
     "reason": {"type": "string", "description": "Why the job is in its state."},
@@ -94,7 +140,7 @@ STATUS_PROPERTIES: dict[str, Any] = {
 }  # fmt: skip
 
 
-def open_api_schema() -> dict[str, Any]:
+def open_api_schema() -> JsonSchema:
     """:func:`~libs.jobspec.crd_schema` with a documented, still open, ``status``."""
     schema = crd_schema()
     status = copy.deepcopy(schema["properties"]["status"])
@@ -104,7 +150,7 @@ def open_api_schema() -> dict[str, Any]:
     return schema
 
 
-def build_crd() -> dict[str, Any]:
+def build_crd() -> CustomResourceDefinition:
     """The ``apiextensions.k8s.io/v1`` CustomResourceDefinition of ``federatedjobs.nsfl.io``."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
