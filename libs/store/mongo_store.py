@@ -31,7 +31,7 @@ import logging
 import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias, TypedDict
 from urllib.parse import unquote
 
 from bson.errors import InvalidDocument
@@ -48,6 +48,7 @@ from pymongo.errors import (
 )
 
 from libs.errors import NsflError, Unavailable, ValidationFailed
+from libs.json_values import JsonObject
 from libs.store.failures import already_exists, not_found, version_conflict
 from libs.store.protocol import Document, Where
 from libs.store.query import Condition, parse_order_by, parse_required_where, parse_where
@@ -70,8 +71,17 @@ _DATABASE_NAME_FORBIDDEN = frozenset('/\\. "$*<>:|?\x00')
 _AUTH_FAILURE_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 _RANGES = {"lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte"}
 
+MongoQuery: TypeAlias = JsonObject
+"""A MongoDB filter document: field paths under ``data.`` to values or ``$`` operators."""
 
-def mongo_filter(conditions: tuple[Condition, ...]) -> dict[str, Any]:
+
+class _ClientOptions(TypedDict, total=False):
+    """The client options nsfl sets unless the URL does."""
+
+    serverSelectionTimeoutMS: int
+
+
+def mongo_filter(conditions: tuple[Condition, ...]) -> MongoQuery:
     """The MongoDB filter for parsed conditions (fields under ``data.``)."""
     parts = [_condition(condition) for condition in conditions]
     if not parts:
@@ -81,7 +91,7 @@ def mongo_filter(conditions: tuple[Condition, ...]) -> dict[str, Any]:
     return {"$and": parts}
 
 
-def _condition(condition: Condition) -> dict[str, Any]:
+def _condition(condition: Condition) -> MongoQuery:
     field = "data." + condition.field
     value = condition.operand
     if condition.op == "eq":
@@ -135,10 +145,10 @@ class MongoDocumentStore:
         """
         netloc = url.partition("://")[2].partition("/")[0]
         userinfo, _, hosts = netloc.rpartition("@")
-        options: dict[str, Any] = {}
+        options: _ClientOptions = {}
         if "serverselectiontimeoutms=" not in url.lower():
             options["serverSelectionTimeoutMS"] = DEFAULT_SERVER_SELECTION_TIMEOUT_MS
-        client = None
+        client: Any = None
         try:
             # pymongo only warns about unknown or invalid options and then ignores them; a
             # misspelt option in a store URL should stop the service at start instead.
@@ -201,10 +211,10 @@ class MongoDocumentStore:
         expected_version: int | None = None,
     ) -> Document:
         check_key(key)
-        selector: dict[str, Any] = {"_id": key}
+        selector: dict[str, str | int] = {"_id": key}
         if expected_version is not None:
             selector["version"] = check_version(expected_version)
-        update: dict[str, Any] = {"$inc": {"version": 1}}
+        update: dict[str, dict[str, object]] = {"$inc": {"version": 1}}
         copied = patch_changes(changes)
         if copied:
             update["$set"] = {f"data.{field}": value for field, value in copied.items()}
@@ -239,7 +249,7 @@ class MongoDocumentStore:
 
     async def delete(self, collection: str, key: str, *, expected_version: int | None = None) -> bool:
         check_key(key)
-        selector: dict[str, Any] = {"_id": key}
+        selector: dict[str, str | int] = {"_id": key}
         if expected_version is not None:
             selector["version"] = check_version(expected_version)
         async with self._calling(collection) as mongo:

@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from libs.json_values import JsonObject
+
 Where = Mapping[str, Any]
 """A filter: every entry must hold (a logical AND).
 
@@ -72,7 +74,7 @@ class Document:
 
     key: str
     version: int
-    data: dict[str, Any]
+    data: JsonObject
 
 
 @runtime_checkable

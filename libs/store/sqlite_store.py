@@ -38,6 +38,7 @@ from typing import Any
 import aiosqlite
 
 from libs.errors import Unavailable
+from libs.json_values import JsonObject
 from libs.store.failures import already_exists, not_found, version_conflict
 from libs.store.protocol import Document, Where
 from libs.store.query import parse_order_by, parse_required_where, parse_where
@@ -57,7 +58,7 @@ MEMORY = ":memory:"
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 
-def _encode(data: dict[str, Any]) -> str:
+def _encode(data: JsonObject) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 

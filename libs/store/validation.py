@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from libs.errors import InvalidKey, ValidationFailed
+from libs.json_values import JsonObject
 
 COLLECTION_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_KEY_LENGTH = 512
@@ -71,22 +72,22 @@ def check_paging(limit: object, offset: object) -> tuple[int | None, int]:
     return limit, offset
 
 
-def json_object(data: object, what: str = "data") -> dict[str, Any]:
+def json_object(data: object, what: str = "data") -> JsonObject:
     """A deep copy of ``data`` if it is a JSON object the stores can hold; ``ValidationFailed`` otherwise."""
     if not isinstance(data, Mapping):
         raise ValidationFailed(f"{what} must be a JSON object (a mapping)", details={"path": what})
     return _copy_object(data, what, 1)
 
 
-def patch_changes(changes: object) -> dict[str, Any]:
+def patch_changes(changes: object) -> JsonObject:
     """A copy of ``changes``; each key names one top-level field (keys never hold dots)."""
     return json_object(changes, "changes")
 
 
-def _copy_object(data: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
+def _copy_object(data: Mapping[Any, Any], path: str, depth: int) -> JsonObject:
     if depth > MAX_DEPTH:
         raise ValidationFailed(f"documents may nest at most {MAX_DEPTH} levels", details={"path": path[:200]})
-    copied: dict[str, Any] = {}
+    copied: JsonObject = {}
     for name, value in data.items():
         if not isinstance(name, str):
             raise ValidationFailed("JSON object keys must be strings", details={"path": path[:200]})
