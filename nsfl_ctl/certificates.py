@@ -19,9 +19,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from libs.errors import NotFound, ValidationFailed
-from libs.json_values import JsonObject
 from libs.pki.authority import identity_of, load_certificates
-from libs.pki.directory import PkiDirectory
+from libs.pki.directory import PkiDirectory, RevokedEntry
 from libs.pki.identity import Identity
 
 # Every certificate issued to an identity, public part only: issued/<identity>/history/<serial>.pem.
@@ -50,7 +49,7 @@ class DirectoryView(TypedDict):
     root: CertificateView
     issuer: CertificateView
     issued: list[CertificateView]
-    revoked: list[JsonObject]  # the directory's revocation entries, as it stores them
+    revoked: list[RevokedEntry]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -54,6 +54,22 @@ class IssuedFiles:
     ca: Path
     cert: Path
     key: Path
+
+
+class RevokedEntry(TypedDict):
+    """One revoked certificate in ``revoked.json``."""
+
+    serial: str  # decimal, as a string: serials are up to 160 bits
+    identity: str  # its SPIFFE URI
+    at: str  # ISO 8601, when it was revoked
+    reason: str
+
+
+class Revocations(TypedDict):
+    """``revoked.json``: the directory's trust domain and what it revoked (written by this module only)."""
+
+    trustDomain: str
+    revoked: list[RevokedEntry]
 
 
 @dataclass(frozen=True)
@@ -148,7 +164,7 @@ class PkiDirectory:
         """Add a certificate this PKI issued, known by its serial only (an enrolment record), to the CRL."""
         authority = self.authority()
         state = self._revocations()
-        entries: list[dict[str, Any]] = state["revoked"]
+        entries = state["revoked"]
         if all(int(e["serial"]) != serial for e in entries):
             entries.append({
                 "serial": str(serial), "identity": identity.uri, "at": utcnow().isoformat(), "reason": reason,
@@ -156,12 +172,12 @@ class PkiDirectory:
         write_json_atomic(self.revoked, state)
         write_atomic(self.crl, _crl_pem(authority, entries))
 
-    def revoked_entries(self) -> list[dict[str, Any]]:
+    def revoked_entries(self) -> list[RevokedEntry]:
         return list(self._revocations()["revoked"])
 
-    def _revocations(self) -> dict[str, Any]:
+    def _revocations(self) -> Revocations:
         try:
-            data: dict[str, Any] = json.loads(self.revoked.read_text(encoding="utf-8"))
+            data = cast(Revocations, json.loads(self.revoked.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise NotFound(
                 f"no PKI in {self.root}; create one with `nsfl-ctl pki init --dir {self.root}`"
@@ -187,6 +203,6 @@ def write_issued(
     return cert
 
 
-def _crl_pem(authority: SigningAuthority, entries: list[dict[str, Any]]) -> bytes:
+def _crl_pem(authority: SigningAuthority, entries: list[RevokedEntry]) -> bytes:
     serials = [(int(e["serial"]), dt.datetime.fromisoformat(e["at"])) for e in entries]
     return build_crl(authority, serials).public_bytes(Encoding.PEM)
