@@ -19,12 +19,10 @@ accepted only from the coordinator this scheduler launched last.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from job_scheduler.documents import (
     parse_job_id,
@@ -38,21 +36,17 @@ from job_scheduler.documents import (
 from job_scheduler.job_store import Change, JobStore
 from job_scheduler.outcomes import decide_exit, decide_report
 from job_scheduler.platform import CoordinatorInfo, LaunchRequest, Platform
+from job_scheduler.reports import Report
 from job_scheduler.states import JobEvent, JobState, next_state
-from libs.errors import NotFound, NsflError, PermissionDenied, Unavailable, ValidationFailed
-from libs.json_values import JsonObject
+from libs.errors import NotFound, NsflError, PermissionDenied, Unavailable
 from libs.objects import output_key
 from libs.objects.protocol import ObjectStore
 from libs.records import (
     STATES_BY_EXIT_CODE,
-    CheckpointRecord,
     CoordinatorStatus,
     FinalModel,
     JobDocument,
     LastExit,
-    RoundRecord,
-    as_checkpoint,
-    as_round_record,
     job_key,
 )
 from libs.store import Document
@@ -60,7 +54,7 @@ from libs.store import Document
 log = logging.getLogger(__name__)
 
 FINAL_MODEL = "model.safetensors"
-_Record = TypeVar("_Record")
+
 FAILURE_LOG_LINES = 15
 
 
@@ -73,22 +67,6 @@ class LaunchConfig:
     object_store_url: str
     stop_timeout_seconds: float = 120.0
     start_timeout_seconds: float = 300.0
-
-
-@dataclass(frozen=True)
-class Report:
-    """A ``ReportProgress`` call, parsed."""
-
-    job_id: str
-    token: str
-    state: str
-    reason: str
-    round: int
-    rounds: int
-    round_record: RoundRecord | None
-    checkpoint: CheckpointRecord | None
-    revised_rounds: tuple[RoundRecord, ...] = ()  # earlier records, now with their evaluation
-    earlier_checkpoints: tuple[CheckpointRecord, ...] = ()  # stored before ``checkpoint``, oldest first
 
 
 class Coordinators:
@@ -354,62 +332,3 @@ class Coordinators:
         else:
             await self._jobs.apply_steps(key, steps, change=change)
         return True, ""
-
-
-def parse_report(
-    job_id: str,
-    token: str,
-    state: str,
-    reason: str,
-    round_number: int,
-    rounds: int,
-    round_json: str,
-    checkpoint_json: str,
-    revised_rounds_json: Sequence[str] = (),
-    earlier_checkpoints_json: Sequence[str] = (),
-) -> Report:
-    """A :class:`Report` from the wire fields; ``ValidationFailed`` for JSON that is not an object."""
-    revised: list[RoundRecord] = []
-    for index, text in enumerate(revised_rounds_json):
-        record = _json_object(text, f"revised_rounds_json[{index}]") or {}
-        number = record.get("round")
-        if not isinstance(number, int) or isinstance(number, bool) or not 0 < number <= round_number:
-            raise ValidationFailed(
-                f"revised_rounds_json[{index}] must be a round record whose round is 1..{round_number}"
-            )
-        revised.append(as_round_record(record))
-    earlier = [
-        as_checkpoint(_json_object(text, f"earlier_checkpoints_json[{index}]") or {})
-        for index, text in enumerate(earlier_checkpoints_json)
-    ]
-    if earlier and not checkpoint_json:
-        raise ValidationFailed("earlier_checkpoints_json needs checkpoint_json (the newest checkpoint)")
-    return Report(
-        job_id=job_id,
-        token=token,
-        state=state,
-        reason=reason,
-        round=round_number,
-        rounds=rounds,
-        round_record=_optional(as_round_record, _json_object(round_json, "round_json")),
-        checkpoint=_optional(as_checkpoint, _json_object(checkpoint_json, "checkpoint_json")),
-        revised_rounds=tuple(revised),
-        earlier_checkpoints=tuple(earlier),
-    )
-
-
-def _optional(typed: Callable[[JsonObject], _Record], value: JsonObject | None) -> _Record | None:
-    return None if value is None else typed(value)
-
-
-def _json_object(text: str, what: str) -> JsonObject | None:
-    """The JSON object ``text`` holds (None if empty): the wire's records, checked only for being objects."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise ValidationFailed(f"{what} is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ValidationFailed(f"{what} must be a JSON object")
-    return value

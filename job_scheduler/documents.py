@@ -40,6 +40,7 @@ from job_scheduler.platform import coordinator_name
 from job_scheduler.states import JobEvent, JobState, Transition, is_terminal
 from libs.errors import ValidationFailed
 from libs.jobspec import JobSpec
+from libs.json_values import JsonObject
 from libs.records import (
     CheckpointRecord,
     JobDocument,
@@ -245,7 +246,7 @@ def storable(value: Any) -> Any:
     rules refuse, so dots become underscores rather than losing the record.
     """
     if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
+        out: JsonObject = {}
         for key, item in value.items():
             safe = str(key).replace(".", "_").replace("\x00", "")
             if not safe or safe.startswith("$"):

@@ -22,9 +22,9 @@ from typing import Any, TypeAlias
 
 import grpc.aio
 
-from job_scheduler.coordinators import parse_report
 from job_scheduler.documents import public
 from job_scheduler.namespaces import NamespaceScope, scope_of
+from job_scheduler.reports import parse_report
 from job_scheduler.service import JobService
 from libs.errors import NotFound
 from libs.protos import common_pb2, scheduler_pb2, scheduler_pb2_grpc

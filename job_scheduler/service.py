@@ -36,11 +36,12 @@ import logging
 from collections.abc import Callable, Sequence
 
 from job_scheduler.cleanup import JobCleanup
-from job_scheduler.coordinators import Coordinators, Report
+from job_scheduler.coordinators import Coordinators
 from job_scheduler.documents import new_job, parse_job_id, restarted, state_of
 from job_scheduler.job_store import JobLocks, JobStore
 from job_scheduler.namespaces import NamespaceScope
 from job_scheduler.platform import Platform
+from job_scheduler.reports import Report
 from job_scheduler.states import JobEvent, JobState
 from libs.errors import NsflError, PermissionDenied, ValidationFailed
 from libs.jobspec import JobSpec, parse_spec_text

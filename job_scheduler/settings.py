@@ -43,10 +43,10 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from libs.errors import InvalidSetting
+from libs.json_values import JsonObject
 from libs.k8s.pod_settings import CoordinatorPodSettings
 from libs.settings import load_settings
 from libs.wire import WireSettings
@@ -207,6 +207,6 @@ def _check_address(name: str, value: str) -> None:
 
 
 def load(
-    file: str | Path | None = None, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    file: str | Path | None = None, overrides: JsonObject | None = None, env: dict[str, str] | None = None
 ) -> SchedulerSettings:
     return load_settings(SchedulerSettings, prefix=PREFIX, file=file, env=env, overrides=overrides)

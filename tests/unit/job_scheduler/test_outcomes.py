@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from job_scheduler.coordinators import parse_report
 from job_scheduler.documents import (
     MAX_LISTED_CHECKPOINTS,
     new_job,
@@ -15,6 +14,7 @@ from job_scheduler.documents import (
     with_transition,
 )
 from job_scheduler.outcomes import ExitDecision, Step, decide_exit, decide_report, describe_exit
+from job_scheduler.reports import parse_report
 from job_scheduler.states import JobEvent, JobState, next_state
 from libs.errors import ValidationFailed
 from libs.jobspec import JobSpec

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from job_scheduler.coordinators import parse_report
 from job_scheduler.job_store import JobStore
+from job_scheduler.reports import parse_report
 from job_scheduler.states import JobEvent
 from libs.errors import (
     AlreadyExists,
