@@ -38,6 +38,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from task_manager.confinement import executor_environment
 from task_manager.errors import LaunchFailed
 from task_manager.executor_processes import ColdExecutor, ExecutorProcess, ExitStatus, WarmExecutor
 from task_manager.process_groups import ProcessRecord, kill_group, start_time
@@ -138,7 +139,7 @@ class WarmWorker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,
-                env={**os.environ, **self.env},
+                env=executor_environment(os.environ, self.env),
             )
         self._reader = asyncio.create_task(self._read(self._process), name=f"warm-worker-{self.runtime}")
         log.info(
@@ -255,7 +256,7 @@ async def launch_cold(entry: str, task_dir: Path, env: Mapping[str, str] | None 
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             cwd=task_dir,
-            env={**os.environ, **(env or {})},
+            env=executor_environment(os.environ, env or {}),
         )
     return ColdExecutor(process)
 
@@ -277,7 +278,9 @@ class Launcher:
     ) -> None:
         self.entry = entry
         self.warm_up = warm_up  # "module:function" each worker calls with its runtime before forking
-        self.env = dict(env or {})  # added to the environment of workers and executors
+        # Added to the allowed part of the daemon's environment (task_manager.confinement) for workers
+        # and executors.
+        self.env = dict(env or {})
         self.runtimes = tuple(runtimes)
         self.preload = preload
         self.warm = warm

@@ -18,6 +18,7 @@ import importlib
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -112,6 +113,14 @@ def _redirect_output(task_dir: Path) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
 
+def set_home(task_dir: Path) -> None:
+    """``HOME`` and ``TMPDIR`` in the executor's own folder: what user code writes "at home" or to a
+    temporary file stays with its task (the rest of the environment is the daemon's allowlist)."""
+    os.environ["HOME"] = str(task_dir)
+    os.environ["TMPDIR"] = str(task_dir)
+    tempfile.tempdir = None  # the warm worker's choice, if it made one, is read again
+
+
 def _configure_child_logging() -> None:
     from libs.structured_logging import configure_logging
 
@@ -145,6 +154,7 @@ def run_child(
             os.close(fd)
         _redirect_output(task_dir)
         os.chdir(task_dir)
+        set_home(task_dir)
         _configure_child_logging()
         code = exit_code(body())
     except SystemExit as exc:

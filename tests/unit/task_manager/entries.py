@@ -129,3 +129,12 @@ def record_wire_environment(task_dir: Path) -> int:
     wire = {k: v for k, v in os.environ.items() if k.startswith("NSFL_EXECUTOR_")}
     (task_dir / "wire.json").write_text(json.dumps(wire))
     return 0
+
+
+def environment(task_dir: Path) -> int:
+    """Record the environment the executor sees (os.environ and its process's initial block)."""
+    _entered(task_dir)
+    initial = Path("/proc/self/environ").read_bytes().split(b"\0")
+    facts = {"environ": dict(os.environ), "initial": [v.decode(errors="replace") for v in initial if v]}
+    (task_dir / "environment.json").write_text(json.dumps(facts))
+    return 0
