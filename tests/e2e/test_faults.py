@@ -167,7 +167,11 @@ def test_nan_wrong_shape_and_duplicate_updates_are_rejected_and_the_model_stays_
     assert verdicts[(1, "nan")][0] is False and "finite" in verdicts[(1, "nan")][1]
     assert verdicts[(2, "shape")][0] is False and "shape" in verdicts[(2, "shape")][1]
     assert verdicts[(3, "duplicate")][0] is True
-    assert verdicts[(3, "duplicate-again")][0] is False and "duplicate" in verdicts[(3, "duplicate-again")][1]
+    # The copy is refused: as a duplicate, or as late when the first copy was the last update round 3
+    # needed (the rogue opens a new mutual-TLS channel per task, so it is often the last to arrive).
+    again_ok, again_why = verdicts[(3, "duplicate-again")]
+    assert again_ok is False and ("duplicate" in again_why or "round 3 (train) is not in progress" in again_why)
+    assert status["history"][2]["accepted"].count("rogue") == 1
     assert "rogue" not in status["history"][0]["accepted"]
     final = (state / "objects" / status["final_model"]["key"]).read_bytes()
     assert all(np.isfinite(array).all() for array in decode(final).values())
