@@ -14,7 +14,15 @@ code must never see, while the child only learns what it is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+
+from task_manager.settings import ExecutorLimits, Isolation, TaskEntryConfig, TaskManagerSettings
+from task_manager.worker.confinement_rules import MIB, Confinement, Limits, landlock_abi
 
 # Exact names kept from the daemon's environment.
 ALLOWED_VARIABLES = frozenset(
@@ -51,3 +59,122 @@ def executor_environment(inherited: Mapping[str, str], given: Mapping[str, str])
     """The environment of a warm worker or cold executor: the allowed part of ``inherited`` (the
     daemon's), then everything ``given`` (what the task manager sets for its executors)."""
     return {**{k: v for k, v in inherited.items() if allowed(k)}, **given}
+
+
+# --- limits and paths ---------------------------------------------------------------------------
+
+# What every Python executor reads or runs besides its own folders; a missing path is skipped by the
+# child.  /etc is listed file by file: the daemon's config may live there.
+SYSTEM_READ_ONLY = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/opt/conda",
+    "/etc/ssl",
+    "/etc/pki",
+    "/etc/ca-certificates",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/resolv.conf",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/os-release",
+    "/etc/mime.types",
+    "/etc/matplotlibrc",
+    "/sys/devices/system/cpu",
+    "/sys/devices/system/node",
+    "/sys/fs/cgroup",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/filesystems",
+    "/proc/sys/kernel",
+    "/proc/sys/vm/overcommit_memory",
+)
+SYSTEM_READ_WRITE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")
+
+
+@functools.cache
+def host_landlock_abi() -> int:
+    """This kernel's Landlock ABI (0: none), asked once."""
+    return landlock_abi()
+
+
+def executor_limits(limits: ExecutorLimits) -> Limits:
+    """The configured limits as the child applies them (bytes and seconds)."""
+    return Limits(
+        memory_bytes=limits.memory_mb * MIB,
+        cpu_seconds=limits.cpu_seconds,
+        processes=limits.processes,
+        open_files=limits.open_files,
+        file_size_bytes=limits.file_size_mb * MIB,
+    )
+
+
+def python_paths() -> tuple[str, ...]:
+    """The interpreter, its libraries and site-packages, and the nsfl packages an executor imports
+    (each package, not the checkout: a workspace or config may live inside it)."""
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    paths += [p for p in sys.path if p and "site-packages" in p or p.endswith("dist-packages")]
+    paths += [str(Path(module.__file__).parent) for module in _nsfl_packages() if module.__file__]
+    return tuple(dict.fromkeys(paths))
+
+
+def _nsfl_packages() -> tuple[ModuleType, ...]:
+    import libs
+    import task_executor
+    import task_manager
+
+    return (libs, task_executor, task_manager)
+
+
+def confinement_for(
+    settings: TaskManagerSettings,
+    *,
+    writable: Sequence[Path],
+    entry: TaskEntryConfig | None,
+    datasets: Sequence[str],
+) -> Confinement | None:
+    """What an executor that writes only ``writable`` (its folders), runs ``entry`` (None: any of
+    this host's entries, for a job executor) and reads ``datasets`` is confined to.  With
+    ``isolation: none``, only the configured limits (None if there are none)."""
+    limits = executor_limits(settings.executor_limits)
+    if settings.isolation == Isolation.NONE:
+        return None if limits == Limits() else Confinement(limits=limits)
+    entries = [entry] if entry is not None else list(settings.task_entries.values())
+    readable = [*SYSTEM_READ_ONLY, *python_paths(), *(str(r) for r in settings.allowed_script_roots)]
+    for each in entries:
+        readable += [str(each.script), str(each.working_dir or each.script.parent)]
+    readable += [str(settings.datasets[name].path) for name in datasets if name in settings.datasets]
+    return Confinement(
+        limits=limits,
+        no_new_privs=True,
+        landlock=host_landlock_abi() > 0,
+        read_write=(*(str(path) for path in writable), *SYSTEM_READ_WRITE),
+        read_only=tuple(dict.fromkeys(readable)),
+    )
+
+
+def limit_exceeded(limits: ExecutorLimits, signal_number: int | None, output: str) -> str:
+    """Which configured limit an executor that failed so ran into, if that can be told ("": none).
+
+    The kernel says it with SIGXCPU for CPU time; Python ignores SIGXFSZ, so a file past its size
+    limit is an EFBIG error ("File too large"), and memory a MemoryError (ENOMEM from an allocation),
+    which the executor's result or log shows."""
+    if signal_number == signal.SIGXCPU and limits.cpu_seconds:
+        return f"CPU time limit {limits.cpu_seconds} s exceeded"
+    if limits.file_size_mb and (signal_number == signal.SIGXFSZ or "File too large" in output):
+        return f"file size limit {limits.file_size_mb} MiB exceeded"
+    if limits.memory_mb and ("MemoryError" in output or "Cannot allocate memory" in output):
+        return f"memory limit {limits.memory_mb} MiB exceeded"
+    return ""

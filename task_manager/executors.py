@@ -49,6 +49,7 @@ from pathlib import Path
 
 from libs.structured_logging import log_context
 from libs.tasks import task_json
+from task_manager.confinement import confinement_for, limit_exceeded
 from task_manager.errors import LaunchFailed
 from task_manager.executor_processes import ExecutorProcess, ExitStatus
 from task_manager.job_executors import JobExecutors
@@ -58,6 +59,7 @@ from task_manager.process_groups import PidFile, kill_group
 from task_manager.reporting import CoordinatorReporter, failure_reason
 from task_manager.settings import TaskManagerSettings
 from task_manager.tasks import Offer, effective_timeout, task_spec
+from task_manager.worker.confinement_rules import Confinement
 from task_manager.worker.launch_channel import LOG_FILE
 from task_manager.workspace import (
     MODEL_FILE,
@@ -84,6 +86,7 @@ class Task:
     timeout: float
     dir_name: str
     process: ExecutorProcess | None = None
+    exit_signal: int | None = None  # what ended a failed executor, if a signal did
     runner: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # asked for by the selector: killed, not reported
     stop_reason: str | None = None  # the daemon stops: killed and reported
@@ -125,7 +128,21 @@ class Executors:
                 pid_file=pid_file,
                 idle_seconds=settings.job_executor_idle_seconds,
                 max_executors=settings.max_job_executors,
+                confinement=self._job_confinement,
             )
+
+    def _job_confinement(self, offer: Offer, home: Path) -> Confinement | None:
+        """A job executor's: its home, its job's state and task folders; the job's entry and datasets."""
+        return confinement_for(
+            self.settings,
+            writable=[
+                home,
+                self.workspace.job_state_dir(offer.job_id),
+                self.workspace.job_tasks(offer.job_id),
+            ],
+            entry=self.settings.task_entries[offer.entry],
+            datasets=offer.datasets,
+        )
 
     # --- what the connection calls ---------------------------------------------------------
 
@@ -151,7 +168,7 @@ class Executors:
         decision = decide(offer, self.policy_state())
         if isinstance(decision, Accept):
             timeout = effective_timeout(offer.timeout_seconds, self.settings.task_timeout_seconds)
-            name = task_dir_name(offer.task_id)
+            name = f"{task_dir_name(offer.job_id)}/{task_dir_name(offer.task_id)}"
             self._active[offer.task_id] = Task(offer, timeout, name)
             self._protected.add(name)
         return decision
@@ -237,7 +254,7 @@ class Executors:
         if task.cancel_reason or task.stop_reason:
             return task.stop_reason or f"cancelled before it started: {task.cancel_reason}"
         try:
-            task_dir = self.workspace.create_task_dir(offer.task_id)
+            task_dir = self.workspace.create_task_dir(offer.task_id, offer.job_id)
             if offer.model:  # the model came with the offer: the executor reads it instead of downloading
                 (task_dir / MODEL_FILE).write_bytes(offer.model)
             spec = task_spec(
@@ -283,6 +300,7 @@ class Executors:
             return None
         if task.stop_reason:
             return f"{task.stop_reason}; the executor was killed"
+        task.exit_signal = status.signal
         return f"the executor failed ({status.describe()})"
 
     async def _wait(self, task: Task) -> ExitStatus:
@@ -326,7 +344,11 @@ class Executors:
             return
         task_dir = self.workspace.tasks / task.dir_name
         tail = await asyncio.to_thread(read_log_tail, task_dir / LOG_FILE, LOG_TAIL_LINES)
-        reason = failure_reason(headline, read_result_reason(task_dir), tail)
+        result_reason = read_result_reason(task_dir)
+        exceeded = limit_exceeded(self.settings.executor_limits, task.exit_signal, f"{result_reason}\n{tail}")
+        if exceeded:
+            headline = f"{exceeded}: {headline}"
+        reason = failure_reason(headline, result_reason, tail)
         log.warning("task %s failed: %s", offer.task_id, headline)
         await self.reporter.report_failed(offer, reason, attempts=1 if task.stop_reason else None)
 
@@ -341,7 +363,13 @@ class Executors:
             process = await self.job_executors.run(offer, task_dir)
             if process is not None:
                 return process
-        return await self.launcher.launch(offer.runtime, task_dir)
+        confine = confinement_for(
+            self.settings,
+            writable=[task_dir, self.workspace.job_state_dir(offer.job_id)],
+            entry=self.settings.task_entries[offer.entry],
+            datasets=offer.datasets,
+        )
+        return await self.launcher.launch(offer.runtime, task_dir, confine)
 
     def _release(self, task: Task) -> None:
         if task.offer.model:  # read by now; the folder is kept for its log and result, not the model
@@ -391,4 +419,9 @@ class Executors:
                 return deleted
 
     def task_dir(self, task_id: str) -> Path:
-        return self.workspace.task_dir(task_id)
+        """The folder of ``task_id`` (an accepted task's, even before it is made)."""
+        task = self._active.get(task_id)
+        if task is not None:
+            return self.workspace.task_dir(task_id, task.offer.job_id)
+        found = self.workspace.find_task_dir(task_id)
+        return found if found is not None else self.workspace.tasks / task_dir_name(task_id)

@@ -28,11 +28,12 @@ STOP_GRACE_SECONDS = 3.0
 KILL_WAIT_SECONDS = 10.0
 
 # What one job executor can serve: a task with another runtime, entry or coordinator needs a new one.
-Signature = tuple[str, str, str]
+# A task another of its job's executor cannot take: the datasets are in its confinement.
+Signature = tuple[str, str, str, tuple[str, ...]]
 
 
 def signature_of(offer: Offer) -> Signature:
-    return (offer.runtime, offer.entry, offer.coordinator_endpoint)
+    return (offer.runtime, offer.entry, offer.coordinator_endpoint, tuple(sorted(offer.datasets)))
 
 
 def record_id(job_id: str) -> str:

@@ -81,6 +81,7 @@ from task_manager.job_executor_handles import JobExecutor, JobTask, Run, signatu
 from task_manager.launcher import Launcher
 from task_manager.process_groups import PidFile, kill_group
 from task_manager.tasks import Offer
+from task_manager.worker.confinement_rules import Confinement
 from task_manager.worker.job_channel import (
     ChannelAddress,
     Finished,
@@ -109,8 +110,10 @@ class JobExecutors:
         pid_file: PidFile,
         idle_seconds: float,
         max_executors: int,
+        confinement: Callable[[Offer, Path], Confinement | None] = lambda offer, home: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.confinement = confinement  # what a job's executor (its home given) is confined to
         self.launcher = launcher
         self.workspace = workspace
         self.pid_file = pid_file
@@ -269,7 +272,10 @@ class JobExecutors:
         self._by_token[executor.token] = executor
         try:
             executor.process = await self.launcher.launch_job(
-                offer.runtime, home, ChannelAddress(self.address, executor.token)
+                offer.runtime,
+                home,
+                ChannelAddress(self.address, executor.token),
+                self.confinement(offer, home),
             )
             self.pid_file.add(executor.record())
             watcher = asyncio.create_task(self._watch(executor))

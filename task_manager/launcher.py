@@ -42,6 +42,7 @@ from task_manager.confinement import executor_environment
 from task_manager.errors import LaunchFailed
 from task_manager.executor_processes import ColdExecutor, ExecutorProcess, ExitStatus, WarmExecutor
 from task_manager.process_groups import ProcessRecord, kill_group, start_time
+from task_manager.worker.confinement_rules import Confinement
 from task_manager.worker.job_channel import ChannelAddress
 from task_manager.worker.launch_channel import (
     LOG_FILE,
@@ -149,8 +150,11 @@ class WarmWorker:
             ", ".join(self.preload) or "nothing",
         )
 
-    async def launch(self, task_dir: Path, serve: ChannelAddress | None = None) -> ExecutorProcess:
-        """Fork an executor for ``task_dir``; with ``serve``, a job executor that connects there."""
+    async def launch(
+        self, task_dir: Path, serve: ChannelAddress | None = None, confine: Confinement | None = None
+    ) -> ExecutorProcess:
+        """Fork an executor for ``task_dir``; with ``serve``, a job executor that connects there;
+        confined as ``confine`` says."""
         process = self._process
         if not self.alive or process is None or process.stdin is None:
             raise LaunchFailed(f"the warm worker for {self.runtime} is not running")
@@ -161,7 +165,7 @@ class WarmWorker:
         self._started[key] = started
         self._ended[key] = ended
         try:
-            process.stdin.write(LaunchRequest(key, str(task_dir), serve).to_line())
+            process.stdin.write(LaunchRequest(key, str(task_dir), serve, confine).to_line())
             await process.stdin.drain()
             pid = await started
         except asyncio.CancelledError:
@@ -245,9 +249,11 @@ class WarmWorker:
             await self._reader
 
 
-async def launch_cold(entry: str, task_dir: Path, env: Mapping[str, str] | None = None) -> ExecutorProcess:
+async def launch_cold(
+    entry: str, task_dir: Path, env: Mapping[str, str] | None = None, confine: Confinement | None = None
+) -> ExecutorProcess:
     """A fresh interpreter for one task (pays the framework import: the fallback, not the norm)."""
-    command = WorkerCommand(entry=entry, parent_pid=os.getpid(), once=task_dir).argv()
+    command = WorkerCommand(entry=entry, parent_pid=os.getpid(), once=task_dir, confine=confine).argv()
     with (task_dir / LOG_FILE).open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -341,16 +347,20 @@ class Launcher:
         if not self._stopping:
             await self._start_worker(runtime)
 
-    async def launch(self, runtime: str, task_dir: Path) -> ExecutorProcess:
+    async def launch(
+        self, runtime: str, task_dir: Path, confine: Confinement | None = None
+    ) -> ExecutorProcess:
         worker = self.workers.get(runtime)
         if worker is not None and worker.alive:
             try:
-                return await worker.launch(task_dir)
+                return await worker.launch(task_dir, confine=confine)
             except LaunchFailed as exc:
                 log.warning("%s; launching the task cold", exc.message)
-        return await launch_cold(self.entry, task_dir, self.env)
+        return await launch_cold(self.entry, task_dir, self.env, confine)
 
-    async def launch_job(self, runtime: str, job_dir: Path, serve: ChannelAddress) -> ExecutorProcess:
+    async def launch_job(
+        self, runtime: str, job_dir: Path, serve: ChannelAddress, confine: Confinement | None = None
+    ) -> ExecutorProcess:
         """A job executor forked from the runtime's warm worker; :class:`LaunchFailed` if none is up.
 
         There is no cold path: a job executor is worth having only if it starts warm, and the caller
@@ -359,7 +369,7 @@ class Launcher:
         worker = self.workers.get(runtime)
         if worker is None or not worker.alive:
             raise LaunchFailed(f"no warm worker for {runtime} is running")
-        return await worker.launch(job_dir, serve)
+        return await worker.launch(job_dir, serve, confine)
 
     async def stop(self) -> None:
         self._stopping = True

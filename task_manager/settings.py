@@ -29,6 +29,7 @@ refuse the stream anyway, with a less helpful error).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
 import re
@@ -76,6 +77,26 @@ class TaskEntryConfig:
     runtime: str
     mode: str = "script"
     working_dir: Path | None = None  # None: the script's folder
+
+
+class Isolation(enum.StrEnum):
+    """How executors are confined (task_manager.confinement): ``strict``, the strictest this host
+    supports (Landlock where the kernel has it, rlimits, no new privileges, an environment
+    allowlist); ``none``, unconfined but for the environment allowlist and the limits."""
+
+    STRICT = "strict"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class ExecutorLimits:
+    """What each executor may use (0: not limited); see docs/security.md for what each rlimit means."""
+
+    memory_mb: int = 0  # address space (RLIMIT_AS), not resident memory
+    cpu_seconds: int = 0  # CPU time over the executor's whole life (a job executor's: all its rounds)
+    processes: int = 0  # RLIMIT_NPROC: counted per uid, and not enforced when the daemon runs as root
+    open_files: int = 0
+    file_size_mb: int = 0  # the largest file it may write
 
 
 @dataclass(frozen=True)
@@ -150,6 +171,9 @@ class TaskManagerSettings(WireSettings):
     # the same).  User code that takes every core must not starve the daemon beside it, nor the
     # executor that is being handed its next task (task_manager.worker.child.lower_priority).
     executor_nice: int = 10
+    # "strict" or "none" (see Isolation); running unconfined must be asked for explicitly.
+    isolation: str = Isolation.NONE
+    executor_limits: ExecutorLimits = ExecutorLimits()
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -162,6 +186,9 @@ class TaskManagerSettings(WireSettings):
         preload = dict(DEFAULT_PRELOAD)
         preload.update({str(r): _string_tuple(f"preload.{r}", m) for r, m in self.preload.items()})
         labels = {str(k): str(v) for k, v in self.labels.items()}
+        object.__setattr__(
+            self, "executor_limits", _nested(ExecutorLimits, "executor_limits", self.executor_limits)
+        )
         object.__setattr__(self, "datasets", datasets)
         object.__setattr__(self, "task_entries", entries)
         object.__setattr__(self, "preload", preload)
@@ -262,6 +289,12 @@ class TaskManagerSettings(WireSettings):
             raise InvalidSetting(
                 f"setting 'workspace_quota_mb' must be positive, got {self.workspace_quota_mb}"
             )
+        if self.isolation not in tuple(Isolation):
+            raise InvalidSetting(
+                f"setting 'isolation' must be one of {', '.join(Isolation)}, got {self.isolation!r}"
+            )
+        if min(dataclasses.astuple(self.executor_limits)) < 0:
+            raise InvalidSetting("setting 'executor_limits' must hold non-negative numbers (0: not limited)")
         r = self.resources
         if not math.isfinite(r.cpus) or min(r.cpus, r.memory_mb, r.gpus, r.disk_mb) < 0:
             raise InvalidSetting("setting 'resources' must hold non-negative numbers")

@@ -5,7 +5,8 @@ Layout::
     <workspace>/.lock                     held (flock) by the one daemon using this workspace
     <workspace>/executors.json            live executor processes (see process_groups)
     <workspace>/workers/<runtime>.log     stderr of each warm worker
-    <workspace>/tasks/<safe task id>/     task.json, executor.log, result.json, the script's files
+    <workspace>/tasks/<safe job id>/<safe task id>/
+                                          task.json, executor.log, result.json, the script's files
     <workspace>/jobs/<safe job id>/state/ what a job's executors keep from round to round on this
                                           client (SCAFFOLD's control variate, local DP's upload count)
 
@@ -13,6 +14,10 @@ Why a lock: the orphan sweep at start kills the executors listed in
 ``executors.json``; a second daemon on the same workspace would kill the
 first one's tasks.  ``flock`` is released by the kernel when its holder dies,
 so a crashed daemon never blocks its successor.
+
+Why task folders are grouped by job: a job's long-lived executor is confined
+(Landlock, task_manager.confinement) once, when it starts, to its job's folders;
+its later tasks' folders must already be beneath one of them.
 
 Task directory names come from task ids, which hold ``/`` and ``:``; the
 name keeps the readable characters and adds a short hash of the whole id,
@@ -23,7 +28,8 @@ A job's state folder is private to that job on this client (``task.json``
 names it as ``state_dir``) and outlives its tasks: quota cleanup never
 touches ``jobs/``.
 
-Cleanup is :func:`plan_cleanup` (pure: sizes in, names out) plus
+Cleanup is :func:`plan_cleanup` (pure: sizes in, names out, a name being
+``<job>/<task>``) plus
 :meth:`Workspace.cleanup` (the disk walk and the deletes).  Finished task
 folders go oldest first while ``tasks/`` is over the quota; a running
 task's folder is never touched, even if that leaves the total above it.
@@ -157,14 +163,23 @@ class Workspace:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def task_dir(self, task_id: str) -> Path:
-        return self.tasks / task_dir_name(task_id)
+    def job_tasks(self, job_id: str) -> Path:
+        """The folder of a job's task folders."""
+        return self.tasks / task_dir_name(job_id)
 
-    def create_task_dir(self, task_id: str) -> Path:
+    def task_dir(self, task_id: str, job_id: str) -> Path:
+        return self.job_tasks(job_id) / task_dir_name(task_id)
+
+    def find_task_dir(self, task_id: str) -> Path | None:
+        """The folder of ``task_id``, whichever job's it is (None: there is none)."""
+        return next(iter(self.tasks.glob(f"*/{task_dir_name(task_id)}")), None)
+
+    def create_task_dir(self, task_id: str, job_id: str) -> Path:
         """A fresh, empty folder for the task (a leftover of an earlier daemon with the same id is replaced)."""
-        path = self.task_dir(task_id)
+        path = self.task_dir(task_id, job_id)
         if path.exists():
             shutil.rmtree(path)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         path.mkdir(mode=0o700)
         return path
 
@@ -183,20 +198,28 @@ class Workspace:
         Runs in a thread (the walk can be long); ``protected`` is asked again right before each delete,
         so a task accepted meanwhile keeps its folder.
         """
-        try:
-            entries = [p for p in self.tasks.iterdir() if p.is_dir() and not p.is_symlink()]
-        except FileNotFoundError:
-            return []
         usages = []
-        for path in entries:
+        for path in self._task_folders():
             with contextlib.suppress(FileNotFoundError):
-                usages.append(measure(path))
+                usage = measure(path)
+                usages.append(DirUsage(f"{path.parent.name}/{path.name}", usage.size, usage.modified))
         deleted = []
         for name in plan_cleanup(usages, quota_bytes, protected):
             if protected(name):
                 continue
             shutil.rmtree(self.tasks / name, ignore_errors=True)
+            with contextlib.suppress(OSError):  # its job's last one: the job's folder goes too
+                (self.tasks / name).parent.rmdir()
             deleted.append(name)
         if deleted:
             log.info("workspace over its quota: deleted %d finished task folder(s)", len(deleted))
         return deleted
+
+    def _task_folders(self) -> list[Path]:
+        folders = []
+        with contextlib.suppress(FileNotFoundError):
+            for job in self.tasks.iterdir():
+                if job.is_dir() and not job.is_symlink():
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        folders += [p for p in job.iterdir() if p.is_dir() and not p.is_symlink()]
+        return folders

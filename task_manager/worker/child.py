@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from task_manager.worker.confinement import confine
+from task_manager.worker.confinement_rules import Confinement
 from task_manager.worker.launch_channel import LOG_FILE, MAX_NICE, NICE_VARIABLE
 
 PR_SET_PDEATHSIG = 1
@@ -138,8 +140,10 @@ def run_child(
     parent: int | None,
     close_fds: Sequence[int],
     name: str = "nsfl-executor",
+    confinement: Confinement | None = None,
 ) -> NoReturn:
-    """Become an executor process for ``task_dir`` named ``name``, run ``body``, exit with its code."""
+    """Become an executor process for ``task_dir`` named ``name``, confined as ``confinement`` says
+    (before any user code: a failure to confine ends the child), run ``body``, exit with its code."""
     code = 1
     try:
         try:
@@ -155,6 +159,8 @@ def run_child(
         _redirect_output(task_dir)
         os.chdir(task_dir)
         set_home(task_dir)
+        if confinement is not None:
+            confine(confinement)
         _configure_child_logging()
         code = exit_code(body())
     except SystemExit as exc:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from task_manager.worker.confinement_rules import Confinement
 from task_manager.worker.job_channel import ChannelAddress
 from task_manager.worker.lines import Fields, MalformedMessage, decode, encode
 
@@ -50,6 +51,7 @@ class WorkerCommand:
     preload: tuple[str, ...] = ()  # modules to import before forking
     warm_up: str = ""  # "module:function" called with the runtime after the preloads (imports only)
     once: Path | None = None  # run this one task in the worker's own process and exit
+    confine: Confinement | None = None  # with ``once``: confine the task so
 
     def argv(self) -> list[str]:
         """The whole command line, interpreter first."""
@@ -62,6 +64,8 @@ class WorkerCommand:
             command += ["--warm-up", self.warm_up]
         if self.once is not None:
             command += ["--once", str(self.once)]
+        if self.confine is not None:
+            command += ["--confine", self.confine.to_line().decode().strip()]
         if self.preload:
             command += ["--preload", *self.preload]
         return command
@@ -81,6 +85,9 @@ class WorkerCommand:
         )
         parser.add_argument("--parent-pid", type=int, help="exit at once if this is no longer the parent")
         parser.add_argument("--once", type=Path, metavar="TASK_DIR", help="run one task in this process")
+        parser.add_argument(
+            "--confine", default="", help="with --once: the task's confinement (a JSON object)"
+        )
         args = parser.parse_args(argv)
         return cls(
             entry=args.entry,
@@ -89,30 +96,38 @@ class WorkerCommand:
             preload=tuple(args.preload),
             warm_up=args.warm_up,
             once=args.once,
+            confine=Confinement.from_line(args.confine) if args.confine else None,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class LaunchRequest:
-    """Fork an executor for ``task_dir``; with ``serve``, a job executor that connects there."""
+    """Fork an executor for ``task_dir``; with ``serve``, a job executor that connects there; with
+    ``confine``, confined so before its body runs."""
 
     launch: int
     task_dir: str
     serve: ChannelAddress | None = None
+    confine: Confinement | None = None
 
     def to_line(self) -> bytes:
-        if self.serve is None:
-            return encode({"task_dir": self.task_dir, "launch": self.launch})
-        return encode({"task_dir": self.task_dir, "launch": self.launch, "serve": self.serve.to_fields()})
+        fields: dict[str, object] = {"task_dir": self.task_dir, "launch": self.launch}
+        if self.serve is not None:
+            fields["serve"] = self.serve.to_fields()
+        if self.confine is not None:
+            fields["confine"] = self.confine.to_fields()
+        return encode(fields)
 
     @classmethod
     def from_line(cls, line: bytes | str) -> LaunchRequest:
         fields = decode(line, CHANNEL).named("launch request")
         serve = fields.optional_object("serve")
+        confine = fields.optional_object("confine")
         return cls(
             launch=fields.integer("launch"),
             task_dir=fields.text("task_dir"),
             serve=None if serve is None else ChannelAddress.from_fields(serve),
+            confine=None if confine is None else Confinement.from_fields(confine),
         )
 
 

@@ -93,6 +93,18 @@ class Fields:
             raise self.malformed(f"has a {key!r} that is not a number")
         return float(value)
 
+    def flag(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise self.malformed(f"has a {key!r} that is not true or false")
+        return value
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self._get(key)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.malformed(f"has a {key!r} that is not a list of strings")
+        return tuple(value)
+
     def optional_object(self, key: str) -> Fields | None:
         value = self.values.get(key)
         if value is None:

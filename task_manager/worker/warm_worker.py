@@ -156,7 +156,8 @@ class Worker:
         if pid == 0:
             fds = (self.protocol_fd, self._wake_r, self._wake_w)
             name = "nsfl-executor" if request.serve is None else "nsfl-job-exec"
-            run_child(child_body(self.entry, request), Path(request.task_dir), self.pid, fds, name)
+            body = child_body(self.entry, request)
+            run_child(body, Path(request.task_dir), self.pid, fds, name, request.confine)
         self.children[pid] = request
         self.send(Started(request.launch, request.task_dir, pid))
 
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = WorkerCommand.parse(argv)
     if command.once is not None:
         entry, task_dir = load_entry(command.entry), command.once.resolve()
-        run_child(lambda: entry(task_dir), task_dir, command.parent_pid, ())
+        run_child(lambda: entry(task_dir), task_dir, command.parent_pid, (), confinement=command.confine)
     set_parent_death_signal(command.parent_pid)
     set_process_name(f"nsfl-warm-{command.runtime}")
     protocol_fd = os.dup(1)

@@ -138,3 +138,33 @@ def environment(task_dir: Path) -> int:
     facts = {"environ": dict(os.environ), "initial": [v.decode(errors="replace") for v in initial if v]}
     (task_dir / "environment.json").write_text(json.dumps(facts))
     return 0
+
+
+def allocate(task_dir: Path) -> int:
+    """Allocate ``<task_dir>/megabytes`` MiB at once (a MemoryError past the memory limit)."""
+    _entered(task_dir)
+    block = bytearray(int((task_dir / "megabytes").read_text()) * 1024 * 1024)
+    return 0 if block else 1
+
+
+def burn_cpu(task_dir: Path) -> int:
+    """Spin until killed (SIGXCPU past the CPU time limit)."""
+    _entered(task_dir)
+    while True:
+        pass
+
+
+def write_big_file(task_dir: Path) -> int:
+    """Write 64 MiB to one file (SIGXFSZ past the file size limit)."""
+    _entered(task_dir)
+    with open(task_dir / "big.bin", "wb") as big:
+        for _ in range(64):
+            big.write(b"\0" * 1024 * 1024)
+    return 0
+
+
+def allocate_4_gib(task_dir: Path) -> int:
+    """Allocate 4 GiB at once: four times a 1 GiB memory limit."""
+    _entered(task_dir)
+    block = bytearray(4 * 1024 * 1024 * 1024)
+    return 0 if block else 1

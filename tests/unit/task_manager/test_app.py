@@ -157,7 +157,7 @@ async def test_a_restarted_daemon_kills_what_its_sigkilled_predecessor_left_runn
         daemons.append(await start_daemon(config, log))
         await eventually(lambda: selector.connected.is_set(), within=20)
         assert (await selector.offer(offer())).state == common_pb2.TASK_ACCEPTED
-        pid_files = await eventually(lambda: list((tmp_path / "ws" / "tasks").glob("*/pids.json")), within=10)
+        pid_files = await eventually(lambda: list((tmp_path / "ws" / "tasks").glob("*/*/pids.json")), within=10)
         await eventually(lambda: (pid_files[0].parent / "entered").exists())
         pids = json.loads(pid_files[0].read_text())
         worker = [

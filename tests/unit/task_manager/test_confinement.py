@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from pathlib import Path
 
 import pytest
 
-from task_manager.confinement import executor_environment
+from task_manager.confinement import confinement_for, executor_environment, limit_exceeded
+from task_manager.executor_processes import ExitStatus
 from task_manager.launcher import WarmWorker, launch_cold
-from tests.unit.task_manager.fakes import ENTRIES
+from task_manager.settings import ExecutorLimits
+from task_manager.worker.confinement_rules import MIB, Confinement, Limits
+from tests.unit.task_manager.conftest import MakeSettings
+from tests.unit.task_manager.fakes import ENTRIES, FakeCoordinator, offer
+from tests.unit.task_manager.test_executors import next_report, running_executors, start
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
@@ -75,3 +82,68 @@ async def test_a_variable_set_on_the_daemon_is_not_visible_to_a_cold_task_entry(
     environ, initial = _seen(task_dir)
     assert SECRET not in environ and not any(SECRET in item for item in initial)
     assert environ["HOME"] == str(task_dir)
+
+
+def test_a_limit_exceeded_is_named_from_the_signal_or_the_memory_error() -> None:
+    limits = ExecutorLimits(memory_mb=2048, cpu_seconds=30, file_size_mb=100)
+
+    assert limit_exceeded(limits, signal.SIGXCPU, "") == "CPU time limit 30 s exceeded"
+    assert (
+        limit_exceeded(limits, None, "OSError: [Errno 27] File too large")
+        == "file size limit 100 MiB exceeded"
+    )
+    assert limit_exceeded(limits, None, "Traceback...\nMemoryError") == "memory limit 2048 MiB exceeded"
+    assert limit_exceeded(limits, signal.SIGKILL, "") == ""
+    assert limit_exceeded(ExecutorLimits(), None, "MemoryError") == "", "no limit, nothing exceeded"
+
+
+def test_limits_are_built_from_the_configured_ones_in_bytes_and_seconds(make_settings: MakeSettings) -> None:
+    settings = make_settings(executor_limits={"memory_mb": 512, "cpu_seconds": 9, "file_size_mb": 2})
+
+    confinement = confinement_for(settings, writable=[], entry=None, datasets=())
+
+    assert confinement == Confinement(
+        limits=Limits(memory_bytes=512 * MIB, cpu_seconds=9, file_size_bytes=2 * MIB)
+    ), "isolation: none gives the limits alone"
+    assert confinement_for(make_settings(), writable=[], entry=None, datasets=()) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "limits", "ended"),
+    [
+        ("allocate", Limits(memory_bytes=512 * MIB), ExitStatus(exit_code=1)),
+        ("burn_cpu", Limits(cpu_seconds=1), ExitStatus(signal=signal.SIGXCPU)),
+        ("write_big_file", Limits(file_size_bytes=4 * MIB), ExitStatus(exit_code=1)),
+    ],
+)
+async def test_an_executor_past_a_limit_ends_and_the_worker_goes_on(
+    tmp_path: Path, entry: str, limits: Limits, ended: ExitStatus
+) -> None:
+    worker = WarmWorker("pytorch", preload=[], entry=f"{ENTRIES}:dispatch", log_path=tmp_path / "worker.log")
+    await worker.start()
+    try:
+        task_dir = tmp_path / entry
+        task_dir.mkdir()
+        (task_dir / "entry").write_text(entry)
+        (task_dir / "megabytes").write_text("2048")
+        status = await asyncio.wait_for(
+            (await worker.launch(task_dir, confine=Confinement(limits))).wait(), 30
+        )
+        assert status == ended
+        said = {"allocate": "MemoryError", "write_big_file": "File too large", "burn_cpu": ""}[entry]
+        assert said in (task_dir / "executor.log").read_text()
+        assert worker.alive
+        assert (await (await worker.launch(_environment_task(tmp_path))).wait()).succeeded
+    finally:
+        await worker.stop()
+
+
+async def test_an_executor_past_its_memory_limit_is_reported_to_the_coordinator_with_that_reason(
+    make_settings: MakeSettings, coordinator: FakeCoordinator
+) -> None:
+    settings = make_settings("allocate_4_gib", executor_limits={"memory_mb": 1024})
+    async with running_executors(settings) as executors:
+        start(executors, offer(endpoint=coordinator.endpoint))
+        report = await next_report(coordinator)
+    assert report.reason.startswith("memory limit 1024 MiB exceeded: the executor failed (exit code 1)")
+    assert "MemoryError" in report.reason

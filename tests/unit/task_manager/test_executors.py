@@ -212,7 +212,7 @@ async def test_tasks_run_cold_when_warm_runtimes_are_off_and_old_task_folders_go
     make_settings: MakeSettings,
 ) -> None:
     settings = make_settings("succeed", warm_runtimes=False, workspace_quota_mb=1)
-    old = settings.workspace / "tasks" / "an-old-task"
+    old = settings.workspace / "tasks" / "an-old-job" / "an-old-task"
     old.mkdir(parents=True)
     (old / "model.bin").write_bytes(b"\0" * 2 * 1024 * 1024)
     async with running_executors(settings) as executors:

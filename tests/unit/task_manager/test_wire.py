@@ -56,7 +56,7 @@ async def test_the_task_manager_registers_with_its_certificate_and_its_executors
         assert selector.callers == [C1]
         answer = await selector.offer(offer(endpoint=coordinator.endpoint))
         assert answer.state == common_pb2.TASK_ACCEPTED
-        [recorded] = await eventually(lambda: list((settings.workspace / "tasks").glob("*/wire.json")))
+        [recorded] = await eventually(lambda: list((settings.workspace / "tasks").glob("*/*/wire.json")))
         env = json.loads(recorded.read_text())
     executor = load_executor_settings(env)
     assert (executor.tls_cert, executor.tls_key) == (settings.tls_cert, settings.tls_key)
@@ -93,7 +93,7 @@ async def test_a_forged_offer_is_accepted_but_its_endpoint_never_trusted_and_not
         answer = await selector.offer(offer(endpoint=impostor.endpoint, timeout=20.0))
         assert answer.state == common_pb2.TASK_ACCEPTED
         [result] = await eventually(
-            lambda: list((settings.workspace / "tasks").glob("*/result.json")), within=20
+            lambda: list((settings.workspace / "tasks").glob("*/*/result.json")), within=20
         )
         outcome = json.loads(result.read_text())
     assert outcome["state"] == "failed" and outcome["reason"].startswith("Unavailable"), outcome

@@ -47,13 +47,14 @@ def test_cleanup_deletes_oldest_finished_task_folders_and_never_a_running_one(tm
     workspace = Workspace(tmp_path / "ws")
     workspace.open()
     try:
-        _fill(workspace.tasks / "oldest-running", 2, age=400)
-        _fill(workspace.tasks / "old", 2, age=300)
-        _fill(workspace.tasks / "middle", 2, age=200)
-        _fill(workspace.tasks / "newest", 2, age=100)
-        deleted = workspace.cleanup(5 * MB, lambda name: name == "oldest-running")
-        assert deleted == ["old", "middle"]
-        assert sorted(p.name for p in workspace.tasks.iterdir()) == ["newest", "oldest-running"]
+        _fill(workspace.tasks / "job-a" / "oldest-running", 2, age=400)
+        _fill(workspace.tasks / "job-b" / "old", 2, age=300)
+        _fill(workspace.tasks / "job-a" / "middle", 2, age=200)
+        _fill(workspace.tasks / "job-a" / "newest", 2, age=100)
+        deleted = workspace.cleanup(5 * MB, lambda name: name == "job-a/oldest-running")
+        assert deleted == ["job-b/old", "job-a/middle"]
+        assert sorted(p.name for p in (workspace.tasks / "job-a").iterdir()) == ["newest", "oldest-running"]
+        assert not (workspace.tasks / "job-b").exists(), "a job's folder goes with its last task's"
     finally:
         workspace.close()
 
