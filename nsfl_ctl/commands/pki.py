@@ -99,13 +99,7 @@ def issue(
     days: float, out: Path | None,
 ) -> None:  # fmt: skip
     """Issue a key and certificate for a control-plane service, a client or a coordinator."""
-    pki = certificates.open_directory(directory)
-    identity = local_pki.chosen_identity(
-        pki.trust_domain(), control=control, client=client, coordinator=coordinator
-    )
-    files = local_pki.issue(directory, identity, hosts=hosts, days=days, out=out)
-    click.echo(f"# issued {identity.uri}", err=True)
-    _print_files(files, pki)
+    _write_identity(local_pki.issue, "issued {uri}", directory, control, client, coordinator, hosts, days, out)
 
 
 @pki_group.command("rotate")
@@ -117,12 +111,23 @@ def rotate(
     days: float, out: Path | None,
 ) -> None:  # fmt: skip
     """Re-issue a key and certificate in place; servers use it from their next handshake on."""
+    _write_identity(
+        local_pki.rotate, "rotated {uri}: new connections use the new certificate",
+        directory, control, client, coordinator, hosts, days, out,
+    )  # fmt: skip
+
+
+def _write_identity(
+    write: Callable[..., IssuedFiles], said: str, directory: Path, control: str | None, client: str | None,
+    coordinator: str | None, hosts: tuple[str, ...], days: float, out: Path | None,
+) -> None:  # fmt: skip
+    """``issue`` and ``rotate``: the chosen identity's key and certificate written, their paths printed."""
     pki = certificates.open_directory(directory)
     identity = local_pki.chosen_identity(
         pki.trust_domain(), control=control, client=client, coordinator=coordinator
     )
-    files = local_pki.rotate(directory, identity, hosts=hosts, days=days, out=out)
-    click.echo(f"# rotated {identity.uri}: new connections use the new certificate", err=True)
+    files = write(directory, identity, hosts=hosts, days=days, out=out)
+    click.echo("# " + said.format(uri=identity.uri), err=True)
     _print_files(files, pki)
 
 
