@@ -3,7 +3,8 @@
 Thin adapters over the kernel, in the order :func:`confine` runs them:
 
 1. rlimits (:func:`apply_limits`): memory (address space), CPU seconds, processes, open files,
-   file size;
+   file size; processes also as a pids cgroup of its own where the host has a writable pids
+   controller (:func:`join_pids_cgroup`): RLIMIT_NPROC counts per uid and root is exempt from it;
 2. the TLS files the executor needs are read into memory (:func:`hold_tls_files`): each
    ``NSFL_EXECUTOR_TLS_*`` file is copied into a memfd and the variable points at
    ``/proc/self/fd/<n>``, so the executor still talks mutual TLS once the key file itself is out
@@ -38,6 +39,7 @@ SYS_LANDLOCK_RESTRICT_SELF = 446
 LANDLOCK_RULE_PATH_BENEATH = 1
 PR_SET_NO_NEW_PRIVS = 38
 CPU_GRACE_SECONDS = 2  # SIGXCPU at the soft limit, SIGKILL this much later
+CGROUP_GROUP = "nsfl-executors"
 TLS_VARIABLES = (
     "NSFL_EXECUTOR_TLS_CA",
     "NSFL_EXECUTOR_TLS_CERT",
@@ -103,6 +105,49 @@ def apply_limits(limits: Limits) -> None:
         resource.setrlimit(which, (min(value, cap), min(value + grace, cap)))
 
 
+def pids_cgroup_root() -> Path | None:
+    """Where this host's pids controller is mounted and writable (cgroup v1, or v2 with pids); None:
+    nowhere, and the process limit is RLIMIT_NPROC's alone (per uid, and not enforced for root)."""
+    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
+            if root.name == "pids" or "pids" in _read(root / "cgroup.subtree_control").split():
+                return root / CGROUP_GROUP
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def join_pids_cgroup(processes: int) -> bool:
+    """Move this process into a pids cgroup of its own capped at ``processes`` tasks (threads count);
+    False where there is none.  Empty groups of executors that have ended are removed first."""
+    root = pids_cgroup_root()
+    if root is None:
+        return False
+    root.mkdir(exist_ok=True)
+    for stale in root.iterdir():
+        if stale.is_dir():
+            with contextlib.suppress(OSError):  # busy: that executor still runs
+                stale.rmdir()
+    group = root / str(os.getpid())
+    group.mkdir(exist_ok=True)
+    (group / "pids.max").write_text(str(processes))
+    (group / "cgroup.procs").write_text("0")
+    return True
+
+
+def leave_pids_cgroup(pid: int) -> None:
+    """Remove an ended executor's group (the warm worker, when it reaps it)."""
+    root = pids_cgroup_root()
+    if root is not None:
+        with contextlib.suppress(OSError):
+            (root / str(pid)).rmdir()
+
+
 def hold_tls_files(environ: MutableMapping[str, str] = os.environ) -> None:
     """Copy each TLS file the executor is pointed at into a memfd and point the variable at it."""
     for name in TLS_VARIABLES:
@@ -163,6 +208,8 @@ def _add_path_rule(libc: ctypes.CDLL, ruleset: int, path: str, rights: int) -> N
 def confine(confinement: Confinement) -> None:
     """Apply ``confinement`` to this process (see the module docstring for the order)."""
     apply_limits(confinement.limits)
+    if confinement.limits.processes:
+        join_pids_cgroup(confinement.limits.processes)
     if confinement.landlock:
         hold_tls_files()
     if confinement.no_new_privs or confinement.landlock:  # Landlock requires it without CAP_SYS_ADMIN

@@ -56,6 +56,7 @@ from task_manager.worker.child import (
     set_parent_death_signal,
     set_process_name,
 )
+from task_manager.worker.confinement import leave_pids_cgroup
 from task_manager.worker.launch_channel import (
     Exited,
     ForkFailed,
@@ -175,6 +176,8 @@ class Worker:
         request = self.children.pop(pid, None)
         if request is None:
             return
+        if request.confine is not None and request.confine.limits.processes:
+            leave_pids_cgroup(pid)
         if os.WIFSIGNALED(status):
             self.send(Exited(request.launch, request.task_dir, pid, signal=os.WTERMSIG(status)))
         else:

@@ -97,6 +97,9 @@ def make_settings(tmp_path: Path, test_pki: TestPki) -> MakeSettings:
             "executor_entry": f"{ENTRIES}:{entry}",
             "reconnect_initial_seconds": 0.05,
             "reconnect_max_seconds": 0.2,
+            # The stand-in entries record what they see outside their task folder (a shared runs
+            # log): confinement is what test_confinement runs with.
+            "isolation": "none",
             **overrides,
         }
         return load(env={}, overrides=values)

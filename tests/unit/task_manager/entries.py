@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -168,3 +169,48 @@ def allocate_4_gib(task_dir: Path) -> int:
     _entered(task_dir)
     block = bytearray(4 * 1024 * 1024 * 1024)
     return 0 if block else 1
+
+
+def _attempt(action: Callable[[], object]) -> str:
+    try:
+        action()
+    except (OSError, MemoryError) as exc:
+        return f"refused: {type(exc).__name__}: {exc}"
+    return "succeeded"
+
+
+def _fork_many(count: int) -> None:
+    children = []
+    try:
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(10)
+                os._exit(0)
+            children.append(pid)
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def hostile_or_victim(task_dir: Path) -> int:
+    """A job's code as a hostile author would write it (``parameters.role`` "hostile"): try each
+    attack named in the parameters and record in ``attempts.json`` how each ended.  A "victim" waits
+    for ``go`` in its folder, then succeeds."""
+    _entered(task_dir)
+    task = json.loads((task_dir / "task.json").read_text())
+    parameters = task["parameters"]
+    if parameters["role"] == "victim":
+        while not (task_dir / "go").exists():
+            time.sleep(0.05)
+        return 0
+    attempts = {name: _attempt(Path(path).read_bytes) for name, path in parameters["read"].items()}
+    attempts["write outside its folder"] = _attempt(lambda: Path(parameters["outside"]).write_text("pwned"))
+    attempts["read the daemon's variable"] = (
+        "succeeded" if parameters["variable"] in os.environ else "refused: not in its environment"
+    )
+    attempts["fork many processes"] = _attempt(lambda: _fork_many(parameters["forks"]))
+    attempts["allocate 4x its memory"] = _attempt(lambda: bytearray(parameters["allocate_mb"] * 1024 * 1024))
+    (task_dir / "attempts.json").write_text(json.dumps(attempts, indent=2))
+    return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -13,9 +15,10 @@ from task_manager.confinement import confinement_for, executor_environment, limi
 from task_manager.executor_processes import ExitStatus
 from task_manager.launcher import WarmWorker, launch_cold
 from task_manager.settings import ExecutorLimits
-from task_manager.worker.confinement_rules import MIB, Confinement, Limits
+from task_manager.worker.confinement import pids_cgroup_root
+from task_manager.worker.confinement_rules import MIB, Confinement, Limits, landlock_abi
 from tests.unit.task_manager.conftest import MakeSettings
-from tests.unit.task_manager.fakes import ENTRIES, FakeCoordinator, offer
+from tests.unit.task_manager.fakes import ENTRIES, FakeCoordinator, eventually, offer
 from tests.unit.task_manager.test_executors import next_report, running_executors, start
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
@@ -147,3 +150,70 @@ async def test_an_executor_past_its_memory_limit_is_reported_to_the_coordinator_
         report = await next_report(coordinator)
     assert report.reason.startswith("memory limit 1024 MiB exceeded: the executor failed (exit code 1)")
     assert "MemoryError" in report.reason
+
+
+needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="this kernel has no Landlock")
+
+
+@needs_landlock
+async def test_a_hostile_job_is_refused_every_attack_while_another_job_on_the_host_finishes(
+    make_settings: MakeSettings, coordinator: FakeCoordinator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET, "the daemon's own")
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "records.csv").write_text("name,diagnosis\n")
+    config = tmp_path / "task-manager.yaml"
+    config.write_text("client_id: c1\n")
+    settings = make_settings(
+        "hostile_or_victim",
+        isolation="strict",
+        max_parallel_tasks=2,
+        executor_limits={"memory_mb": 1024, "processes": 64},
+        datasets={
+            "digits": {"path": str(tmp_path / "data"), "samples": 600},
+            "private": {"path": str(tmp_path / "private"), "samples": 1},
+        },
+    )
+    forks = 10_000 if pids_cgroup_root() is not None else 100
+    async with running_executors(settings) as executors:
+        victim = dataclasses.replace(
+            offer(job_id="ns/victim", endpoint=coordinator.endpoint), parameters={"role": "victim"}
+        )
+        start(executors, victim)
+        victim_dir = executors.task_dir(victim.task_id)
+        await eventually(lambda: (victim_dir / "entered").exists())
+        victim_state = executors.workspace.job_state_dir("ns/victim") / "control.bin"
+        victim_state.write_bytes(b"the victim's control variate")
+        parameters = {
+            "role": "hostile",
+            "read": {
+                "another job's task.json": str(victim_dir / "task.json"),
+                "another job's state": str(victim_state),
+                "a dataset it did not name": str(tmp_path / "private" / "records.csv"),
+                "the daemon's config": str(config),
+                "the daemon's TLS key": str(settings.tls_key),
+                "the daemon's environment in /proc": f"/proc/{os.getpid()}/environ",
+            },
+            "outside": str(tmp_path / "data" / "planted.txt"),
+            "variable": SECRET,
+            "forks": forks,
+            "allocate_mb": 4 * 1024,
+        }
+        hostile = dataclasses.replace(
+            offer(job_id="ns/hostile", endpoint=coordinator.endpoint), parameters=parameters
+        )
+        start(executors, hostile)
+        hostile_dir = executors.task_dir(hostile.task_id)
+        await eventually(
+            lambda: (hostile_dir / "attempts.json").exists() or executors.running_tasks() == 1, within=30
+        )
+        (victim_dir / "go").write_text("")
+        await eventually(lambda: executors.running_tasks() == 0, within=30)
+        attempts = json.loads((hostile_dir / "attempts.json").read_text())
+        assert (victim_dir / "executor.log").exists()
+    succeeded = [name for name, outcome in attempts.items() if not outcome.startswith("refused")]
+    if pids_cgroup_root() is None and os.getuid() == 0:
+        succeeded.remove("fork many processes")  # no pids cgroup, and root is exempt from RLIMIT_NPROC
+    assert succeeded == [], attempts
+    assert not (tmp_path / "data" / "planted.txt").exists()
+    assert coordinator.reports.empty(), "both tasks succeeded: nothing was reported failed"
