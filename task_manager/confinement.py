@@ -178,3 +178,19 @@ def limit_exceeded(limits: ExecutorLimits, signal_number: int | None, output: st
     if limits.memory_mb and ("MemoryError" in output or "Cannot allocate memory" in output):
         return f"memory limit {limits.memory_mb} MiB exceeded"
     return ""
+
+
+def host_protections(settings: TaskManagerSettings, pids_cgroup: bool) -> tuple[str, ...]:
+    """What executors get on this host, as the task manager logs it and reports it to the selector
+    (``pids_cgroup``: the host has a pids controller the daemon can write)."""
+    given = ["environment-allowlist"]
+    limits = settings.executor_limits
+    if limits != ExecutorLimits():
+        given.append("rlimits")
+    if limits.processes:
+        given.append("pids-cgroup" if pids_cgroup else "processes:rlimit-only")
+    if settings.isolation == Isolation.NONE:
+        return (*given, "isolation:none")
+    abi = host_landlock_abi()
+    given += ["no-new-privs", f"landlock-abi-{abi}" if abi else "landlock:unavailable"]
+    return tuple(given)

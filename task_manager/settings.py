@@ -171,8 +171,9 @@ class TaskManagerSettings(WireSettings):
     # the same).  User code that takes every core must not starve the daemon beside it, nor the
     # executor that is being handed its next task (task_manager.worker.child.lower_priority).
     executor_nice: int = 10
-    # "strict" or "none" (see Isolation); running unconfined must be asked for explicitly.
-    isolation: str = Isolation.NONE
+    # "strict" (the default: the strictest this host supports) or "none" (see Isolation); running
+    # unconfined must be asked for explicitly.
+    isolation: str = Isolation.STRICT
     executor_limits: ExecutorLimits = ExecutorLimits()
     log_level: str = "INFO"
     log_json: bool = False

@@ -32,6 +32,7 @@ from task_manager.worker.confinement_rules import (
     Confinement,
     Limits,
     landlock_abi,
+    pids_cgroup_root,
 )
 
 SYS_LANDLOCK_ADD_RULE = 445
@@ -39,7 +40,6 @@ SYS_LANDLOCK_RESTRICT_SELF = 446
 LANDLOCK_RULE_PATH_BENEATH = 1
 PR_SET_NO_NEW_PRIVS = 38
 CPU_GRACE_SECONDS = 2  # SIGXCPU at the soft limit, SIGKILL this much later
-CGROUP_GROUP = "nsfl-executors"
 TLS_VARIABLES = (
     "NSFL_EXECUTOR_TLS_CA",
     "NSFL_EXECUTOR_TLS_CERT",
@@ -103,23 +103,6 @@ def apply_limits(limits: Limits) -> None:
         _, hard = resource.getrlimit(which)
         cap = hard if hard != resource.RLIM_INFINITY else value + grace
         resource.setrlimit(which, (min(value, cap), min(value + grace, cap)))
-
-
-def pids_cgroup_root() -> Path | None:
-    """Where this host's pids controller is mounted and writable (cgroup v1, or v2 with pids); None:
-    nowhere, and the process limit is RLIMIT_NPROC's alone (per uid, and not enforced for root)."""
-    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
-        if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
-            if root.name == "pids" or "pids" in _read(root / "cgroup.subtree_control").split():
-                return root / CGROUP_GROUP
-    return None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
 
 
 def join_pids_cgroup(processes: int) -> bool:

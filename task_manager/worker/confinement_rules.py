@@ -6,13 +6,17 @@ before any user code runs (:mod:`.confinement`).  It travels in the warm
 worker's :class:`~.launch_channel.LaunchRequest` (``"confine"``) or, on the
 cold path, on the worker's command line (``--confine``).
 
-Limits are in bytes and seconds, 0 meaning "not limited"; paths are absolute.
+Limits are in bytes and seconds, 0 meaning "not limited"; paths are absolute.  What the host
+offers (:func:`landlock_abi`, :func:`pids_cgroup_root`) is probed here too: the task manager asks
+at start for its capability report, the child before it confines itself.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from task_manager.worker.lines import Fields, decode, encode
 
@@ -20,6 +24,7 @@ CHANNEL = "confinement"
 MIB = 1024 * 1024
 SYS_LANDLOCK_CREATE_RULESET = 444
 LANDLOCK_CREATE_RULESET_VERSION = 1
+CGROUP_GROUP = "nsfl-executors"
 
 
 def landlock_abi() -> int:
@@ -29,6 +34,23 @@ def landlock_abi() -> int:
     libc.syscall.restype = ctypes.c_long
     abi = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), LANDLOCK_CREATE_RULESET_VERSION)
     return max(0, int(abi))
+
+
+def pids_cgroup_root() -> Path | None:
+    """Where this host's pids controller is mounted and writable (cgroup v1, or v2 with pids); None:
+    nowhere, and the process limit is RLIMIT_NPROC's alone (per uid, and not enforced for root)."""
+    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
+            if root.name == "pids" or "pids" in _read_text(root / "cgroup.subtree_control").split():
+                return root / CGROUP_GROUP
+    return None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True, slots=True)

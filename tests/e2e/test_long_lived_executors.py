@@ -31,6 +31,9 @@ def probed_clients(cluster: Cluster, shares: dict[str, dict[str, Any]], selector
         for mode, script in PROBES.items():
             config["task_entries"][f"probe-{mode}"] = {"script": str(script), "runtime": "pytorch", "mode": mode}
         config["allowed_script_roots"].append(str(SCRIPTS))
+        # The probes record each executor's pid in a folder the test shares with every client,
+        # outside any task folder: a confined executor may not write there (test_confinement).
+        config["isolation"] = "none"
         procs.append(cluster.start_task_manager(name, config))
     return procs
 
