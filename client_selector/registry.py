@@ -96,6 +96,7 @@ class Registration:
     resources: Resources = Resources()
     max_parallel_tasks: int = 1
     version: str = ""
+    protections: tuple[str, ...] = ()  # what confines its executors (Register.protections)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class ClientRecord:
     resources: Resources = Resources()
     max_parallel_tasks: int = 1
     version: str = ""
+    protections: tuple[str, ...] = ()  # what confines its executors (Register.protections)
     registered_at: float = 0.0
     # Last message of any kind on its stream (Unix seconds).
     last_seen: float = 0.0
@@ -154,6 +156,7 @@ def register(
         resources=registration.resources,
         max_parallel_tasks=registration.max_parallel_tasks,
         version=registration.version,
+        protections=registration.protections,
         registered_at=now,
         last_seen=now,
         connected=True,

@@ -36,6 +36,7 @@ MAX_LABELS = 64
 MAX_PARALLEL_TASKS = 1024
 MAX_COUNT = 10_000
 MAX_TASK_ID = 512
+MAX_PROTECTIONS = 32  # the capability report's entries kept (Register.protections)
 
 
 def client_id(value: str, field: str = "client_id") -> ClientId:
@@ -157,6 +158,7 @@ def registration_from_proto(msg: selector_pb2.Register) -> Registration:
         resources=resources_from_proto(msg.resources),
         max_parallel_tasks=msg.max_parallel_tasks or 1,
         version=msg.version[:MAX_NAME],
+        protections=tuple(p[:MAX_NAME] for p in msg.protections[:MAX_PROTECTIONS]),
     )
 
 
@@ -227,6 +229,7 @@ def client_info_to_proto(view: ClientView) -> selector_pb2.ClientInfo:
         reserved_by=",".join(view.reserved_by),
         source=record.source,
         expires_at_unix=view.expires_at,
+        protections=list(record.protections),
     )
 
 

@@ -30,12 +30,14 @@ from collections.abc import Mapping
 from libs.service import serve_until_stopped
 from libs.structured_logging import log_context
 from libs.wire import Wire, WireSettings
+from task_manager.confinement import host_protections
 from task_manager.connection import SelectorConnection
 from task_manager.executors import Executors
 from task_manager.launcher import Launcher, thread_environment
 from task_manager.process_groups import PidFile, sweep_orphans
 from task_manager.reporting import CoordinatorReporter
 from task_manager.settings import TaskManagerSettings
+from task_manager.worker.confinement_rules import pids_cgroup_root
 from task_manager.worker.launch_channel import NICE_VARIABLE
 from task_manager.workspace import Workspace
 
@@ -110,6 +112,11 @@ class TaskManagerApp:
         except BaseException:
             await self.stop()
             raise
+        log.info(
+            "task manager %s protects its executors with: %s (docs/security.md)",
+            settings.client_id,
+            ", ".join(host_protections(settings, pids_cgroup_root() is not None)),
+        )
         log.info(
             "task manager %s started (runtimes %s, %s executors, workspace %s)",
             settings.client_id,

@@ -15,8 +15,10 @@ from importlib import metadata
 from libs.errors import ValidationFailed
 from libs.protos import common_pb2, selector_pb2
 from libs.tasks.serde import algorithm_from_proto, parameters_from_proto
+from task_manager.confinement import host_protections
 from task_manager.settings import TaskManagerSettings
 from task_manager.tasks import Offer
+from task_manager.worker.confinement_rules import pids_cgroup_root
 
 MAX_REASON = 4000
 MAX_TASK_ID = 512
@@ -48,6 +50,7 @@ def registration(settings: TaskManagerSettings) -> selector_pb2.ClientMessage:
             ),
             max_parallel_tasks=settings.max_parallel_tasks,
             version=_version(),
+            protections=list(host_protections(settings, pids_cgroup_root() is not None)),
         )
     )
 

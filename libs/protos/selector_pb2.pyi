@@ -53,6 +53,7 @@ class Register(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     MAX_PARALLEL_TASKS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    PROTECTIONS_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     max_parallel_tasks: _builtins.int
     version: _builtins.str
@@ -64,6 +65,12 @@ class Register(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def resources(self) -> _common_pb2.Resources: ...
+    @_builtins.property
+    def protections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What confines this host's executors (docs/security.md), e.g. "landlock-abi-7", "no-new-privs",
+        "pids-cgroup", "isolation:none": the task manager's honest report of this host's kernel.
+        """
+
     def __init__(
         self,
         *,
@@ -74,10 +81,11 @@ class Register(_message.Message):
         resources: _common_pb2.Resources | None = ...,
         max_parallel_tasks: _builtins.int = ...,
         version: _builtins.str = ...,
+        protections: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "datasets", b"datasets", "labels", b"labels", "max_parallel_tasks", b"max_parallel_tasks", "resources", b"resources", "runtimes", b"runtimes", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "datasets", b"datasets", "labels", b"labels", "max_parallel_tasks", b"max_parallel_tasks", "protections", b"protections", "resources", b"resources", "runtimes", b"runtimes", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -705,6 +713,7 @@ class ClientInfo(_message.Message):
     RESERVED_BY_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_UNIX_FIELD_NUMBER: _builtins.int
+    PROTECTIONS_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     liveness: _builtins.str
     """"alive" | "lost" """
@@ -725,6 +734,10 @@ class ClientInfo(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def resources(self) -> _common_pb2.Resources: ...
+    @_builtins.property
+    def protections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What confines its executors, as it reported at registration (Register.protections)."""
+
     def __init__(
         self,
         *,
@@ -739,10 +752,11 @@ class ClientInfo(_message.Message):
         reserved_by: _builtins.str = ...,
         source: _builtins.str = ...,
         expires_at_unix: _builtins.float = ...,
+        protections: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "datasets", b"datasets", "expires_at_unix", b"expires_at_unix", "labels", b"labels", "last_heartbeat_unix", b"last_heartbeat_unix", "liveness", b"liveness", "reserved_by", b"reserved_by", "resources", b"resources", "running_tasks", b"running_tasks", "runtimes", b"runtimes", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "datasets", b"datasets", "expires_at_unix", b"expires_at_unix", "labels", b"labels", "last_heartbeat_unix", b"last_heartbeat_unix", "liveness", b"liveness", "protections", b"protections", "reserved_by", b"reserved_by", "resources", b"resources", "running_tasks", b"running_tasks", "runtimes", b"runtimes", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

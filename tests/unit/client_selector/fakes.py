@@ -90,6 +90,7 @@ class FakeTaskManager:
             resources=common_pb2.Resources(cpus=2, memory_mb=4096),
             max_parallel_tasks=max_parallel_tasks,
             version="test",
+            protections=["environment-allowlist", "landlock-abi-7"],
         )
         self.offers: list[selector_pb2.TaskOffer] = []
         self.cancels: list[selector_pb2.CancelTask] = []

@@ -86,6 +86,7 @@ async def test_a_task_manager_registers_and_is_listed_alive_with_what_it_declare
     assert info.liveness == "alive" and list(info.runtimes) == ["pytorch"]
     assert info.datasets[0].name == "digits" and info.datasets[0].samples == 600
     assert dict(info.labels) == {"nsfl.io/zone": "eu"} and info.resources.cpus == 2
+    assert list(info.protections) == ["environment-allowlist", "landlock-abi-7"]
 
 
 async def test_the_first_message_must_be_register(manager: MakeManager) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from task_manager.confinement import confinement_for, executor_environment, limit_exceeded
+from libs.errors import InvalidSetting
+from task_manager.confinement import confinement_for, executor_environment, host_protections, limit_exceeded
 from task_manager.executor_processes import ExitStatus
 from task_manager.launcher import WarmWorker, launch_cold
-from task_manager.settings import ExecutorLimits
-from task_manager.worker.confinement import pids_cgroup_root
-from task_manager.worker.confinement_rules import MIB, Confinement, Limits, landlock_abi
+from task_manager.serde import registration
+from task_manager.settings import ExecutorLimits, TaskManagerSettings
+from task_manager.worker.confinement_rules import MIB, Confinement, Limits, landlock_abi, pids_cgroup_root
 from tests.unit.task_manager.conftest import MakeSettings
 from tests.unit.task_manager.fakes import ENTRIES, FakeCoordinator, eventually, offer
 from tests.unit.task_manager.test_executors import next_report, running_executors, start
@@ -217,3 +218,27 @@ async def test_a_hostile_job_is_refused_every_attack_while_another_job_on_the_ho
     assert succeeded == [], attempts
     assert not (tmp_path / "data" / "planted.txt").exists()
     assert coordinator.reports.empty(), "both tasks succeeded: nothing was reported failed"
+
+
+def test_the_capability_report_says_what_this_host_gives_its_executors(make_settings: MakeSettings) -> None:
+    strict = make_settings(isolation="strict", executor_limits={"processes": 64})
+    abi = landlock_abi()
+
+    assert host_protections(strict, pids_cgroup=True) == (
+        "environment-allowlist",
+        "rlimits",
+        "pids-cgroup",
+        "no-new-privs",
+        f"landlock-abi-{abi}" if abi else "landlock:unavailable",
+    )
+    assert host_protections(strict, pids_cgroup=False)[2] == "processes:rlimit-only"
+    assert host_protections(make_settings(), pids_cgroup=True) == ("environment-allowlist", "isolation:none")
+    assert list(registration(strict).register.protections) == list(
+        host_protections(strict, pids_cgroup_root() is not None)
+    )
+
+
+def test_isolation_is_strict_unless_the_config_says_none(make_settings: MakeSettings) -> None:
+    assert TaskManagerSettings().isolation == "strict"
+    with pytest.raises(InvalidSetting, match="setting 'isolation' must be one of strict, none"):
+        make_settings(isolation="lax")
