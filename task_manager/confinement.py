@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 from task_manager.settings import ExecutorLimits, Isolation, TaskEntryConfig, TaskManagerSettings
-from task_manager.worker.confinement_rules import MIB, Confinement, Limits, landlock_abi
+from task_manager.worker.confinement_rules import MIB, NETWORK_ABI, Confinement, Limits, landlock_abi
 
 # Exact names kept from the daemon's environment.
 ALLOWED_VARIABLES = frozenset(
@@ -138,16 +138,27 @@ def _nsfl_packages() -> tuple[ModuleType, ...]:
     return (libs, task_executor, task_manager)
 
 
+def coordinator_port(endpoint: str) -> tuple[int, ...] | None:
+    """The port of ``host:port`` as the one an executor may connect to; None (any) if there is none
+    or this kernel's Landlock has no network rules."""
+    port = endpoint.rpartition(":")[2]
+    if not port.isdigit() or host_landlock_abi() < NETWORK_ABI:
+        return None
+    return (int(port),)
+
+
 def confinement_for(
     settings: TaskManagerSettings,
     *,
     writable: Sequence[Path],
     entry: TaskEntryConfig | None,
     datasets: Sequence[str],
+    coordinator: str = "",
 ) -> Confinement | None:
     """What an executor that writes only ``writable`` (its folders), runs ``entry`` (None: any of
     this host's entries, for a job executor) and reads ``datasets`` is confined to.  With
-    ``isolation: none``, only the configured limits (None if there are none)."""
+    ``isolation: none``, only the configured limits (None if there are none).  ``coordinator``
+    (host:port): the one TCP port it may connect to, where Landlock can say so (ABI 4+)."""
     limits = executor_limits(settings.executor_limits)
     if settings.isolation == Isolation.NONE:
         return None if limits == Limits() else Confinement(limits=limits)
@@ -162,6 +173,7 @@ def confinement_for(
         landlock=host_landlock_abi() > 0,
         read_write=(*(str(path) for path in writable), *SYSTEM_READ_WRITE),
         read_only=tuple(dict.fromkeys(readable)),
+        tcp_connect=coordinator_port(coordinator),
     )
 
 
@@ -193,4 +205,5 @@ def host_protections(settings: TaskManagerSettings, pids_cgroup: bool) -> tuple[
         return (*given, "isolation:none")
     abi = host_landlock_abi()
     given += ["no-new-privs", f"landlock-abi-{abi}" if abi else "landlock:unavailable"]
+    given.append("tcp-connect:coordinator-port" if abi >= NETWORK_ABI else "network:unrestricted")
     return tuple(given)

@@ -142,6 +142,7 @@ class Executors:
             ],
             entry=self.settings.task_entries[offer.entry],
             datasets=offer.datasets,
+            coordinator=offer.coordinator_endpoint,
         )
 
     # --- what the connection calls ---------------------------------------------------------
@@ -368,6 +369,7 @@ class Executors:
             writable=[task_dir, self.workspace.job_state_dir(offer.job_id)],
             entry=self.settings.task_entries[offer.entry],
             datasets=offer.datasets,
+            coordinator=offer.coordinator_endpoint,
         )
         return await self.launcher.launch(offer.runtime, task_dir, confine)
 

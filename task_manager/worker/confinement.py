@@ -11,7 +11,9 @@ Thin adapters over the kernel, in the order :func:`confine` runs them:
    of its reach (the key stays in its memory: docs/security.md);
 3. ``PR_SET_NO_NEW_PRIVS``: nothing it executes gains privileges (set-uid, file capabilities);
 4. Landlock (:func:`restrict_paths`): from here on the process and whatever it starts reach only
-   the paths the task manager listed, plus its own ``/proc/<pid>``.
+   the paths the task manager listed, plus its own ``/proc/<pid>``, and (ABI 4+) connect over TCP
+   only to the listed ports: its coordinator's (a port, on any address: Landlock has no address
+   rules; UDP is not covered).
 
 Landlock needs no privilege, no exec and no namespace, so a warm fork keeps its imports.  What
 the host cannot do is reported by :func:`landlock_abi` (0: none), which the task manager asks at
@@ -28,6 +30,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 from task_manager.worker.confinement_rules import (
+    NETWORK_ABI,
     SYS_LANDLOCK_CREATE_RULESET,
     Confinement,
     Limits,
@@ -38,6 +41,8 @@ from task_manager.worker.confinement_rules import (
 SYS_LANDLOCK_ADD_RULE = 445
 SYS_LANDLOCK_RESTRICT_SELF = 446
 LANDLOCK_RULE_PATH_BENEATH = 1
+LANDLOCK_RULE_NET_PORT = 2
+CONNECT_TCP = 1 << 1  # LANDLOCK_ACCESS_NET_CONNECT_TCP
 PR_SET_NO_NEW_PRIVS = 38
 CPU_GRACE_SECONDS = 2  # SIGXCPU at the soft limit, SIGKILL this much later
 TLS_VARIABLES = (
@@ -80,7 +85,12 @@ def handled_rights(abi: int) -> int:
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64)]
+
+
+class _NetPortAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -147,17 +157,23 @@ def set_no_new_privs() -> None:
     _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
-def restrict_paths(read_write: tuple[str, ...], read_only: tuple[str, ...], abi: int) -> None:
+def restrict_paths(
+    read_write: tuple[str, ...],
+    read_only: tuple[str, ...],
+    abi: int,
+    tcp_connect: tuple[int, ...] | None = None,
+) -> None:
     """Landlock this process to ``read_write`` (every right) and ``read_only`` (read and execute)
-    paths, and its own ``/proc/<pid>``; a listed path that does not exist is skipped."""
+    paths, and its own ``/proc/<pid>``; a listed path that does not exist is skipped.  With
+    ``tcp_connect`` and ABI 4+, TCP connections only to those ports (on any address)."""
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     handled = handled_rights(abi)
-    attr = _RulesetAttr(handled)
+    network = tcp_connect is not None and abi >= NETWORK_ABI
+    attr = _RulesetAttr(handled, CONNECT_TCP if network else 0)
+    size = ctypes.sizeof(attr) if network else ctypes.sizeof(ctypes.c_uint64)
     ruleset = _check(
-        libc.syscall(
-            SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), 0
-        ),
+        libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0),
         "landlock_create_ruleset",
     )
     try:
@@ -165,6 +181,12 @@ def restrict_paths(read_write: tuple[str, ...], read_only: tuple[str, ...], abi:
         rules += [(path, READ_ONLY) for path in (*read_only, f"/proc/{os.getpid()}")]
         for path, rights in rules:
             _add_path_rule(libc, ruleset, path, rights)
+        for port in (tcp_connect or ()) if network else ():
+            rule = _NetPortAttr(CONNECT_TCP, port)
+            _check(
+                libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_NET_PORT, ctypes.byref(rule), 0),
+                f"landlock_add_rule(tcp port {port})",
+            )
         _check(libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
     finally:
         os.close(ruleset)
@@ -201,4 +223,4 @@ def confine(confinement: Confinement) -> None:
         abi = landlock_abi()
         if abi < 1:
             raise OSError("this executor was to be confined with Landlock, which this kernel does not offer")
-        restrict_paths(confinement.read_write, confinement.read_only, abi)
+        restrict_paths(confinement.read_write, confinement.read_only, abi, confinement.tcp_connect)

@@ -25,6 +25,7 @@ MIB = 1024 * 1024
 SYS_LANDLOCK_CREATE_RULESET = 444
 LANDLOCK_CREATE_RULESET_VERSION = 1
 CGROUP_GROUP = "nsfl-executors"
+NETWORK_ABI = 4  # Landlock's TCP bind/connect rules
 
 
 def landlock_abi() -> int:
@@ -86,13 +87,16 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Confinement:
     """Limits, and (``landlock``) the only paths the executor may reach: ``read_write`` ones, and
-    ``read_only`` ones (read and execute).  ``no_new_privs``: no set-uid gain through an exec."""
+    ``read_only`` ones (read and execute), and the TCP ports it may connect to (``tcp_connect``).
+    ``no_new_privs``: no set-uid gain through an exec."""
 
     limits: Limits = Limits()
     no_new_privs: bool = False
     landlock: bool = False
     read_write: tuple[str, ...] = ()
     read_only: tuple[str, ...] = field(default=())
+    # With Landlock ABI 4+: the only TCP ports it may connect to (its coordinator's); None: any.
+    tcp_connect: tuple[int, ...] | None = None
 
     def to_fields(self) -> dict[str, object]:
         return {
@@ -101,6 +105,7 @@ class Confinement:
             "landlock": self.landlock,
             "read_write": list(self.read_write),
             "read_only": list(self.read_only),
+            "tcp_connect": None if self.tcp_connect is None else list(self.tcp_connect),
         }
 
     def to_line(self) -> bytes:
@@ -115,6 +120,7 @@ class Confinement:
             landlock=fields.flag("landlock"),
             read_write=fields.texts("read_write"),
             read_only=fields.texts("read_only"),
+            tcp_connect=fields.optional_integers("tcp_connect"),
         )
 
     @classmethod

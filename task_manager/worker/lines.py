@@ -105,6 +105,16 @@ class Fields:
             raise self.malformed(f"has a {key!r} that is not a list of strings")
         return tuple(value)
 
+    def optional_integers(self, key: str) -> tuple[int, ...] | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in value
+        ):
+            raise self.malformed(f"has a {key!r} that is not a list of integers")
+        return tuple(value)
+
     def optional_object(self, key: str) -> Fields | None:
         value = self.values.get(key)
         if value is None:

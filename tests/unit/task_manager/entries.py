@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -209,6 +210,9 @@ def hostile_or_victim(task_dir: Path) -> int:
     attempts["write outside its folder"] = _attempt(lambda: Path(parameters["outside"]).write_text("pwned"))
     attempts["read the daemon's variable"] = (
         "succeeded" if parameters["variable"] in os.environ else "refused: not in its environment"
+    )
+    attempts["connect to another local port"] = _attempt(
+        lambda: socket.create_connection(("127.0.0.1", parameters["other_port"]), timeout=2).close()
     )
     attempts["fork many processes"] = _attempt(lambda: _fork_many(parameters["forks"]))
     attempts["allocate 4x its memory"] = _attempt(lambda: bytearray(parameters["allocate_mb"] * 1024 * 1024))
