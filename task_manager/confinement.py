@@ -15,11 +15,11 @@ code must never see, while the child only learns what it is given.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 
 from task_manager.settings import ExecutorLimits, Isolation, TaskEntryConfig, TaskManagerSettings
 from task_manager.worker.confinement_rules import MIB, NETWORK_ABI, Confinement, Limits, landlock_abi
@@ -125,17 +125,20 @@ def python_paths() -> tuple[str, ...]:
     """The interpreter, its libraries and site-packages, and the nsfl packages an executor imports
     (each package, not the checkout: a workspace or config may live inside it)."""
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-    paths += [p for p in sys.path if p and "site-packages" in p or p.endswith("dist-packages")]
-    paths += [str(Path(module.__file__).parent) for module in _nsfl_packages() if module.__file__]
+    paths += [p for p in sys.path if "site-packages" in p or p.endswith("dist-packages")]
+    paths += _nsfl_packages()
     return tuple(dict.fromkeys(paths))
 
 
-def _nsfl_packages() -> tuple[ModuleType, ...]:
-    import libs
-    import task_executor
-    import task_manager
-
-    return (libs, task_executor, task_manager)
+def _nsfl_packages() -> tuple[str, ...]:
+    """The folders of the packages an executor imports, found without importing them (the daemon
+    does not import the executor's code)."""
+    folders = []
+    for name in ("libs", "task_executor", "task_manager"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            folders += list(spec.submodule_search_locations)
+    return tuple(folders)
 
 
 def coordinator_port(endpoint: str) -> tuple[int, ...] | None:
