@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from libs.errors import InvalidSetting
-from task_manager.confinement import confinement_for, executor_environment, host_protections, limit_exceeded
+from task_manager.confinement import (
+    SYSTEM_READ_ONLY,
+    confinement_for,
+    executor_environment,
+    host_protections,
+    limit_exceeded,
+    python_paths,
+)
 from task_manager.executor_processes import ExitStatus
 from task_manager.launcher import WarmWorker, launch_cold
 from task_manager.serde import registration
@@ -158,8 +165,13 @@ needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="this kernel has 
 
 
 @needs_landlock
+@pytest.mark.parametrize("long_lived", [True, False], ids=["job-executors", "one-task-executors"])
 async def test_a_hostile_job_is_refused_every_attack_while_another_job_on_the_host_finishes(
-    make_settings: MakeSettings, coordinator: FakeCoordinator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_settings: MakeSettings,
+    coordinator: FakeCoordinator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    long_lived: bool,
 ) -> None:
     monkeypatch.setenv(SECRET, "the daemon's own")
     (tmp_path / "private").mkdir()
@@ -169,6 +181,7 @@ async def test_a_hostile_job_is_refused_every_attack_while_another_job_on_the_ho
     settings = make_settings(
         "hostile_or_victim",
         isolation="strict",
+        long_lived_executors=long_lived,
         max_parallel_tasks=2,
         executor_limits={"memory_mb": 1024, "processes": 64},
         datasets={
@@ -249,3 +262,37 @@ def test_isolation_is_strict_unless_the_config_says_none(make_settings: MakeSett
     assert TaskManagerSettings().isolation == "strict"
     with pytest.raises(InvalidSetting, match="setting 'isolation' must be one of strict, none"):
         make_settings(isolation="lax")
+
+
+@needs_landlock
+async def test_a_cold_executor_is_confined_as_a_forked_one(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the daemon's")
+    task_dir = _environment_task(tmp_path)
+    (task_dir / "entry").write_text("hostile_or_victim")
+    (task_dir / "task.json").write_text(
+        json.dumps(
+            {
+                "parameters": {
+                    "role": "hostile",
+                    "read": {"a file outside": str(secret)},
+                    "outside": str(tmp_path / "planted.txt"),
+                    "variable": SECRET,
+                    "other_port": 1,
+                    "forks": 1,
+                    "allocate_mb": 1,
+                }
+            }
+        )
+    )
+    confine = Confinement(
+        no_new_privs=True,
+        landlock=True,
+        read_write=(str(task_dir),),
+        read_only=SYSTEM_READ_ONLY + python_paths(),
+    )
+
+    assert (await (await launch_cold(f"{ENTRIES}:dispatch", task_dir, confine=confine)).wait()).succeeded
+    attempts = json.loads((task_dir / "attempts.json").read_text())
+    assert attempts["a file outside"].startswith("refused: PermissionError")
+    assert attempts["write outside its folder"].startswith("refused: PermissionError")
