@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,38 @@ async def test_a_cold_executor_is_confined_as_a_forked_one(tmp_path: Path) -> No
     attempts = json.loads((task_dir / "attempts.json").read_text())
     assert attempts["a file outside"].startswith("refused: PermissionError")
     assert attempts["write outside its folder"].startswith("refused: PermissionError")
+
+
+def test_a_strict_confinement_gives_its_folders_the_named_datasets_and_the_python_environment_only(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        isolation="strict",
+        datasets={
+            "digits": {"path": str(tmp_path / "data"), "samples": 600},
+            "private": {"path": str(tmp_path / "private"), "samples": 1},
+        },
+    )
+    task_dir, state_dir = tmp_path / "ws" / "tasks" / "j" / "t", tmp_path / "ws" / "jobs" / "j" / "state"
+    entry = settings.task_entries["digits-train"]
+
+    confinement = confinement_for(
+        settings,
+        writable=[task_dir, state_dir],
+        entry=entry,
+        datasets=("digits",),
+        coordinator="127.0.0.1:50123",
+    )
+
+    assert (
+        confinement is not None and confinement.landlock == (landlock_abi() > 0) and confinement.no_new_privs
+    )
+    assert confinement.read_write[:2] == (str(task_dir), str(state_dir))
+    assert str(tmp_path / "data") in confinement.read_only
+    assert str(tmp_path / "private") not in confinement.read_only, "a dataset the job did not name"
+    assert str(entry.script) in confinement.read_only and sys.prefix in confinement.read_only
+    reachable = (*confinement.read_only, *confinement.read_write)
+    for secret in (settings.tls_key, settings.workspace, tmp_path, Path("/etc")):
+        assert str(secret) not in reachable
+        assert not any(secret.is_relative_to(p) for p in map(Path, reachable) if p != Path("/")), secret
+    assert confinement.tcp_connect == ((50123,) if landlock_abi() >= 4 else None)
