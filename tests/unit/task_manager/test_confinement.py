@@ -328,6 +328,7 @@ def test_a_strict_confinement_gives_its_folders_the_named_datasets_and_the_pytho
     assert str(tmp_path / "private") not in confinement.read_only, "a dataset the job did not name"
     assert str(entry.script) in confinement.read_only and sys.prefix in confinement.read_only
     reachable = (*confinement.read_only, *confinement.read_write)
+    assert settings.tls_key is not None
     for secret in (settings.tls_key, settings.workspace, tmp_path, Path("/etc")):
         assert str(secret) not in reachable
         assert not any(secret.is_relative_to(p) for p in map(Path, reachable) if p != Path("/")), secret
