@@ -31,6 +31,9 @@ def sleepy_clients(cluster: Cluster, shares: dict[str, dict[str, Any]], selector
         config = client_config(name, share, selector, cluster.base / name)
         config["task_entries"]["sleepy"] = {"script": str(SLEEPY), "runtime": "pytorch", "mode": "script"}
         config["allowed_script_roots"].append(str(SLEEPY.parent))
+        # The sleepy script writes its pid into a folder the test shares with every client, outside
+        # any task folder: a confined executor may not write there (test_confinement).
+        config["isolation"] = "none"
         procs.append(cluster.start_task_manager(name, config))
     return procs
 
