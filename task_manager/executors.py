@@ -69,6 +69,7 @@ from task_manager.workspace import (
     read_result_reason,
     task_dir_name,
 )
+from task_manager.workspace_trimming import WorkspaceTrimmer
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ KILL_WAIT_SECONDS = 10.0
 MAX_RELAUNCHES = 2
 SHUTDOWN_WAIT_SECONDS = 15.0
 LOG_TAIL_LINES = 20
-CLEANUP_INTERVAL_SECONDS = 5.0
 
 
 @dataclass
@@ -113,11 +113,7 @@ class Executors:
         self.pid_file = pid_file
         self.clock = clock
         self._active: dict[str, Task] = {}
-        self._protected: set[str] = set()  # folder names of active tasks, read by the cleanup thread
-        self._cleanup: asyncio.Task[list[str]] | None = None
-        self._cleanup_again = False
-        self._last_cleanup = float("-inf")
-        self._cleanup_running = False
+        self._trimmer = WorkspaceTrimmer(workspace, settings.workspace_quota_bytes)
         self._closed = False
         # One executor process per job kept across its rounds (None: every task gets its own process).
         self.job_executors: JobExecutors | None = None
@@ -171,7 +167,7 @@ class Executors:
             timeout = effective_timeout(offer.timeout_seconds, self.settings.task_timeout_seconds)
             name = f"{task_dir_name(offer.job_id)}/{task_dir_name(offer.task_id)}"
             self._active[offer.task_id] = Task(offer, timeout, name)
-            self._protected.add(name)
+            self._trimmer.protected.add(name)
         return decision
 
     def confirmed(self, task_id: str) -> None:
@@ -216,6 +212,7 @@ class Executors:
     async def shutdown(self, reason: str = "the task manager on this client was stopped") -> None:
         """Refuse new offers, kill every executor, let the runners report, stop cleaning."""
         self._closed = True
+        self._trimmer.closing = True
         runners = []
         for task in list(self._active.values()):
             if task.runner is None:
@@ -231,10 +228,7 @@ class Executors:
             await asyncio.gather(*late, return_exceptions=True)
         if self.job_executors is not None:
             await self.job_executors.shutdown()
-        if self._cleanup is not None:
-            if not self._cleanup_running:
-                self._cleanup.cancel()  # waiting out its interval: nothing to finish
-            await asyncio.gather(self._cleanup, return_exceptions=True)
+        await self._trimmer.close()
 
     # --- one task ----------------------------------------------------------------------------
 
@@ -386,39 +380,13 @@ class Executors:
     def _forget(self, task: Task) -> None:
         if self._active.get(task.offer.task_id) is task:
             del self._active[task.offer.task_id]
-            self._protected.discard(task.dir_name)
+            self._trimmer.protected.discard(task.dir_name)
 
     # --- workspace ---------------------------------------------------------------------------
 
     def schedule_cleanup(self) -> None:
-        """Trim the workspace in a thread; a request while one runs makes it run once more after.
-
-        Passes are at least ``CLEANUP_INTERVAL_SECONDS`` apart: a pass walks every task folder, and
-        a job that sends a task every few hundred milliseconds would otherwise have this host walk
-        its whole workspace after every round.
-        """
-        if self._cleanup is not None and not self._cleanup.done():
-            self._cleanup_again = True
-            return
-        self._cleanup = asyncio.create_task(self._trim())
-
-    async def _trim(self) -> list[str]:
-        deleted: list[str] = []
-        while True:
-            pause = self._last_cleanup + CLEANUP_INTERVAL_SECONDS - time.monotonic()
-            if pause > 0 and not self._closed:
-                await asyncio.sleep(pause)
-            self._last_cleanup = time.monotonic()
-            self._cleanup_again = False
-            self._cleanup_running = True
-            try:
-                deleted += await asyncio.to_thread(
-                    self.workspace.cleanup, self.settings.workspace_quota_bytes, self._protected.__contains__
-                )
-            finally:
-                self._cleanup_running = False
-            if not self._cleanup_again:
-                return deleted
+        """Trim the workspace to its quota in a thread (task_manager.workspace_trimming)."""
+        self._trimmer.schedule()
 
     def task_dir(self, task_id: str) -> Path:
         """The folder of ``task_id`` (an accepted task's, even before it is made)."""
