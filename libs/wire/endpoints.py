@@ -19,7 +19,7 @@ import grpc
 import grpc.aio
 
 from libs.errors import InvalidSetting
-from libs.pki.identity import Identity, IdentityKind
+from libs.pki.identity import DEFAULT_TRUST_DOMAIN, Identity, IdentityKind
 from libs.pki.revocation import RevocationCheck
 from libs.rpc import CHANNEL_OPTIONS, SERVER_OPTIONS
 from libs.wire.authorization import POLICY, Rule
@@ -63,7 +63,7 @@ class Wire:
         return cls(tls, settings.trust_domain, identity, RevocationCheck(tls.crl, tls.trusted()))
 
     @classmethod
-    def insecure(cls, trust_domain: str = "nsfl.local") -> Wire:
+    def insecure(cls, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> Wire:
         return cls(None, trust_domain)
 
     @property
